@@ -1,0 +1,46 @@
+"""Flatten: merge dimensions into one (a view, no copy)."""
+
+from __future__ import annotations
+
+from .module import Module
+from .validation import cast_input, check_grad, require_forward
+
+
+class Flatten(Module):
+    """Flatten dimensions ``start_dim`` to ``end_dim`` into one, as torch.nn.Flatten.
+
+    Shape: (N, C, H, W) → (N, C·H·W) with the defaults.
+    """
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim = int(start_dim)
+        self.end_dim = int(end_dim)
+        self._shape = None
+
+    def forward(self, x):
+        x = cast_input(self, x)
+        ndim = x.ndim
+        start = self.start_dim % ndim if ndim else 0
+        end = self.end_dim % ndim if ndim else 0
+        if not (-ndim <= self.start_dim < ndim and -ndim <= self.end_dim < ndim) or start > end:
+            raise ValueError(
+                f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}) expected an input "
+                f"with dimensions start_dim..end_dim, got shape {x.shape}"
+            )
+        self._shape = x.shape
+        self._dtype = x.dtype
+        return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :])
+
+    def backward(self, grad_out):
+        require_forward(self, self._shape)
+        grad_out = cast_input(self, grad_out, self._dtype)
+        size = 1
+        for s in self._shape:
+            size *= s
+        if grad_out.size != size:
+            check_grad(self, grad_out, self._shape, self._dtype)
+        return grad_out.reshape(self._shape)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

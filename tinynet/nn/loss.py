@@ -1,0 +1,102 @@
+"""Losses. ``loss = crit(output, target)`` returns a float; ``crit.backward()`` returns
+d loss / d output, so a training step reads ``model.backward(crit.backward())``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .module import Module
+from .validation import cast_input, require_forward
+
+_REDUCTIONS = ("mean", "sum")
+
+
+class CrossEntropyLoss(Module):
+    """Softmax cross-entropy on raw scores (logits), fused for stability.
+
+    loss_n = −log softmax(x_n)[t_n], computed as logsumexp(x_n) − x_n[t_n] with the row maximum
+    subtracted first, so no exponential overflows. With ``label_smoothing`` ε the target is
+    (1 − ε)·one_hot + ε/C, as in PyTorch. The gradient is (softmax − target) / N.
+
+    Shape: input (N, C) float, target (N,) integer class indices in [0, C).
+    """
+
+    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"CrossEntropyLoss expected reduction in {_REDUCTIONS}, got {reduction!r}")
+        if not 0.0 <= float(label_smoothing) <= 1.0:
+            raise ValueError(
+                f"CrossEntropyLoss expected label_smoothing in [0, 1], got {label_smoothing!r}"
+            )
+        self.reduction = reduction
+        self.label_smoothing = float(label_smoothing)
+        self._grad = None
+
+    def forward(self, input, target):
+        x = cast_input(self, input)
+        if x.ndim != 2:
+            raise ValueError(f"CrossEntropyLoss expected input (N, C), got shape {x.shape}")
+        target = np.asarray(target)
+        n, c = x.shape
+        if target.shape != (n,) or target.dtype.kind not in "iu":
+            raise ValueError(
+                f"CrossEntropyLoss expected target of integer class indices with shape ({n},), "
+                f"got {target.dtype} array of shape {target.shape}"
+            )
+        if n and (target.min() < 0 or target.max() >= c):
+            raise ValueError(
+                f"CrossEntropyLoss expected target values in [0, {c}), "
+                f"got min {target.min()} and max {target.max()}"
+            )
+        shifted = x - x.max(axis=1, keepdims=True)
+        logsumexp = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        log_probs = shifted - logsumexp
+        rows = np.arange(n)
+        eps = self.label_smoothing
+        nll = -log_probs[rows, target]
+        if eps:
+            nll = (1 - eps) * nll - eps * log_probs.mean(axis=1)
+        scale = 1.0 / n if self.reduction == "mean" else 1.0
+        # d loss / d x = softmax − smoothed one-hot, times the reduction's scale.
+        grad = np.exp(log_probs)
+        if eps:
+            grad -= eps / c
+        grad[rows, target] -= 1 - eps
+        grad *= x.dtype.type(scale)
+        self._grad = grad
+        return float(nll.sum(dtype=np.float64) * scale)
+
+    def backward(self, grad_out=None):
+        require_forward(self, self._grad)
+        return self._grad
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
+
+
+class MSELoss(Module):
+    """Mean squared error, mean over every element (or sum); gradient 2(x − y)/numel."""
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"MSELoss expected reduction in {_REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+        self._grad = None
+
+    def forward(self, input, target):
+        x = cast_input(self, input)
+        y = cast_input(self, target, x.dtype)
+        if x.shape != y.shape:
+            raise ValueError(
+                f"MSELoss expected target of the input's shape {x.shape}, got {y.shape}"
+            )
+        diff = x - y
+        scale = 1.0 / max(x.size, 1) if self.reduction == "mean" else 1.0
+        self._grad = diff * x.dtype.type(2 * scale)
+        return float(np.square(diff, dtype=np.float64).sum() * scale)
+
+    def backward(self, grad_out=None):
+        require_forward(self, self._grad)
+        return self._grad
