@@ -1,0 +1,1 @@
+"""Passes: pure rewrites of a model (the input is never modified)."""
