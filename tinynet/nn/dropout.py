@@ -19,7 +19,8 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+        number = (int, float, np.integer, np.floating)
+        if isinstance(p, bool) or not isinstance(p, number) or not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout expected p in [0, 1], got {p!r}")
         self.p = float(p)
         self._mask = None
@@ -50,4 +51,3 @@ class Dropout(Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
-

@@ -30,16 +30,15 @@ class Flatten(Module):
             )
         self._shape = x.shape
         self._dtype = x.dtype
-        return x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :])
+        y = x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :])
+        self._out_shape = y.shape
+        return y
 
     def backward(self, grad_out):
         require_forward(self, self._shape)
-        grad_out = cast_input(self, grad_out, self._dtype)
-        size = 1
-        for s in self._shape:
-            size *= s
-        if grad_out.size != size:
-            check_grad(self, grad_out, self._shape, self._dtype)
+        # Check against the output's shape: a gradient of the right size but another shape
+        # (a transposed one, say) would otherwise be reshaped into nonsense.
+        grad_out = check_grad(self, grad_out, self._out_shape, self._dtype)
         return grad_out.reshape(self._shape)
 
     def extra_repr(self) -> str:

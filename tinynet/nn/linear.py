@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..random import get_generator
 from .module import Module, Parameter
 from .validation import check_grad, check_input, positive_int, require_forward
@@ -40,8 +38,13 @@ class Linear(Module):
 
     def forward(self, x):
         x = check_input(
-            self, x, tuple(range(1, 33)), "(N, {C})",
-            channels=self.in_features, channel_axis=-1, dtype=self.weight.data.dtype,
+            self,
+            x,
+            tuple(range(1, 33)),
+            "(N, {C})",
+            channels=self.in_features,
+            channel_axis=-1,
+            dtype=self.weight.data.dtype,
         )
         self._x = x
         y = x @ self.weight.data.T

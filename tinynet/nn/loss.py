@@ -24,7 +24,9 @@ class CrossEntropyLoss(Module):
     def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0):
         super().__init__()
         if reduction not in _REDUCTIONS:
-            raise ValueError(f"CrossEntropyLoss expected reduction in {_REDUCTIONS}, got {reduction!r}")
+            raise ValueError(
+                f"CrossEntropyLoss expected reduction in {_REDUCTIONS}, got {reduction!r}"
+            )
         if not 0.0 <= float(label_smoothing) <= 1.0:
             raise ValueError(
                 f"CrossEntropyLoss expected label_smoothing in [0, 1], got {label_smoothing!r}"

@@ -80,6 +80,19 @@ class Module:
                 f"{type(self).__name__}.__init__ must call super().__init__() "
                 f"before assigning {name!r}"
             )
+        # Replacing a registered parameter (or child) by something else would silently drop
+        # it from parameters() and state_dict(), so, as torch does, only None may replace it.
+        if value is not None:
+            if name in self._parameters and not isinstance(value, Parameter):
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as parameter {name!r} "
+                    f"(Parameter or None expected)"
+                )
+            if name in self._modules and not isinstance(value, Module):
+                raise TypeError(
+                    f"cannot assign {type(value).__name__} as child module {name!r} "
+                    f"(Module or None expected)"
+                )
         # Keep the attribute in __dict__ too: plain attribute reads stay as fast as Python's,
         # which matters when a layer runs a few microseconds of work per call.
         self._parameters.pop(name, None)

@@ -1,0 +1,417 @@
+"""Conv2d and Conv3d against a plain NumPy reference, central differences and PyTorch."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference.conv import conv_backward, conv_forward
+
+import tinynet
+from tinynet.nn import Conv2d, Conv3d
+from tinynet.testing import assert_close, gradcheck
+
+CLASSES = {2: Conv2d, 3: Conv3d}
+
+
+def run_layer(layer, x, seed=1):
+    """Forward, then backward of a random gradient; returns (y, grad_out, grad_x)."""
+    y = layer(x)
+    grad_out = np.random.default_rng(seed).standard_normal(y.shape).astype(y.dtype)
+    return y, grad_out, layer.backward(grad_out)
+
+
+def reference_padding(layer):
+    return tuple(zip(layer._pad_low, layer._pad_high, strict=True))
+
+
+def check_against_reference(layer, x, rtol=1e-9, atol=1e-9):
+    layer.zero_grad()
+    y, grad_out, grad_x = run_layer(layer, x)
+    args = (layer.stride, reference_padding(layer), layer.dilation, layer.groups)
+    bias = None if layer.bias is None else layer.bias.data
+    assert_close(
+        y, conv_forward(x, layer.weight.data, bias, *args), rtol=rtol, atol=atol, name="forward"
+    )
+    gx, gw, gb = conv_backward(x, layer.weight.data, grad_out, *args)
+    assert_close(grad_x, gx, rtol=rtol, atol=atol, name="grad input")
+    assert_close(layer.weight.grad, gw, rtol=rtol, atol=atol, name="grad weight")
+    if layer.bias is not None:
+        assert_close(layer.bias.grad, gb, rtol=rtol, atol=atol, name="grad bias")
+
+
+# -- gradcheck -----------------------------------------------------------------------------
+
+GRADCHECK_CASES = [
+    (Conv2d, (2, 4, 6, 5), dict(in_channels=4, out_channels=6, kernel_size=3, padding=1)),
+    (
+        Conv2d,
+        (2, 4, 7, 6),
+        dict(
+            in_channels=4,
+            out_channels=4,
+            kernel_size=(3, 2),
+            stride=2,
+            padding=(1, 0),
+            dilation=(1, 2),
+            groups=2,
+            bias=False,
+        ),
+    ),
+    (
+        Conv2d,
+        (2, 3, 6, 6),
+        dict(in_channels=3, out_channels=6, kernel_size=3, groups=3, padding="same"),
+    ),
+    (
+        Conv3d,
+        (2, 2, 4, 5, 4),
+        dict(in_channels=2, out_channels=3, kernel_size=(2, 3, 2), stride=(1, 2, 1), padding=1),
+    ),
+    (
+        Conv3d,
+        (1, 4, 5, 4, 5),
+        dict(in_channels=4, out_channels=4, kernel_size=2, dilation=2, groups=4, bias=False),
+    ),
+    (
+        Conv3d,
+        (2, 2, 3, 4, 4),
+        dict(in_channels=2, out_channels=2, kernel_size=2, padding="same", groups=2),
+    ),
+]
+
+
+@pytest.mark.parametrize("cls, shape, kwargs", GRADCHECK_CASES)
+def test_gradcheck(cls, shape, kwargs):
+    tinynet.manual_seed(0)
+    x = np.random.default_rng(2).standard_normal(shape)
+    assert gradcheck(cls(**kwargs), x, max_checks=60)
+
+
+# -- the NumPy reference on generated configurations -------------------------------------------
+
+
+@st.composite
+def conv_configs(draw, dims):
+    groups = draw(st.sampled_from([1, 1, 2, 3]))
+    cin = groups * draw(st.integers(1, 3))
+    cout = groups * draw(st.integers(1, 3))
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(dims))
+    stride = tuple(draw(st.integers(1, 3)) for _ in range(dims))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(dims))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(dims))
+    # Sizes from the smallest the padded kernel allows, a few more (odd ones included).
+    size = tuple(
+        max(1, d * (k - 1) + 1 - 2 * p) + draw(st.integers(0, 4))
+        for k, d, p in zip(kernel, dilation, padding, strict=True)
+    )
+    batch = draw(st.integers(1, 4))
+    layout = draw(st.sampled_from(["contiguous", "strided", "transposed"]))
+    bias = draw(st.booleans())
+    return (
+        dict(
+            in_channels=cin,
+            out_channels=cout,
+            kernel_size=kernel,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+        ),
+        batch,
+        size,
+        layout,
+    )
+
+
+def make_input(batch, channels, size, layout, seed):
+    rng = np.random.default_rng(seed)
+    if layout == "strided":  # every other element along the last axis
+        big = rng.standard_normal((batch, channels, *size[:-1], 2 * size[-1]))
+        return big[..., ::2]
+    if layout == "transposed":  # batch and channel axes swapped in memory
+        return rng.standard_normal((channels, batch, *size)).swapaxes(0, 1)
+    return rng.standard_normal((batch, channels, *size))
+
+
+def check_config(dims, config, seed):
+    kwargs, batch, size, layout = config
+    tinynet.manual_seed(seed)
+    layer = CLASSES[dims](**kwargs).double()
+    x = make_input(batch, kwargs["in_channels"], size, layout, seed)
+    check_against_reference(layer, x)
+
+
+@settings(max_examples=30, deadline=None)
+@given(config=conv_configs(2), seed=st.integers(0, 2**16))
+def test_conv2d_matches_reference(config, seed):
+    check_config(2, config, seed)
+
+
+@settings(max_examples=15, deadline=None)
+@given(config=conv_configs(3), seed=st.integers(0, 2**16))
+def test_conv3d_matches_reference(config, seed):
+    check_config(3, config, seed)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_depthwise_with_multiplier_matches_reference(dims):
+    # groups == in_channels takes the direct kernels; a multiplier of 2 outputs per group.
+    tinynet.manual_seed(0)
+    layer = CLASSES[dims](3, 6, 3, stride=2, padding=1, groups=3).double()
+    x = make_input(3, 3, (5,) * dims, "contiguous", seed=3)
+    assert layer._direct
+    check_against_reference(layer, x)
+
+
+@pytest.mark.parametrize(
+    "dims, kwargs",
+    [
+        (2, dict(kernel_size=3, padding=1)),  # "same" size: lines merged into long runs
+        (2, dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 2), groups=2)),
+        (3, dict(kernel_size=3, padding=1, dilation=(1, 2, 1))),
+        (3, dict(kernel_size=2, stride=2, padding=(0, 1, 1))),
+    ],
+)
+def test_output_tiles_match_reference(monkeypatch, dims, kwargs):
+    # Large outputs are computed a few lines at a time; force tiny tiles (uneven last tile
+    # included) on small inputs.
+    monkeypatch.setattr("tinynet.nn.conv._TILE_BYTES", 1)
+    monkeypatch.setattr("tinynet.nn.conv._MIN_TILE_COLUMNS", 10)
+    layer = CLASSES[dims](4, 6, **kwargs).double()
+    x = make_input(3, 4, (5, 7, 6)[-dims:], "contiguous", seed=5)
+    tile, _, _ = layer._gemm_work(3, 4 * 6, layer._output_size(x.shape[2:]), np.float64)
+    assert tile < np.prod(layer._output_size(x.shape[2:])[:-1])
+    check_against_reference(layer, x)
+
+
+def test_same_padding_with_even_kernel_matches_reference():
+    layer = Conv2d(2, 3, (4, 3), padding="same", dilation=(1, 2)).double()
+    x = make_input(2, 2, (7, 6), "contiguous", seed=4)
+    y, _, _ = run_layer(layer, x)
+    assert y.shape == (2, 3, 7, 6)
+    check_against_reference(layer, x)
+
+
+def test_padding_valid_is_zero_padding():
+    layer = Conv2d(2, 3, 3, padding="valid")
+    assert layer(np.ones((1, 2, 5, 6))).shape == (1, 3, 3, 4)
+
+
+# -- behaviour -------------------------------------------------------------------------------
+
+
+def test_parameters_shapes_and_pytorch_initialisation_bounds():
+    layer = Conv3d(4, 6, (1, 2, 3), groups=2)
+    assert layer.weight.shape == (6, 2, 1, 2, 3)
+    assert layer.bias.shape == (6,)
+    assert layer.weight.dtype == np.float32
+    bound = 1 / np.sqrt(2 * 1 * 2 * 3)
+    assert np.abs(layer.weight.data).max() <= bound
+    assert np.abs(layer.bias.data).max() <= bound
+    # Not all in a narrower band: the draw spans the whole interval.
+    assert np.abs(layer.weight.data).max() > 0.8 * bound
+    assert Conv2d(2, 3, 3, bias=False).bias is None
+    assert [name for name, _ in Conv2d(2, 3, 3).named_parameters()] == ["weight", "bias"]
+
+
+def test_arguments_are_stored_as_tuples():
+    layer = Conv2d(2, 4, 3, stride=(2, 1), padding=1, dilation=2, groups=2)
+    assert layer.kernel_size == (3, 3)
+    assert layer.stride == (2, 1)
+    assert layer.padding == (1, 1)
+    assert layer.dilation == (2, 2)
+    assert (layer.in_channels, layer.out_channels, layer.groups) == (2, 4, 2)
+
+
+def test_manual_seed_makes_initialisation_repeatable():
+    tinynet.manual_seed(5)
+    a = Conv2d(3, 4, 3)
+    tinynet.manual_seed(5)
+    b = Conv2d(3, 4, 3)
+    assert np.array_equal(a.weight.data, b.weight.data)
+    assert np.array_equal(a.bias.data, b.bias.data)
+
+
+def test_backward_accumulates_and_works_in_eval_mode():
+    layer = Conv2d(2, 3, 3, padding=1).double()
+    x = make_input(2, 2, (5, 5), "contiguous", seed=0)
+    _, grad_out, grad_x = run_layer(layer, x)
+    first_w, first_b = layer.weight.grad.copy(), layer.bias.grad.copy()
+    layer.eval()
+    layer(x)
+    assert np.array_equal(layer.backward(grad_out), grad_x)
+    assert_close(layer.weight.grad, 2 * first_w, rtol=1e-12)
+    assert_close(layer.bias.grad, 2 * first_b, rtol=1e-12)
+
+
+# The direct (depthwise) kernels sum in a fixed order by construction; the GEMM ones split the
+# batch between threads, so they are the ones to check. float32 only: fewer compilations.
+@pytest.mark.parametrize("groups", [1, 2])
+def test_same_input_and_threads_give_bit_identical_results(groups):
+    x = make_input(9, 4, (9, 7), "contiguous", seed=0).astype(np.float32)
+    results = []
+    for _ in range(2):
+        tinynet.manual_seed(0)
+        layer = Conv2d(4, 8, 3, padding=1, groups=groups)
+        y, _, grad_x = run_layer(layer, x)
+        results.append((y, grad_x, layer.weight.grad, layer.bias.grad))
+    for first, second in zip(*results, strict=True):
+        assert np.array_equal(first, second)
+
+
+def test_thread_count_changes_only_rounding():
+    x = make_input(5, 3, (6, 6), "contiguous", seed=0).astype(np.float32)
+    layer = Conv2d(3, 4, 3, padding=1)
+    other = copy.deepcopy(layer)
+    y, _, grad_x = run_layer(layer, x)
+    with tinynet.set_num_threads(1):
+        y1, _, grad_x1 = run_layer(other, x)
+    assert_close(y1, y, rtol=1e-5, atol=1e-6)
+    assert_close(grad_x1, grad_x, rtol=1e-5, atol=1e-6)
+    assert_close(other.weight.grad, layer.weight.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_float64_layer_and_integer_input():
+    layer = Conv2d(1, 2, 2).double()
+    y = layer(np.arange(18).reshape(1, 1, 3, 6))
+    assert y.dtype == np.float64
+    assert Conv2d(1, 2, 2)(np.ones((1, 1, 3, 3), np.float64)).dtype == np.float32
+
+
+def test_empty_batch():
+    layer = Conv2d(2, 3, 3)
+    y, _, grad_x = run_layer(layer, np.zeros((0, 2, 4, 4), np.float32))
+    assert y.shape == (0, 3, 2, 2)
+    assert grad_x.shape == (0, 2, 4, 4)
+    assert not layer.weight.grad.any()
+
+
+def test_repr_and_describe():
+    layer = Conv2d(4, 8, 3, stride=2, padding=1, groups=2, bias=False)
+    assert layer.describe() == "Conv2d(in_channels=4)"
+    assert repr(layer) == (
+        "Conv2d(4, 8, kernel_size=(3, 3), stride=(2, 2), padding=(1, 1), groups=2, bias=False)"
+    )
+    assert repr(Conv3d(1, 2, 3)) == "Conv3d(1, 2, kernel_size=(3, 3, 3), stride=(1, 1, 1))"
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_wrong_rank_and_channels():
+    with pytest.raises(ValueError, match=r"Conv2d\(in_channels=3\) expected input \(N, 3, H, W\)"):
+        Conv2d(3, 4, 3)(np.zeros((3, 8, 8)))
+    with pytest.raises(
+        ValueError,
+        match=r"expected input \(N, 3, H, W\), got \(8, 32, 32, 3\); "
+        r"is it channels-last",
+    ):
+        Conv2d(3, 4, 3)(np.zeros((8, 32, 32, 3)))
+    with pytest.raises(ValueError, match=r"Conv3d\(in_channels=2\) expected input \(N, 2, D"):
+        Conv3d(2, 4, 3)(np.zeros((1, 2, 8, 8)))
+
+
+def test_input_too_small_for_the_kernel():
+    with pytest.raises(
+        ValueError,
+        match=r"Conv2d\(in_channels=1\) expected a padded input size"
+        r".* at least \(5, 3\).*got \(4, 6\)",
+    ):
+        Conv2d(1, 1, (3, 3), dilation=(2, 1), padding=1)(np.zeros((1, 1, 2, 4)))
+    with pytest.raises(ValueError, match="expected a padded input size"):
+        Conv3d(1, 1, 3)(np.zeros((1, 1, 3, 3, 2)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kernel_size=0), "kernel_size"),
+        (dict(kernel_size=(3, 3, 3)), "kernel_size"),
+        (dict(kernel_size=3, stride=0), "stride"),
+        (dict(kernel_size=3, dilation=(1, 0)), "dilation"),
+        (dict(kernel_size=3, padding=-1), "padding"),
+        (dict(kernel_size=3, padding="full"), "padding 'valid', 'same'"),
+        (dict(kernel_size=3, padding="same", stride=2), "stride 1 with padding='same'"),
+        (dict(kernel_size=3, groups=3), "divisible by groups"),
+        (dict(kernel_size=3, groups=0), "groups"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Conv2d(in_channels=4, out_channels=6, **kwargs)
+
+
+def test_bad_channel_counts():
+    with pytest.raises(ValueError, match="in_channels"):
+        Conv2d(0, 4, 3)
+    with pytest.raises(ValueError, match=r"out_channels \(5\) divisible by groups"):
+        Conv2d(4, 5, 3, groups=2)
+
+
+def test_bad_dtype_and_backward_errors():
+    layer = Conv2d(1, 1, 2)
+    with pytest.raises(TypeError, match="real-valued"):
+        layer(np.zeros((1, 1, 3, 3), np.complex64))
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        layer.backward(np.zeros((1, 1, 2, 2)))
+    layer(np.zeros((1, 1, 3, 3)))
+    with pytest.raises(ValueError, match=r"expected a gradient of shape \(1, 1, 2, 2\)"):
+        layer.backward(np.zeros((1, 1, 3, 3)))
+
+
+# -- PyTorch ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_matches_pytorch(dims, dtype):
+    torch = pytest.importorskip("torch")
+    functional = {2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[dims]
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    rng = np.random.default_rng(dims)
+    for trial in range(6):
+        groups = int(rng.choice([1, 2, 4]))
+        cin, cout = groups * int(rng.integers(1, 4)), groups * int(rng.integers(1, 4))
+        kernel = tuple(int(k) for k in rng.integers(1, 4, dims))
+        stride = tuple(int(s) for s in rng.integers(1, 3, dims))
+        padding = tuple(int(p) for p in rng.integers(0, 2, dims))
+        size = tuple(k + int(rng.integers(0, 6)) for k in kernel)
+        if trial == 0 and dtype == np.float64:  # depthwise: the direct kernels
+            groups, cin, cout = 4, 4, 8
+        layer = CLASSES[dims](cin, cout, kernel, stride, padding, groups=groups).to(dtype)
+        x = rng.standard_normal((3, cin, *size)).astype(dtype)
+        y, grad_out, grad_x = run_layer(layer, x)
+        xt = torch.tensor(x, requires_grad=True)
+        wt = torch.tensor(layer.weight.data, requires_grad=True)
+        bt = torch.tensor(layer.bias.data, requires_grad=True)
+        yt = functional(xt, wt, bt, stride, padding, 1, groups)
+        yt.backward(torch.tensor(grad_out))
+        assert_close(y, yt.detach().numpy(), rtol=tol, atol=tol, name="forward")
+        assert_close(grad_x, xt.grad.numpy(), rtol=tol, atol=tol, name="grad input")
+        assert_close(layer.weight.grad, wt.grad.numpy(), rtol=tol, atol=tol, name="grad weight")
+        assert_close(layer.bias.grad, bt.grad.numpy(), rtol=tol, atol=tol, name="grad bias")
+
+
+def test_repr_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    for args, kwargs in [
+        ((4, 8, 3), dict(stride=2, padding=1, groups=2, bias=False)),
+        ((2, 3, (1, 2)), dict(dilation=2, padding="same")),
+        ((2, 3, 3), dict(padding="valid")),
+    ]:
+        assert repr(Conv2d(*args, **kwargs)) == repr(torch.nn.Conv2d(*args, **kwargs))
+    assert repr(Conv3d(2, 4, 3, padding=1)) == repr(torch.nn.Conv3d(2, 4, 3, padding=1))
+
+
+def test_state_dict_loads_pytorch_weights():
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.Conv2d(3, 4, 3, padding=1).double()
+    ours = Conv2d(3, 4, 3, padding=1).double()
+    ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
+    assert_close(ours(x), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-12, atol=1e-12)

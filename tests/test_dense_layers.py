@@ -1,0 +1,437 @@
+"""Linear, ReLU, Sigmoid, Tanh, Dropout and Flatten against NumPy references, PyTorch and
+central differences, plus their initialisation, dtype rules and error messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import dense as ref
+
+import tinynet
+from tinynet.nn import Dropout, Flatten, Linear, ReLU, Sequential, Sigmoid, Tanh
+from tinynet.testing import assert_close, gradcheck
+
+ACTIVATIONS = {
+    "ReLU": (ReLU, ref.relu),
+    "Sigmoid": (Sigmoid, ref.sigmoid),
+    "Tanh": (Tanh, ref.tanh),
+}
+
+
+def rand(*shape, seed=0, dtype=np.float64):
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def away_from_zero(x, gap=1e-2):
+    """Push values off ReLU's kink, where central differences are meaningless."""
+    return np.where(np.abs(x) < gap, gap + np.abs(x), x)
+
+
+# -- Linear ------------------------------------------------------------------------------------
+
+LEADING = [(5,), (2, 3), (2, 1, 3), ()]
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("leading", LEADING, ids=str)
+def test_linear_matches_reference(leading, bias):
+    layer = Linear(4, 3, bias=bias).double()
+    x = rand(*leading, 4)
+    y = layer(x)
+    b = layer.bias.data if bias else None
+    assert_close(y, ref.linear_forward(x, layer.weight.data, b), rtol=1e-12, atol=1e-14)
+    g = rand(*leading, 3, seed=1)
+    grad_x = layer.backward(g)
+    ex, ew, eb = ref.linear_backward(x, layer.weight.data, g)
+    assert_close(grad_x, ex, rtol=1e-12, atol=1e-14, name="grad x")
+    assert_close(layer.weight.grad, ew, rtol=1e-12, atol=1e-14, name="grad weight")
+    if bias:
+        assert_close(layer.bias.grad, eb, rtol=1e-12, atol=1e-14, name="grad bias")
+    else:
+        assert layer.bias is None
+        assert [n for n, _ in layer.named_parameters()] == ["weight"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("leading", LEADING, ids=str)
+def test_linear_matches_torch(leading, bias, dtype):
+    torch = pytest.importorskip("torch")
+    layer = Linear(4, 3, bias=bias).to(dtype)
+    theirs = torch.nn.Linear(4, 3, bias=bias).to(getattr(torch, np.dtype(dtype).name))
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in layer.state_dict().items()})
+    x = rand(*leading, 4, dtype=dtype)
+    g = rand(*leading, 3, seed=1, dtype=dtype)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = theirs(tx)
+    ty.backward(torch.tensor(g))
+    y = layer(x)
+    grad_x = layer.backward(g)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    assert y.dtype == grad_x.dtype == dtype
+    assert_close(y, ty.detach().numpy(), name="forward", **tol)
+    assert_close(grad_x, tx.grad.numpy(), name="grad x", **tol)
+    assert_close(layer.weight.grad, theirs.weight.grad.numpy(), name="grad weight", **tol)
+    if bias:
+        assert_close(layer.bias.grad, theirs.bias.grad.numpy(), name="grad bias", **tol)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    leading=st.lists(st.integers(1, 3), min_size=0, max_size=3).map(tuple),
+    fan_in=st.integers(1, 6),
+    fan_out=st.integers(1, 6),
+    bias=st.booleans(),
+)
+def test_linear_property_against_reference(leading, fan_in, fan_out, bias):
+    layer = Linear(fan_in, fan_out, bias=bias).double()
+    x = rand(*leading, fan_in)
+    g = rand(*leading, fan_out, seed=1)
+    b = layer.bias.data if bias else None
+    assert_close(layer(x), ref.linear_forward(x, layer.weight.data, b), rtol=1e-12, atol=1e-13)
+    ex, ew, _ = ref.linear_backward(x, layer.weight.data, g)
+    assert_close(layer.backward(g), ex, rtol=1e-12, atol=1e-13)
+    assert_close(layer.weight.grad, ew, rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("leading", [(3,), (2, 2)], ids=str)
+def test_linear_gradcheck(leading, bias):
+    assert gradcheck(Linear(4, 3, bias=bias), rand(*leading, 4))
+
+
+def test_linear_non_contiguous_input():
+    layer = Linear(3, 2).double()
+    x = rand(3, 5).T  # (5, 3), Fortran order
+    assert_close(layer(x), ref.linear_forward(x, layer.weight.data, layer.bias.data), rtol=1e-12)
+
+
+def test_linear_default_init_follows_pytorch_bounds():
+    tinynet.manual_seed(0)
+    layer = Linear(250, 400)
+    bound = 1 / np.sqrt(250)
+    for values in (layer.weight.data, layer.bias.data):
+        assert values.dtype == np.float32
+        assert np.abs(values).max() <= bound
+    w = layer.weight.data.astype(np.float64)
+    # Uniform(−b, b): mean 0, variance b²/3; 100,000 draws pin both down closely.
+    assert abs(w.mean()) < 0.01 * bound
+    assert w.var() == pytest.approx(bound**2 / 3, rel=0.02)
+    assert np.abs(w).max() > 0.99 * bound  # the whole interval is used, not a narrower one
+    assert np.abs(layer.bias.data).max() > 0.9 * bound
+
+
+def test_linear_init_distribution_matches_torch():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    theirs = torch.nn.Linear(300, 200).weight.detach().numpy().ravel()
+    mine = Linear(300, 200).weight.data.ravel()
+    # Same distribution (two-sample Kolmogorov–Smirnov statistic small), not the same draws.
+    grid = np.linspace(-0.06, 0.06, 121)
+    cdf_mine = np.searchsorted(np.sort(mine), grid) / mine.size
+    cdf_theirs = np.searchsorted(np.sort(theirs), grid) / theirs.size
+    assert np.abs(cdf_mine - cdf_theirs).max() < 0.02
+
+
+def test_manual_seed_makes_init_and_dropout_repeatable():
+    def build():
+        tinynet.manual_seed(123)
+        model = Sequential(Linear(4, 8), Dropout(0.5), Linear(8, 2))
+        return model, model(np.ones((16, 4)))
+
+    (a, out_a), (b, out_b) = build(), build()
+    for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        np.testing.assert_array_equal(p.data, q.data, err_msg=name)
+    np.testing.assert_array_equal(out_a, out_b)
+    tinynet.manual_seed(124)
+    assert not np.array_equal(Linear(4, 8).weight.data, a[0].weight.data)
+
+
+@pytest.mark.parametrize(
+    ("x", "dtype"),
+    [
+        (np.ones((2, 3), dtype=np.int64), np.float32),
+        (np.ones((2, 3), dtype=np.bool_), np.float32),
+        (np.ones((2, 3), dtype=np.float64), np.float32),
+        (np.ones((2, 3), dtype=np.float16), np.float32),
+        ([[1.0, 2.0, 3.0]], np.float32),
+    ],
+)
+def test_linear_casts_real_inputs_to_its_dtype(x, dtype):
+    layer = Linear(3, 2)
+    y = layer(x)
+    assert y.dtype == dtype
+    assert_close(y, ref.linear_forward(x, layer.weight.data, layer.bias.data), rtol=1e-5)
+    assert layer.backward(np.ones((len(x), 2))).dtype == dtype
+    assert layer.double()(x).dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("x", "error", "match"),
+    [
+        (np.ones((2, 3), dtype=np.complex64), TypeError, "expected a real-valued"),
+        (np.array([["a", "b", "c"]]), TypeError, "expected a real-valued"),
+        (np.array([[object()] * 3]), TypeError, "expected a real-valued"),
+        ("abc", TypeError, "expected a NumPy array, got str"),
+        (None, TypeError, "expected a NumPy array, got NoneType"),
+        (np.ones((2, 5)), ValueError, r"expected input \(N, 3\), got \(2, 5\)"),
+        (np.ones((2, 3, 4)), ValueError, r"expected input \(N, 3\), got \(2, 3, 4\)"),
+        (np.float64(1.0), ValueError, r"expected input \(N, 3\), got shape \(\)"),
+    ],
+)
+def test_linear_input_errors_name_the_layer(x, error, match):
+    with pytest.raises(error, match=match) as info:
+        Linear(3, 2)(x)
+    assert "Linear(in_features=3)" in str(info.value)
+
+
+def test_linear_backward_errors():
+    layer = Linear(3, 2)
+    with pytest.raises(RuntimeError, match=r"Linear\(in_features=3\).backward called before"):
+        layer.backward(np.ones((4, 2)))
+    layer(np.ones((4, 3)))
+    with pytest.raises(ValueError, match=r"expected a gradient of shape \(4, 2\).*got \(4, 3\)"):
+        layer.backward(np.ones((4, 3)))
+    with pytest.raises(TypeError, match="real-valued"):
+        layer.backward(np.ones((4, 2), dtype=complex))
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "3", None])
+def test_linear_constructor_errors(bad):
+    with pytest.raises(ValueError, match=r"Linear expected in_features to be a positive int"):
+        Linear(bad, 2)
+    with pytest.raises(ValueError, match=r"Linear expected out_features to be a positive int"):
+        Linear(2, bad)
+
+
+# -- element-wise activations ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+@pytest.mark.parametrize("shape", [(7,), (3, 4), (2, 3, 2, 2), ()], ids=str)
+def test_activation_matches_reference(name, shape):
+    cls, reference = ACTIVATIONS[name]
+    layer = cls()
+    x = away_from_zero(rand(*shape) * 3)
+    y = layer(x)
+    expected, derivative = reference(x)
+    assert_close(y, expected, rtol=1e-12, atol=1e-15)
+    g = rand(*shape, seed=1)
+    assert_close(layer.backward(g), g * derivative, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activation_matches_torch(name, dtype):
+    torch = pytest.importorskip("torch")
+    x = (rand(4, 5) * 4).astype(dtype)
+    x[0, :3] = [0.0, -0.0, 30.0]  # the kink and a saturated value
+    g = rand(4, 5, seed=1).astype(dtype)
+    tx = torch.tensor(x, requires_grad=True)
+    getattr(torch.nn, name)()(tx).backward(torch.tensor(g))
+    layer = ACTIVATIONS[name][0]()
+    y = layer(x)
+    grad = layer.backward(g)
+    tol = dict(rtol=1e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-14, atol=1e-15)
+    assert y.dtype == grad.dtype == dtype
+    assert_close(y, getattr(torch, name.lower())(torch.tensor(x)).numpy(), **tol)
+    assert_close(grad, tx.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activation_gradcheck(name):
+    assert gradcheck(ACTIVATIONS[name][0](), away_from_zero(rand(3, 4) * 2))
+
+
+def test_sigmoid_and_tanh_saturate_without_overflow():
+    x = np.array([-1e4, -800.0, 0.0, 800.0, 1e4])
+    with np.errstate(all="raise"):
+        s = Sigmoid()(x)
+        t = Tanh()(x)
+    assert_close(s, [0, 0, 0.5, 1, 1], atol=0)
+    assert_close(t, [-1, -1, 0, 1, 1], atol=0)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_activation_dtype_rules_and_errors(name):
+    cls = ACTIVATIONS[name][0]
+    assert cls()(np.ones(3, dtype=np.float64)).dtype == np.float64  # float32/64 are kept
+    assert cls()(np.ones(3, dtype=np.float32)).dtype == np.float32
+    assert cls()(np.arange(3)).dtype == np.float32  # ints become the default dtype
+    assert cls().double()(np.arange(3)).dtype == np.float64
+    with pytest.raises(TypeError, match=f"{name} expected a real-valued"):
+        cls()(np.ones(3, dtype=complex))
+    with pytest.raises(TypeError, match=f"{name} expected a NumPy array, got str"):
+        cls()("1.0")
+    with pytest.raises(RuntimeError, match=f"{name}.backward called before forward"):
+        cls().backward(np.ones(3))
+    layer = cls()
+    layer(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=rf"{name}.backward expected a gradient of shape \(2, 3\)"):
+        layer.backward(np.ones((3, 2)))
+
+
+# -- Dropout -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dropout_statistics(p, dtype):
+    tinynet.manual_seed(0)
+    n = 200_000
+    x = np.random.default_rng(1).uniform(1, 2, n).astype(dtype)
+    y = Dropout(p)(x)
+    assert y.dtype == dtype
+    dropped = y == 0
+    # The fraction dropped is Binomial(n, p)/n: allow five standard deviations.
+    assert abs(dropped.mean() - p) < 5 * np.sqrt(p * (1 - p) / n)
+    assert_close(y[~dropped], x[~dropped] / (1 - p), rtol=1e-6 if dtype == np.float32 else 1e-15)
+    assert abs(y.mean() / x.mean() - 1) < 0.02  # the expectation is kept
+
+
+def test_dropout_backward_uses_the_forward_mask():
+    tinynet.manual_seed(3)
+    layer = Dropout(0.4).double()
+    x = np.random.default_rng(0).uniform(1, 2, (50, 20))
+    y = layer(x)
+    g = np.random.default_rng(1).standard_normal(x.shape)
+    grad = layer.backward(g)
+    assert_close(grad, g * y / x, rtol=1e-14, atol=0)  # y / x is the mask: 0 or 1/(1 − p)
+    assert_close(layer.backward(g), grad, atol=0, rtol=0)  # twice: the same mask
+
+
+def test_dropout_reseeding_gives_the_same_mask_and_draws_differ_otherwise():
+    x = np.ones((30, 30))
+    tinynet.manual_seed(5)
+    first = Dropout(0.5)(x)
+    second = Dropout(0.5)(x)
+    tinynet.manual_seed(5)
+    again = Dropout(0.5)(x)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, second)
+
+
+def test_dropout_eval_is_the_identity():
+    layer = Dropout(0.7).eval()
+    x = rand(5, 6)
+    np.testing.assert_array_equal(layer(x), x)
+    g = rand(5, 6, seed=1)
+    np.testing.assert_array_equal(layer.backward(g), g)
+    layer.train()
+    assert (layer(np.ones((50, 50))) == 0).any()
+
+
+def test_dropout_p_zero_and_one():
+    x = rand(10, 10)
+    g = rand(10, 10, seed=1)
+    keep_all = Dropout(0.0)
+    np.testing.assert_array_equal(keep_all(x), x)
+    np.testing.assert_array_equal(keep_all.backward(g), g)
+    drop_all = Dropout(1.0)
+    y = drop_all(x)
+    assert y.shape == x.shape and y.dtype == x.dtype and not y.any()
+    assert not drop_all.backward(g).any()
+    assert np.isfinite(y).all()
+
+
+def test_dropout_matches_torch_in_distribution_and_eval():
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    x = np.ones(100_000, dtype=np.float32)
+    theirs = torch.nn.Dropout(0.3)(torch.tensor(x)).numpy()
+    mine = Dropout(0.3)(x)
+    assert set(np.unique(mine)) == set(np.unique(theirs))  # {0, 1/(1 − p)} in both
+    assert abs((mine == 0).mean() - (theirs == 0).mean()) < 0.01
+    np.testing.assert_array_equal(
+        Dropout(0.3).eval()(x), torch.nn.Dropout(0.3).eval()(torch.tensor(x)).numpy()
+    )
+
+
+def test_dropout_gradcheck():
+    # gradcheck reseeds before every forward, so each evaluation draws the same mask.
+    assert gradcheck(Dropout(0.3), rand(6, 5))
+    assert gradcheck(Sequential(Linear(5, 4), Dropout(0.5), Tanh()), rand(6, 5))
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5, "0.5", None, True, float("nan")])
+def test_dropout_bad_p(p):
+    with pytest.raises(ValueError, match=r"Dropout expected p in \[0, 1\]"):
+        Dropout(p)
+
+
+def test_dropout_accepts_numpy_p_and_errors():
+    assert Dropout(np.float32(0.25)).p == 0.25
+    assert repr(Dropout(0.25)) == "Dropout(p=0.25)"
+    with pytest.raises(RuntimeError, match="Dropout.backward called before forward"):
+        Dropout().backward(np.ones(3))
+    layer = Dropout()
+    layer(np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"Dropout.backward expected a gradient of shape"):
+        layer.backward(np.ones(6))
+    with pytest.raises(TypeError, match="Dropout expected a real-valued"):
+        layer(np.ones(3, dtype=complex))
+
+
+# -- Flatten -----------------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 3), min_size=1, max_size=5).map(tuple),
+    start=st.integers(-5, 4),
+    end=st.integers(-5, 4),
+)
+def test_flatten_matches_torch(shape, start, end):
+    torch = pytest.importorskip("torch")
+    x = rand(*shape)
+    layer = Flatten(start, end)
+    try:
+        expected = torch.flatten(torch.tensor(x), start, end).numpy()
+    except (RuntimeError, IndexError):
+        with pytest.raises(ValueError, match="Flatten.*expected an input with dimensions"):
+            layer(x)
+        return
+    y = layer(x)
+    np.testing.assert_array_equal(y, expected)
+    g = rand(*y.shape, seed=1)
+    np.testing.assert_array_equal(layer.backward(g), g.reshape(shape))
+
+
+def test_flatten_default_and_gradcheck():
+    x = rand(2, 3, 4, 5)
+    layer = Flatten()
+    y = layer(x)
+    assert y.shape == (2, 60)
+    assert np.shares_memory(y, x)  # a view, no copy
+    np.testing.assert_array_equal(y[1], x[1].ravel())
+    assert gradcheck(Flatten(), rand(2, 3, 2))
+    assert gradcheck(Flatten(0, 1), rand(2, 3, 2))
+
+
+def test_flatten_errors():
+    with pytest.raises(
+        ValueError,
+        match=r"Flatten\(start_dim=2, end_dim=1\) expected an input with dimensions "
+        r"start_dim..end_dim, got shape \(2, 3, 4\)",
+    ):
+        Flatten(2, 1)(np.ones((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"got shape \(\)"):
+        Flatten()(np.float64(1.0))
+    with pytest.raises(RuntimeError, match="Flatten.backward called before forward"):
+        Flatten().backward(np.ones(3))
+    layer = Flatten()
+    layer(np.ones((2, 3, 4)))
+    # The right number of elements in the wrong shape is still an error.
+    with pytest.raises(ValueError, match=r"expected a gradient of shape \(2, 12\).*got \(12, 2\)"):
+        layer.backward(np.ones((12, 2)))
+    assert Flatten()(np.ones((2, 3), dtype=np.int8)).dtype == np.float32
+
+
+# -- a small network ---------------------------------------------------------------------------
+
+
+def test_mlp_gradcheck_every_element():
+    model = Sequential(Linear(3, 5), Tanh(), Linear(5, 4), Sigmoid(), Flatten(), Linear(4, 2))
+    assert gradcheck(model, rand(4, 3), max_checks=None)

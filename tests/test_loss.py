@@ -1,0 +1,202 @@
+"""CrossEntropyLoss and MSELoss against PyTorch, a NumPy reference and central differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import dense as ref
+
+from tinynet.nn import CrossEntropyLoss, MSELoss
+from tinynet.testing import assert_close
+
+SMOOTHING = [0.0, 0.1, 0.5, 1.0]
+
+
+def logits_and_target(n=6, c=4, seed=0, scale=3.0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, c)) * scale).astype(dtype), rng.integers(0, c, n)
+
+
+def central_differences(f, x, eps=1e-6):
+    """d f / d x for a scalar f of a float64 array, one element at a time."""
+    grad = np.zeros_like(x)
+    for index in np.ndindex(*x.shape):
+        saved = x[index]
+        x[index] = saved + eps
+        plus = f(x)
+        x[index] = saved - eps
+        minus = f(x)
+        x[index] = saved
+        grad[index] = (plus - minus) / (2 * eps)
+    return grad
+
+
+# -- CrossEntropyLoss --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("smoothing", SMOOTHING)
+def test_cross_entropy_matches_torch(smoothing, reduction, dtype):
+    torch = pytest.importorskip("torch")
+    x, t = logits_and_target(dtype=dtype)
+    crit = CrossEntropyLoss(reduction=reduction, label_smoothing=smoothing)
+    loss = crit(x, t)
+    grad = crit.backward()
+    tx = torch.tensor(x, requires_grad=True)
+    tloss = torch.nn.CrossEntropyLoss(reduction=reduction, label_smoothing=smoothing)(
+        tx, torch.tensor(t)
+    )
+    tloss.backward()
+    assert isinstance(loss, float)
+    assert grad.dtype == dtype and grad.shape == x.shape
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    assert_close(loss, tloss.item(), name="loss", **tol)
+    assert_close(grad, tx.grad.numpy(), name="grad", **tol)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("smoothing", SMOOTHING)
+def test_cross_entropy_matches_reference_and_central_differences(smoothing, reduction):
+    x, t = logits_and_target(seed=1)
+    crit = CrossEntropyLoss(reduction=reduction, label_smoothing=smoothing)
+    loss = crit(x, t)
+    grad = crit.backward()
+    expected_loss, expected_grad = ref.cross_entropy(x, t, reduction, smoothing)
+    assert_close(loss, expected_loss, rtol=1e-12)
+    assert_close(grad, expected_grad, rtol=1e-12, atol=1e-15)
+    numeric = central_differences(lambda z: CrossEntropyLoss(reduction, smoothing)(z, t), x)
+    assert_close(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 8),
+    c=st.integers(1, 6),
+    smoothing=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_cross_entropy_property_against_reference(n, c, smoothing, seed):
+    x, t = logits_and_target(n, c, seed)
+    crit = CrossEntropyLoss(label_smoothing=smoothing)
+    expected_loss, expected_grad = ref.cross_entropy(x, t, "mean", smoothing)
+    assert_close(crit(x, t), expected_loss, rtol=1e-11, atol=1e-14)
+    assert_close(crit.backward(), expected_grad, rtol=1e-11, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_large_logits_are_stable(dtype):
+    x = np.array([[1e4, 0.0, -1e4], [0.0, 1e4, 1e4 - 5.0], [-1e4, -1e4, -1e4]], dtype=dtype)
+    t = np.array([1, 2, 0])
+    # Underflow to 0 is harmless (e^-20000 is 0); overflow, inf − inf or log 0 are not.
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        crit = CrossEntropyLoss(label_smoothing=0.1)
+        loss = crit(x, t)
+        grad = crit.backward()
+    assert np.isfinite(loss) and np.isfinite(grad).all()
+    expected_loss, expected_grad = ref.cross_entropy(x.astype(np.float64), t, "mean", 0.1)
+    assert_close(loss, expected_loss, rtol=1e-6)
+    assert_close(grad, expected_grad, rtol=1e-6, atol=1e-7)
+    torch = pytest.importorskip("torch")
+    tloss = torch.nn.CrossEntropyLoss(label_smoothing=0.1)(torch.tensor(x), torch.tensor(t))
+    assert_close(loss, tloss.item(), rtol=1e-6)
+
+
+def test_cross_entropy_accepts_any_integer_target_dtype():
+    x, t = logits_and_target()
+    expected = CrossEntropyLoss()(x, t)
+    for dtype in (np.int8, np.uint8, np.int32, np.uint64):
+        assert CrossEntropyLoss()(x, t.astype(dtype)) == expected
+    assert CrossEntropyLoss()(x, list(t)) == expected
+
+
+@pytest.mark.parametrize(
+    ("x", "t", "match"),
+    [
+        (np.zeros(4), np.array([0]), r"expected input \(N, C\), got shape \(4,\)"),
+        (np.zeros((2, 3, 4)), np.array([0, 1]), r"expected input \(N, C\), got shape"),
+        (np.zeros((2, 3)), np.array([0, 1, 2]), r"shape \(2,\), got int64 array of shape \(3,\)"),
+        (np.zeros((2, 3)), np.array([0.0, 1.0]), "integer class indices.*got float64"),
+        (np.zeros((2, 3)), np.array([[0], [1]]), "integer class indices"),
+        (np.zeros((2, 3)), np.array([0, 3]), r"target values in \[0, 3\), got min 0 and max 3"),
+        (np.zeros((2, 3)), np.array([-1, 0]), r"target values in \[0, 3\), got min -1"),
+    ],
+)
+def test_cross_entropy_errors(x, t, match):
+    with pytest.raises(ValueError, match=match):
+        CrossEntropyLoss()(x, t)
+
+
+def test_cross_entropy_constructor_and_backward_errors():
+    with pytest.raises(ValueError, match="expected reduction in .*got 'none'"):
+        CrossEntropyLoss(reduction="none")
+    with pytest.raises(ValueError, match=r"label_smoothing in \[0, 1\], got 1.5"):
+        CrossEntropyLoss(label_smoothing=1.5)
+    with pytest.raises(RuntimeError, match="CrossEntropyLoss.backward called before forward"):
+        CrossEntropyLoss().backward()
+    with pytest.raises(TypeError, match="CrossEntropyLoss expected a real-valued"):
+        CrossEntropyLoss()(np.zeros((2, 3), dtype=complex), np.array([0, 1]))
+
+
+def test_cross_entropy_int_logits_are_cast():
+    x = np.array([[1, 2, 3], [3, 2, 1]])
+    loss = CrossEntropyLoss()
+    assert loss(x, np.array([2, 0])) == pytest.approx(
+        ref.cross_entropy(x, np.array([2, 0]))[0], rel=1e-6
+    )
+    assert loss.backward().dtype == np.float32
+
+
+# -- MSELoss -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 2)], ids=str)
+def test_mse_matches_torch(shape, reduction, dtype):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    y = rng.standard_normal(shape).astype(dtype)
+    crit = MSELoss(reduction)
+    loss = crit(x, y)
+    grad = crit.backward()
+    tx = torch.tensor(x, requires_grad=True)
+    tloss = torch.nn.MSELoss(reduction=reduction)(tx, torch.tensor(y))
+    tloss.backward()
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    assert grad.dtype == dtype
+    assert_close(loss, tloss.item(), **tol)
+    assert_close(grad, tx.grad.numpy(), **tol)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_mse_matches_reference_and_central_differences(reduction):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 4))
+    y = rng.standard_normal((3, 4))
+    crit = MSELoss(reduction)
+    expected_loss, expected_grad = ref.mse(x, y, reduction)
+    assert_close(crit(x, y), expected_loss, rtol=1e-12)
+    assert_close(crit.backward(), expected_grad, rtol=1e-12)
+    numeric = central_differences(lambda z: MSELoss(reduction)(z, y), x)
+    assert_close(crit.backward(), numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_mse_casts_target_and_checks_shapes():
+    x = np.array([1.0, 2.0], dtype=np.float32)
+    crit = MSELoss()
+    assert crit(x, np.array([1, 4])) == pytest.approx(2.0)
+    assert crit.backward().dtype == np.float32
+    with pytest.raises(
+        ValueError, match=r"expected target of the input's shape \(2,\), got \(3,\)"
+    ):
+        crit(x, np.zeros(3))
+    with pytest.raises(ValueError, match="MSELoss expected reduction in"):
+        MSELoss("max")
+    with pytest.raises(RuntimeError, match="MSELoss.backward called before forward"):
+        MSELoss().backward()
+    with pytest.raises(TypeError, match="MSELoss expected a real-valued"):
+        crit(x, np.array(["a", "b"]))

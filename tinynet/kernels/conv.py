@@ -1,0 +1,334 @@
+"""Convolution kernels (Conv2d and Conv3d share them: an image is a volume of depth 1).
+
+Notation: x (N, C, D, H, W) input; weight (Cout, K) with K = Cg·kd·kh·kw, the layer's
+weight (Cout, Cg, kd, kh, kw) flattened; out and grad_out (N, Cout, P), P = od·oh·ow;
+G groups of Cg = C/G input and Cog = Cout/G output channels. ``kernel``, ``stride``,
+``padding`` (the low side), ``dilation`` and ``out_size`` are (depth, height, width) tuples.
+
+Two algorithms, chosen by the layer:
+
+* **vol2col + GEMM** (``conv_forward_gemm``, ``conv_backward_gemm``), for ordinary
+  convolutions. Per sample and group: col = vol2col(x[n]) (K × P), out[n] = W @ col; in
+  backward dW += dy[n] @ colᵀ and dx[n] = col2vol(Wᵀ @ dy[n]). The products go to BLAS via
+  ``np.dot``, which reaches ~85 GFLOP/s per core on these shapes. Each thread handles a fixed
+  block of samples with its own col buffer (a sample's col, ~200 KB for a 32-channel 14×14
+  map, stays in L2 between vol2col and the product), so the caller must make BLAS
+  single-threaded around these kernels. Measured against one whole-batch product with a
+  threaded BLAS, this avoids the two (N, Cout, P) ↔ (Cout, N·P) transposes and keeps col in
+  cache; the backward recomputes col rather than storing N of them.
+* **direct** (``conv_*_direct``), for grouped convolutions with one input channel per group
+  (depthwise). There each product would be a (Cog × kd·kh·kw) @ (kd·kh·kw × P) BLAS call of
+  a few hundred flops; plain loops over the taps do better.
+
+Determinism: samples are split into ``T`` contiguous blocks (T = the cols buffer's first
+axis), not scheduled dynamically, and per-block partial sums are added in block order, so the
+same input and thread count give bit-identical results.
+
+Debugging: with ``NUMBA_DISABLE_JIT=1`` these are plain Python (slow) that pdb can step into.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import config
+from .im2col import col2vol, valid_range, vol2col
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def conv_forward_gemm(
+    x, weight, bias, groups, kernel, stride, padding, dilation, out_size, tile, out, cols, tiles
+):
+    """out[n, g-block] = weight[g-block] @ vol2col(x[n], group g) (+ bias), tile by tile.
+
+    Shapes: x (N, C, D, H, W); weight (Cout, K); bias (Cout,) (zeros for none);
+    out (N, Cout, P) written. A tile is ``tile`` output lines of ow positions (see vol2col);
+    cols (T, K·tile·ow) and tiles (T, Cog·tile·ow) are work space, one row per block.
+    Loop nest: for block t: for n in block: for g: for output tile: col = vol2col;
+    y = W_g @ col (BLAS); out[n, g-block, tile] = y + bias.
+    Parallel over: blocks of samples (block t writes only out[n] of its samples, cols[t]
+    and tiles[t]: race-free).
+    """
+    n_batch, n_channels = x.shape[0], x.shape[1]
+    n_blocks = cols.shape[0]
+    n_lines = out_size[0] * out_size[1]
+    cin_g = n_channels // groups
+    cout_g = weight.shape[0] // groups
+    k = weight.shape[1]
+    for t in prange(n_blocks):
+        for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
+            for g in range(groups):
+                rows = slice(g * cout_g, (g + 1) * cout_g)
+                for line0 in range(0, n_lines, tile):
+                    line1 = min(line0 + tile, n_lines)
+                    width = (line1 - line0) * out_size[2]
+                    col = cols[t, : k * width].reshape(k, width)
+                    vol2col(
+                        x[n],
+                        g * cin_g,
+                        kernel,
+                        stride,
+                        padding,
+                        dilation,
+                        out_size,
+                        line0,
+                        line1,
+                        col,
+                    )
+                    p0 = line0 * out_size[2]
+                    if width == out.shape[2]:  # one tile: BLAS writes straight into out
+                        y = out[n, rows]
+                    else:
+                        y = tiles[t, : cout_g * width].reshape(cout_g, width)
+                    np.dot(weight[rows], col, y)
+                    for o in range(cout_g):
+                        oc = g * cout_g + o
+                        for p in range(width):
+                            out[n, oc, p0 + p] = y[o, p] + bias[oc]
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def conv_backward_gemm(
+    x,
+    weight,
+    grad_out,
+    groups,
+    kernel,
+    stride,
+    padding,
+    dilation,
+    out_size,
+    tile,
+    grad_x,
+    grad_w,
+    grad_b,
+    cols,
+    tiles,
+    partial_w,
+    partial_b,
+):
+    """All three gradients of :func:`conv_forward_gemm`.
+
+    Shapes: x, grad_x (N, C, D, H, W); weight, grad_w (Cout, K); grad_out (N, Cout, P);
+    grad_b (Cout,) or (0,); work space cols, tiles as in the forward, partial_w (T, Cout, K),
+    partial_b (T, Cout). grad_x, grad_w and grad_b are overwritten (the layer adds them to
+    the parameters' .grad).
+    Loop nest: for block t: for n in block: for g: for output tile: dy = grad_out tile;
+    col = vol2col(x[n]); partial_w[t] += dy @ colᵀ; col = W_gᵀ @ dy; grad_x[n] += col2vol(col);
+    then grad_w = Σ_t partial_w[t] in block order.
+    Parallel over: blocks of samples (block t writes grad_x[n] of its own samples and its own
+    work rows; the sum over samples goes through the per-block partials: race-free).
+    """
+    n_batch, n_channels = x.shape[0], x.shape[1]
+    n_blocks = cols.shape[0]
+    n_lines = out_size[0] * out_size[1]
+    cin_g = n_channels // groups
+    cout_g = weight.shape[0] // groups
+    k = weight.shape[1]
+    for t in prange(n_blocks):
+        product = np.empty((cout_g, k), dtype=x.dtype)
+        partial_w[t] = 0
+        partial_b[t] = 0
+        for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
+            grad_x[n] = 0
+            for g in range(groups):
+                rows = slice(g * cout_g, (g + 1) * cout_g)
+                for line0 in range(0, n_lines, tile):
+                    line1 = min(line0 + tile, n_lines)
+                    width = (line1 - line0) * out_size[2]
+                    p0 = line0 * out_size[2]
+                    # BLAS wants a contiguous matrix: copy this tile of the gradient.
+                    if width == grad_out.shape[2]:
+                        dy = grad_out[n, rows]
+                    else:
+                        dy = tiles[t, : cout_g * width].reshape(cout_g, width)
+                        for o in range(cout_g):
+                            for p in range(width):
+                                dy[o, p] = grad_out[n, g * cout_g + o, p0 + p]
+                    col = cols[t, : k * width].reshape(k, width)
+                    vol2col(
+                        x[n],
+                        g * cin_g,
+                        kernel,
+                        stride,
+                        padding,
+                        dilation,
+                        out_size,
+                        line0,
+                        line1,
+                        col,
+                    )
+                    np.dot(dy, col.T, product)
+                    partial_w[t, rows] += product
+                    # col is free again: reuse it for the column gradient.
+                    np.dot(weight[rows].T, dy, col)
+                    col2vol(
+                        col,
+                        g * cin_g,
+                        kernel,
+                        stride,
+                        padding,
+                        dilation,
+                        out_size,
+                        line0,
+                        line1,
+                        grad_x[n],
+                    )
+            for oc in range(grad_b.shape[0]):
+                partial_b[t, oc] += np.sum(grad_out[n, oc])
+    grad_w[:] = partial_w[0]
+    grad_b[:] = partial_b[0, : grad_b.shape[0]]
+    for t in range(1, n_blocks):
+        grad_w += partial_w[t]
+        grad_b += partial_b[t, : grad_b.shape[0]]
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def conv_forward_direct(x, weight, bias, groups, kernel, stride, padding, dilation, out_size, out):
+    """Direct convolution: out[n, oc] = Σ_{c in group, taps} w · shifted x[n, c] (+ bias).
+
+    Shapes as :func:`conv_forward_gemm`. Loop nest: for (n, oc): for c in the group: for tap
+    (a, b, e): for valid (i, j): a run of q, out += w · x (vectorised along q).
+    Parallel over: (sample, output channel) planes (each writes only out[n, oc]: race-free).
+    """
+    n_batch, n_channels, depth, height, width = x.shape
+    n_out = weight.shape[0]
+    kd, kh, kw = kernel
+    od, oh, ow = out_size
+    cin_g = n_channels // groups
+    cout_g = n_out // groups
+    step = np.uint64(stride[2])
+    for task in prange(n_batch * n_out):
+        n = task // n_out
+        oc = task % n_out
+        yf = out[n, oc]
+        yf[:] = 0
+        if bias.shape[0] > 0:
+            yf[:] = bias[oc]
+        xf = x[n].reshape(-1)
+        for cl in range(cin_g):
+            c = (oc // cout_g) * cin_g + cl
+            tap = cl * kd * kh * kw
+            for a in range(kd):
+                zoff = a * dilation[0] - padding[0]
+                i_lo, i_hi = valid_range(od, stride[0], zoff, depth)
+                for b in range(kh):
+                    yoff = b * dilation[1] - padding[1]
+                    j_lo, j_hi = valid_range(oh, stride[1], yoff, height)
+                    for e in range(kw):
+                        xoff = e * dilation[2] - padding[2]
+                        q_lo, q_hi = valid_range(ow, stride[2], xoff, width)
+                        w = weight[oc, tap]
+                        tap += 1
+                        for i in range(i_lo, i_hi):
+                            z = i * stride[0] + zoff
+                            for j in range(j_lo, j_hi):
+                                y = j * stride[1] + yoff
+                                dst = np.uint64((i * oh + j) * ow + q_lo)
+                                src = np.uint64(((c * depth + z) * height + y) * width)
+                                src += np.uint64(q_lo * stride[2] + xoff)
+                                for q in range(np.uint64(q_hi - q_lo)):
+                                    yf[dst + q] += w * xf[src + q * step]
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def conv_backward_input_direct(
+    weight, grad_out, groups, kernel, stride, padding, dilation, out_size, grad_x
+):
+    """Input gradient of :func:`conv_forward_direct`: each dy value scatters w · dy back.
+
+    Shapes: weight (Cout, K); grad_out (N, Cout, P); grad_x (N, C, D, H, W), overwritten.
+    Loop nest: for (n, c): for oc in the group: for tap: for valid (i, j): a run of q,
+    grad_x[n, c, window] += w · dy[n, oc].
+    Parallel over: (sample, input channel) planes. Overlapping windows add into the same
+    grad_x elements, but all of them lie in plane (n, c), owned by one task: race-free.
+    """
+    n_batch, n_channels, depth, height, width = grad_x.shape
+    n_out = weight.shape[0]
+    kd, kh, kw = kernel
+    od, oh, ow = out_size
+    cin_g = n_channels // groups
+    cout_g = n_out // groups
+    step = np.uint64(stride[2])
+    for task in prange(n_batch * n_channels):
+        n = task // n_channels
+        c = task % n_channels
+        xf = grad_x[n, c].reshape(-1)
+        xf[:] = 0
+        g = c // cin_g
+        for oc in range(g * cout_g, (g + 1) * cout_g):
+            yf = grad_out[n, oc]
+            tap = (c % cin_g) * kd * kh * kw
+            for a in range(kd):
+                zoff = a * dilation[0] - padding[0]
+                i_lo, i_hi = valid_range(od, stride[0], zoff, depth)
+                for b in range(kh):
+                    yoff = b * dilation[1] - padding[1]
+                    j_lo, j_hi = valid_range(oh, stride[1], yoff, height)
+                    for e in range(kw):
+                        xoff = e * dilation[2] - padding[2]
+                        q_lo, q_hi = valid_range(ow, stride[2], xoff, width)
+                        w = weight[oc, tap]
+                        tap += 1
+                        for i in range(i_lo, i_hi):
+                            z = i * stride[0] + zoff
+                            for j in range(j_lo, j_hi):
+                                y = j * stride[1] + yoff
+                                src = np.uint64((i * oh + j) * ow + q_lo)
+                                dst = np.uint64((z * height + y) * width)
+                                dst += np.uint64(q_lo * stride[2] + xoff)
+                                for q in range(np.uint64(q_hi - q_lo)):
+                                    xf[dst + q * step] += w * yf[src + q]
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def conv_backward_weight_direct(
+    x, grad_out, groups, kernel, stride, padding, dilation, out_size, grad_w, grad_b
+):
+    """Weight and bias gradients of :func:`conv_forward_direct`.
+
+    grad_w[oc, (c, a, b, e)] = Σ_n Σ_(i,j,q) dy[n, oc, i, j, q] · x[n, c, window];
+    grad_b[oc] = Σ_n Σ_p dy[n, oc, p]. Shapes: x (N, C, D, H, W); grad_out (N, Cout, P);
+    grad_w (Cout, K), grad_b (Cout,) or (0,), both overwritten.
+    Loop nest: for oc: for tap: Σ over n and valid (i, j, q).
+    Parallel over: output channels (task oc writes only grad_w[oc] and grad_b[oc], and sums
+    over the batch inside the task: race-free, and the order of the sum is fixed).
+    """
+    n_batch, n_channels, depth, height, width = x.shape
+    n_out = grad_w.shape[0]
+    kd, kh, kw = kernel
+    od, oh, ow = out_size
+    cin_g = n_channels // groups
+    cout_g = n_out // groups
+    step = np.uint64(stride[2])
+    for oc in prange(n_out):
+        if grad_b.shape[0] > 0:
+            grad_b[oc] = np.sum(grad_out[:, oc])
+        for cl in range(cin_g):
+            c = (oc // cout_g) * cin_g + cl
+            tap = cl * kd * kh * kw
+            for a in range(kd):
+                zoff = a * dilation[0] - padding[0]
+                i_lo, i_hi = valid_range(od, stride[0], zoff, depth)
+                for b in range(kh):
+                    yoff = b * dilation[1] - padding[1]
+                    j_lo, j_hi = valid_range(oh, stride[1], yoff, height)
+                    for e in range(kw):
+                        xoff = e * dilation[2] - padding[2]
+                        q_lo, q_hi = valid_range(ow, stride[2], xoff, width)
+                        total = 0.0
+                        for n in range(n_batch):
+                            xf = x[n, c].reshape(-1)
+                            yf = grad_out[n, oc]
+                            for i in range(i_lo, i_hi):
+                                z = i * stride[0] + zoff
+                                for j in range(j_lo, j_hi):
+                                    y = j * stride[1] + yoff
+                                    src = np.uint64((i * oh + j) * ow + q_lo)
+                                    pos = np.uint64((z * height + y) * width)
+                                    pos += np.uint64(q_lo * stride[2] + xoff)
+                                    for q in range(np.uint64(q_hi - q_lo)):
+                                        total += yf[src + q] * xf[pos + q * step]
+                        grad_w[oc, tap] = total
+                        tap += 1
