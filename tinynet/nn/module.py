@@ -75,7 +75,19 @@ class Module:
     # -- registration ------------------------------------------------------------------------
 
     def __setattr__(self, name: str, value) -> None:
-        if "_parameters" not in self.__dict__:
+        d = self.__dict__
+        # Fast path for the common case, a layer saving state for backward (self._x = x):
+        # nothing to register, so skip the bookkeeping below (a layer does this every call).
+        if (
+            not isinstance(value, (Parameter, Module))
+            and "_parameters" in d
+            and name not in d["_parameters"]
+            and name not in d["_modules"]
+            and name not in d["_buffers"]
+        ):
+            object.__setattr__(self, name, value)
+            return
+        if "_parameters" not in d:
             raise AttributeError(
                 f"{type(self).__name__}.__init__ must call super().__init__() "
                 f"before assigning {name!r}"
