@@ -1,17 +1,25 @@
 """tinynet: a small, readable deep-learning framework for the CPU, with Numba kernels."""
 
-from . import nn, optim
+from . import data, models, nn, optim
+from .checkpoint import load_checkpoint, load_torch_state_dict, save_checkpoint
 from .config import get_default_dtype, get_num_threads, set_default_dtype, set_num_threads
+from .passes import recalibrate_bn
 from .random import manual_seed
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "data",
     "get_default_dtype",
     "get_num_threads",
+    "load_checkpoint",
+    "load_torch_state_dict",
     "manual_seed",
+    "models",
     "nn",
     "optim",
+    "recalibrate_bn",
+    "save_checkpoint",
     "set_default_dtype",
     "set_num_threads",
 ]

@@ -8,8 +8,20 @@ from .flatten import Flatten
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .module import Module, Parameter, Sequential
+from .pooling import (
+    AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
+    AvgPool2d,
+    AvgPool3d,
+    MaxPool2d,
+    MaxPool3d,
+)
 
 __all__ = [
+    "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
+    "AvgPool2d",
+    "AvgPool3d",
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",
@@ -20,6 +32,8 @@ __all__ = [
     "Flatten",
     "Linear",
     "MSELoss",
+    "MaxPool2d",
+    "MaxPool3d",
     "Module",
     "Parameter",
     "ReLU",

@@ -24,7 +24,7 @@ from .validation import check_grad, check_input, layer_name, ntuple, require_for
 
 _LAYOUTS = {2: "(N, C, H, W) or (C, H, W)", 3: "(N, C, D, H, W) or (C, D, H, W)"}
 # A 2-D layer's depth axis: one window, starting at 0, one tap, divisor factor 1.
-_FLAT = np.ones((3, 1), dtype=np.int64) * np.array([[0], [1], [1]])
+_FLAT = np.array([[0], [1], [1]], dtype=np.int64)
 
 
 def pooled_size(size, kernel, stride, padding, dilation, ceil_mode) -> int:
@@ -49,6 +49,7 @@ class _PoolNd(Module):
         super().__init__()
         self._tables = {}  # input spatial size -> (output size, window tables)
         self._saved = None  # (input shape, output shape, dtype) of the last forward
+        self._window_tables = None  # the tables the last forward used
 
     def _check(self, x) -> np.ndarray:
         """Cast and validate ``x``: (N, C, *spatial) or unbatched (C, *spatial), non-empty."""
@@ -66,17 +67,22 @@ class _PoolNd(Module):
         entry = self._tables.get(size)
         if entry is None:
             out_size = self._output_size(size)
-            tables = [self._axis_table(a, s, o) for a, (s, o) in enumerate(zip(size, out_size))]
+            tables = [
+                self._axis_table(a, s, o)
+                for a, (s, o) in enumerate(zip(size, out_size, strict=True))
+            ]
             entry = (out_size, [_FLAT] * (3 - self._dims) + tables)
             self._tables[size] = entry
         return entry
 
     def _output_size(self, size):
-        args = zip(size, self.kernel_size, self.stride, self.padding, self._dilation())
+        args = zip(size, self.kernel_size, self.stride, self.padding, self._dilation(), strict=True)
         out = tuple(pooled_size(*a, self.ceil_mode) for a in args)
         if min(out) < 1:
-            span = tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_size, self._dilation()))
-            padded = tuple(s + 2 * p for s, p in zip(size, self.padding))
+            span = tuple(
+                d * (k - 1) + 1 for k, d in zip(self.kernel_size, self._dilation(), strict=True)
+            )
+            padded = tuple(s + 2 * p for s, p in zip(size, self.padding, strict=True))
             raise ValueError(
                 f"{layer_name(self)} expected a padded input size (size + 2·padding) of at "
                 f"least {span} (dilation·(kernel − 1) + 1), got {padded} for input size "
@@ -87,14 +93,16 @@ class _PoolNd(Module):
     def _dilation(self):
         return (1,) * self._dims
 
-    def _planes(self, x, out_size):
-        """x as (P, D, H, W) planes, P = N·C, and an empty output of matching shape."""
+    def _volume(self, shape):
+        """(P, D, H, W) for a shape (..., *spatial): P = N·C planes, depth 1 for images."""
         d = self._dims
-        planes = math.prod(x.shape[:-d])
-        depth = (1,) * (3 - d)
-        out = np.empty((planes, *depth, *out_size), dtype=x.dtype)
-        self._saved = (x.shape, x.shape[:-d] + tuple(out_size), x.dtype)
-        return x.reshape(planes, *depth, *x.shape[-d:]), out
+        return (math.prod(shape[:-d]),) + (1,) * (3 - d) + tuple(shape[-d:])
+
+    def _planes(self, x, out_size):
+        """x as (P, D, H, W) planes and an empty output of matching shape; saves the shapes."""
+        out_shape = x.shape[: -self._dims] + tuple(out_size)
+        self._saved = (x.shape, out_shape, x.dtype)
+        return x.reshape(self._volume(x.shape)), np.empty(self._volume(out_shape), x.dtype)
 
     def _grad_out(self, grad_out) -> np.ndarray:
         require_forward(self, self._saved)
@@ -110,7 +118,7 @@ class _PoolNd(Module):
 
 def _check_padding(name, kernel_size, padding):
     # PyTorch's rule: with more padding a window could lie entirely in the padding.
-    if any(p > k // 2 for k, p in zip(kernel_size, padding)):
+    if any(p > k // 2 for k, p in zip(kernel_size, padding, strict=True)):
         raise ValueError(
             f"{name} expected padding at most half the kernel size "
             f"({tuple(k // 2 for k in kernel_size)}), got padding={padding}"
@@ -140,7 +148,12 @@ class _MaxPoolNd(_PoolNd):
 
     def _axis_table(self, axis, size, out):
         """Rows: first tap inside the input, number of taps inside."""
-        k, s, p, d = self.kernel_size[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
+        k, s, p, d = (
+            self.kernel_size[axis],
+            self.stride[axis],
+            self.padding[axis],
+            self.dilation[axis],
+        )
         start = np.arange(out) * s - p
         skip = np.where(start < 0, -(start // d), 0)  # taps in the left padding: ⌈−start/d⌉
         stop = np.minimum(k, -((start - size) // d))  # taps before the input's end
@@ -161,15 +174,14 @@ class _MaxPoolNd(_PoolNd):
     def backward(self, grad_out):
         grad_out = self._grad_out(grad_out)
         in_shape, _, dtype = self._saved
-        argmax = self._argmax.reshape(len(self._argmax), -1)
-        grad_x = np.empty((len(argmax), math.prod(in_shape) // max(len(argmax), 1)), dtype)
+        planes = len(self._argmax)
+        argmax = self._argmax.reshape(planes, math.prod(self._argmax.shape[1:]))
+        grad_x = np.empty((planes, math.prod(in_shape[-self._dims :])), dtype)
         kernels.max_pool_backward(grad_out.reshape(argmax.shape), argmax, grad_x)
         return grad_x.reshape(in_shape)
 
     def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, dilation={self.dilation}, ceil_mode={self.ceil_mode}"
-        )
+        return f"{super().extra_repr()}, dilation={self.dilation}, ceil_mode={self.ceil_mode}"
 
 
 class MaxPool2d(_MaxPoolNd):
@@ -192,5 +204,175 @@ class MaxPool3d(_MaxPoolNd):
 
     Shape: input (N, C, D, H, W) or (C, D, H, W); output (N, C, D_out, H_out, W_out).
     """
+
+    _dims = 3
+
+
+class _AvgPoolNd(_PoolNd):
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        ceil_mode=False,
+        count_include_pad=True,
+        divisor_override=None,
+    ):
+        super().__init__()
+        name, n = type(self).__name__, self._dims
+        self.kernel_size = ntuple(name, "kernel_size", kernel_size, n, 1)
+        self.stride = self.kernel_size if stride is None else ntuple(name, "stride", stride, n, 1)
+        self.padding = ntuple(name, "padding", padding, n, 0)
+        self.ceil_mode = _check_flag(name, "ceil_mode", ceil_mode)
+        self.count_include_pad = _check_flag(name, "count_include_pad", count_include_pad)
+        if divisor_override is not None and (
+            isinstance(divisor_override, bool)
+            or not isinstance(divisor_override, (int, np.integer))
+            or divisor_override == 0
+        ):
+            raise ValueError(
+                f"{name} expected divisor_override to be None or a non-zero int, "
+                f"got {divisor_override!r}"
+            )
+        self.divisor_override = None if divisor_override is None else int(divisor_override)
+        _check_padding(name, self.kernel_size, self.padding)
+
+    def _axis_table(self, axis, size, out):
+        """Rows: first tap inside the input, number of taps inside, divisor factor.
+
+        As PyTorch, count_include_pad counts the padding inside the window but not the part
+        of a ceil-mode window that hangs past the padding.
+        """
+        k, s, p = self.kernel_size[axis], self.stride[axis], self.padding[axis]
+        start = np.arange(out) * s - p
+        end = np.minimum(start + k, size + p)
+        first = np.maximum(start, 0)
+        count = np.minimum(end, size) - first
+        return np.stack([first, count, end - start if self.count_include_pad else count])
+
+    def forward(self, x):
+        x = self._check(x)
+        out_size, tables = self._windows(x.shape[-self._dims :])
+        planes, out = self._planes(x, out_size)
+        divisor = self.divisor_override or 0  # 0: the kernel uses the tables' factors
+        kernels.avg_pool_forward(planes, *tables, divisor, out)
+        self._window_tables = tables
+        return out.reshape(self._saved[1])
+
+    def backward(self, grad_out):
+        grad_out = self._grad_out(grad_out)
+        in_shape, _, dtype = self._saved
+        grad_x = np.empty(self._volume(in_shape), dtype)
+        divisor = self.divisor_override or 0
+        grad_out = grad_out.reshape(self._volume(grad_out.shape))
+        kernels.avg_pool_backward(grad_out, *self._window_tables, divisor, grad_x)
+        return grad_x.reshape(in_shape)
+
+    def extra_repr(self) -> str:
+        s = f"{super().extra_repr()}, ceil_mode={self.ceil_mode}"
+        s += f", count_include_pad={self.count_include_pad}"
+        if self.divisor_override is not None:
+            s += f", divisor_override={self.divisor_override}"
+        return s
+
+
+class AvgPool2d(_AvgPoolNd):
+    """2-D average pooling over (N, C, H, W), as ``torch.nn.AvgPool2d``.
+
+    out[n, c, i, j] = Σ over the window of x / divisor, padding counting as 0. The divisor is
+    divisor_override when given, else the window's size: with count_include_pad (default)
+    including its padding, without it only the inputs it covers. stride defaults to
+    kernel_size; padding ≤ kernel_size / 2. Backward gives each input g / divisor of every
+    window containing it.
+
+    Shape: input (N, C, H, W) or (C, H, W); output (N, C, H_out, W_out) with
+    H_out = ⌊(H + 2·ph − kh) / sh⌋ + 1 (rounded up with ceil_mode, as torch).
+    """
+
+    _dims = 2
+
+
+class AvgPool3d(_AvgPoolNd):
+    """3-D average pooling over (N, C, D, H, W), as ``torch.nn.AvgPool3d``; see AvgPool2d.
+
+    Shape: input (N, C, D, H, W) or (C, D, H, W); output (N, C, D_out, H_out, W_out).
+    """
+
+    _dims = 3
+
+
+class _AdaptiveAvgPoolNd(_PoolNd):
+    def __init__(self, output_size):
+        super().__init__()
+        name, n = type(self).__name__, self._dims
+        # None keeps that axis's input size, as in torch.
+        sizes = (output_size,) * n if not isinstance(output_size, (tuple, list)) else output_size
+        if len(sizes) != n or any(
+            s is not None and (isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1)
+            for s in sizes
+        ):
+            raise ValueError(
+                f"{name} expected output_size to be an int >= 1 or a tuple of {n} of them "
+                f"(or None), got {output_size!r}"
+            )
+        self.output_size = tuple(None if s is None else int(s) for s in sizes)
+
+    def _output_size(self, size):
+        return tuple(s if o is None else o for s, o in zip(size, self.output_size, strict=True))
+
+    def _axis_table(self, axis, size, out):
+        """Rows: first input, inputs in the bin, divisor factor. Bin o covers
+        [⌊o·size/out⌋, ⌈(o + 1)·size/out⌉), PyTorch's rule; bins overlap when out ∤ size."""
+        o = np.arange(out)
+        first = o * size // out
+        count = -(-(o + 1) * size // out) - first
+        return np.stack([first, count, count])
+
+    def forward(self, x):
+        x = self._check(x)
+        out_size, tables = self._windows(x.shape[-self._dims :])
+        planes, out = self._planes(x, out_size)
+        if math.prod(out_size) == 1:
+            # Global average pooling: a contiguous sum per plane, which vectorises.
+            flat = planes.reshape(len(planes), math.prod(planes.shape[1:]))
+            kernels.global_avg_pool_forward(flat, out.reshape(-1))
+        else:
+            kernels.avg_pool_forward(planes, *tables, 0, out)
+        self._window_tables = tables
+        return out.reshape(self._saved[1])
+
+    def backward(self, grad_out):
+        grad_out = self._grad_out(grad_out)
+        in_shape, out_shape, dtype = self._saved
+        grad_x = np.empty(self._volume(in_shape), dtype)
+        if math.prod(out_shape[-self._dims :]) == 1:
+            flat = grad_x.reshape(len(grad_x), math.prod(grad_x.shape[1:]))
+            kernels.global_avg_pool_backward(grad_out.reshape(-1), flat)
+        else:
+            grad_out = grad_out.reshape(self._volume(out_shape))
+            kernels.avg_pool_backward(grad_out, *self._window_tables, 0, grad_x)
+        return grad_x.reshape(in_shape)
+
+    def describe(self) -> str:
+        return f"{type(self).__name__}(output_size={self.output_size})"
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
+    """Average pooling to a fixed output size, as ``torch.nn.AdaptiveAvgPool2d``.
+
+    Output (i, j) is the mean of input rows [⌊i·H/OH⌋, ⌈(i + 1)·H/OH⌉) and the likewise
+    columns; output_size 1 is global average pooling. Shape: input (N, C, H, W) or (C, H, W);
+    output (N, C, OH, OW).
+    """
+
+    _dims = 2
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvgPoolNd):
+    """Average pooling to a fixed output size over (N, C, D, H, W), as
+    ``torch.nn.AdaptiveAvgPool3d``; see AdaptiveAvgPool2d. Output (N, C, OD, OH, OW)."""
 
     _dims = 3

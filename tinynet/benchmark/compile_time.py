@@ -1,0 +1,107 @@
+"""How long tinynet takes to start: Numba compilation, cold and warm.
+
+Each measurement runs in a fresh Python process, which imports tinynet, builds LeNet-BN,
+runs one training step and one eval forward (every kernel a LeNet-BN training run needs),
+then a few more steps for the steady-state time.
+
+* **cold**: ``NUMBA_CACHE_DIR`` points at a new empty folder, so every kernel compiles.
+* **warm**: the same folder again, now filled by the cold run: kernels load from the cache.
+* **torch**: the same steps in PyTorch, for comparison (its import is its start-up cost).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+_SCRIPT = r"""
+import json, sys, time
+impl, threads, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+t0 = time.perf_counter()
+if impl == "torch":
+    import torch
+    torch.set_num_threads(threads)
+else:
+    import tinynet
+    tinynet.set_num_threads(threads)
+import_s = time.perf_counter() - t0
+
+import numpy as np
+from tinynet.benchmark import workloads, spec
+
+tn = sys.modules.get("tinynet")
+if tn is None:
+    import tinynet as tn
+rng = np.random.default_rng(0)
+model, layer_specs, source = workloads.model_source("lenet_bn", tn, rng)
+x = rng.standard_normal(spec.input_shape(layer_specs, batch, 28), dtype=np.float32)
+target = rng.integers(0, 10, batch)
+if impl == "torch":
+    train = workloads.TorchModel(layer_specs, x, target, torch)
+    step, evaluate = train.train_step, train.eval_forward
+    def to_eval():
+        train.model.eval()
+else:
+    if model is None:
+        raise SystemExit(json.dumps({"error": source}))
+    train = workloads.TinyModel(model, x, target, tn)
+    step, evaluate = train.train_step, train.eval_forward
+    def to_eval():
+        model.eval()
+
+t = time.perf_counter(); step(); first_step = time.perf_counter() - t
+to_eval()
+t = time.perf_counter(); evaluate(); first_eval = time.perf_counter() - t
+if impl == "torch":
+    train.model.train()
+else:
+    model.train()
+times = []
+for _ in range(5):
+    t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+print(json.dumps({
+    "import_s": import_s, "first_step_s": first_step, "first_eval_s": first_eval,
+    "steady_step_s": sorted(times)[2], "source": source,
+}))
+"""
+
+
+def _run(impl: str, threads: int, batch: int, cache_dir: str | None) -> dict:
+    env = dict(os.environ)
+    if cache_dir is not None:
+        env["NUMBA_CACHE_DIR"] = cache_dir
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, impl, str(threads), str(batch)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    elapsed = time.perf_counter() - start
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
+    result = json.loads(lines[-1])
+    result["process_s"] = elapsed
+    return result
+
+
+def measure_compile(threads: int, with_torch: bool, batch: int = 64) -> dict:
+    """Cold and warm tinynet start-up (and PyTorch's) for a LeNet-BN training run."""
+    with tempfile.TemporaryDirectory(prefix="tinynet-numba-cache-") as cache_dir:
+        cold = _run("tinynet", threads, batch, cache_dir)
+        warm = _run("tinynet", threads, batch, cache_dir)
+    out = {"cold": cold, "warm": warm, "batch": batch}
+    for key in ("cold", "warm"):
+        r = out[key]
+        if "error" not in r:
+            r["compile_s"] = r["first_step_s"] + r["first_eval_s"] - 2 * r["steady_step_s"]
+    if with_torch:
+        out["torch"] = _run("torch", threads, batch, None)
+    return out

@@ -1,0 +1,111 @@
+"""Fair timing of several implementations of one workload.
+
+The rules, and why:
+
+* **Warm-up first.** The first call of a tinynet kernel compiles it (Numba JIT); PyTorch and
+  NumPy have first-call costs too (allocator, thread pools). The first call is timed on its own
+  and reported as ``first_call_s``, then a few more untimed calls run before measuring.
+* **Interleaved repetitions.** Samples are taken tinynet, numpy, torch, tinynet, numpy, ...
+  (the order rotates each round), so a slow minute on a shared machine hurts all of them
+  alike instead of whichever happened to run then.
+* **Enough work per sample.** A sample times ``number`` back-to-back calls, with ``number``
+  chosen so one sample lasts at least ``min_sample_s``; a 20-microsecond call timed alone
+  would measure the clock.
+* **No pause between samples.** A pause lets thread pools fall asleep, and on a busy machine
+  waking a sleeping worker can wait a whole scheduler time slice (milliseconds); in a training
+  loop calls come back to back, so samples do too.
+* **Medians and spread.** The median is robust to the odd sample a neighbour's process
+  stole; the interquartile range and min/max show how noisy the machine was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def calibrate(fn: Callable[[], object], min_sample_s: float, max_number: int = 10_000) -> int:
+    """How many back-to-back calls of ``fn`` make one sample last ``min_sample_s``."""
+    number = 1
+    while True:
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_sample_s or number >= max_number:
+            return number
+        # Aim a little past the target so the next try usually succeeds.
+        guess = int(number * 1.3 * min_sample_s / max(elapsed, 1e-9)) + 1
+        number = min(max(guess, number * 2), max_number)
+
+
+def summarize(times: list[float]) -> dict:
+    """Median, quartiles and extremes of per-call times (seconds)."""
+    arr = np.asarray(times, dtype=np.float64)
+    q1, median, q3 = np.percentile(arr, [25, 50, 75])
+    return {
+        "median_s": float(median),
+        "q1_s": float(q1),
+        "q3_s": float(q3),
+        "min_s": float(arr.min()),
+        "max_s": float(arr.max()),
+        "iqr_rel": float((q3 - q1) / median) if median > 0 else 0.0,
+        "samples": len(times),
+    }
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], object]],
+    reps: int,
+    warmup: int = 2,
+    min_sample_s: float = 0.02,
+) -> dict[str, dict]:
+    """Time each callable in ``fns``, interleaving their samples; per-call statistics.
+
+    Returns ``{name: summary}`` where the summary (see :func:`summarize`) also holds
+    ``first_call_s`` (the first call, JIT compilation included) and ``number`` (calls per
+    sample). A callable that raises is reported as ``{"error": message}`` and dropped.
+    """
+    results: dict[str, dict] = {}
+    numbers: dict[str, int] = {}
+    live: dict[str, Callable[[], object]] = {}
+    for name, fn in fns.items():
+        try:
+            start = time.perf_counter()
+            fn()
+            first = time.perf_counter() - start
+            for _ in range(warmup):
+                fn()
+            numbers[name] = calibrate(fn, min_sample_s)
+        except Exception as exc:  # a broken implementation must not stop the others
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            continue
+        results[name] = {"first_call_s": first}
+        live[name] = fn
+
+    samples: dict[str, list[float]] = {name: [] for name in live}
+    names = list(live)
+    for rep in range(reps):
+        # Rotate the order so no implementation always runs right after the same neighbour.
+        shift = rep % max(len(names), 1)
+        for name in names[shift:] + names[:shift]:
+            fn = live[name]
+            number = numbers[name]
+            start = time.perf_counter()
+            for _ in range(number):
+                fn()
+            samples[name].append((time.perf_counter() - start) / number)
+
+    for name in live:
+        results[name].update(summarize(samples[name]))
+        results[name]["number"] = numbers[name]
+    return results
+
+
+def time_once(fn: Callable[[], object]) -> float:
+    """Wall time of a single call (seconds)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start

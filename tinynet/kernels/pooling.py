@@ -1,0 +1,184 @@
+"""Pooling kernels: max, average and global average pooling, forward and backward.
+
+Every kernel sees the batch as P = N·C independent planes, and an image as a volume of depth 1:
+x has shape (P, D, H, W) and pools to (P, OD, OH, OW). The layers (``tinynet/nn/pooling.py``)
+describe the windows along each axis with a small table, so the kernels need no padding
+logic: row 0 holds, for each output index, the first input index inside the input, row 1 how
+many taps of the window fall inside the input (the taps are ``first + t·dilation``), and row 2
+(average pooling only) the size the mean divides by along that axis. Padded taps are simply
+never visited, which is the same as padding with -inf (max) or 0 (average).
+
+Parallel over: planes. A plane's outputs depend only on the same plane's inputs, and backward
+writes the input gradient of that plane only, so the planes are race-free.
+
+Debugging: with ``NUMBA_DISABLE_JIT=1`` these are plain Python functions ``pdb`` can step into.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import config
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def max_pool_forward(x, win_d, win_h, win_w, dilation, out, argmax):
+    """The largest value in each window, and where it is.
+
+    Shapes: x (P, D, H, W); win_d (2+, OD), win_h (2+, OH), win_w (2+, OW) window tables;
+    dilation (dd, dh, dw); outputs out (P, OD, OH, OW) and argmax (same shape, int32): the
+    flat index (z·H + y)·W + x of the maximum within its plane, -1 for a window with no tap.
+    Loop nest: for p, od, oh, ow: for the taps (z, y, x) in scan order: keep the maximum.
+    Parallel over: planes (each iteration writes out[p] and argmax[p] only: race-free).
+
+    Ties and NaN follow PyTorch's CPU kernel: a value replaces the current maximum only when
+    strictly greater, so the first maximum in scan order wins, or when it is NaN, so the
+    output is NaN and the index that of the last NaN. ``v != v`` is a reliable NaN test here
+    because config.FASTMATH leaves out the "nnan" flag.
+    """
+    planes, depth, height, width = x.shape
+    out_d = out.shape[1]
+    out_h = out.shape[2]
+    out_w = out.shape[3]
+    dd, dh, dw = dilation
+    for p in prange(planes):
+        for od in range(out_d):
+            z0 = win_d[0, od]
+            for oh in range(out_h):
+                y0 = win_h[0, oh]
+                for ow in range(out_w):
+                    x0 = win_w[0, ow]
+                    # PyTorch reports the first tap when no value beats -inf (all are -inf).
+                    best_i = (z0 * height + y0) * width + x0
+                    if win_d[1, od] == 0 or win_h[1, oh] == 0 or win_w[1, ow] == 0:
+                        best_i = -1
+                    best = -np.inf
+                    for i in range(win_d[1, od]):
+                        z = z0 + i * dd
+                        for j in range(win_h[1, oh]):
+                            y = y0 + j * dh
+                            for k in range(win_w[1, ow]):
+                                v = x[p, z, y, x0 + k * dw]
+                                if v > best or v != v:
+                                    best = v
+                                    best_i = (z * height + y) * width + x0 + k * dw
+                    out[p, od, oh, ow] = best
+                    argmax[p, od, oh, ow] = best_i
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def max_pool_backward(grad_out, argmax, grad_x):
+    """Route each output's gradient to the input that was the maximum.
+
+    Shapes: grad_out, argmax (P, O) with O = OD·OH·OW; output grad_x (P, S), S = D·H·W.
+    Loop nest: for p: zero grad_x[p]; for o: grad_x[p, argmax[p, o]] += grad_out[p, o].
+    Parallel over: planes. Overlapping windows can share a maximum, hence the +=, but argmax
+    indexes within the plane, so iteration p writes grad_x[p] only: race-free.
+    """
+    planes, size = grad_x.shape
+    outputs = grad_out.shape[1]
+    for p in prange(planes):
+        for s in range(size):
+            grad_x[p, s] = 0
+        for o in range(outputs):
+            i = argmax[p, o]
+            if i >= 0:
+                grad_x[p, i] += grad_out[p, o]
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def avg_pool_forward(x, win_d, win_h, win_w, divisor, out):
+    """The sum of each window divided by its divisor (average and adaptive average pooling).
+
+    Shapes: x (P, D, H, W); win_d (3, OD), win_h (3, OH), win_w (3, OW) window tables (taps
+    are consecutive); out (P, OD, OH, OW). The divisor is ``divisor`` when it is not 0, else
+    the product of the three row-2 entries.
+    Loop nest: for p, od, oh, ow: Σ over the window (a float64 sum), / divisor.
+    Parallel over: planes (iteration p writes out[p] only: race-free).
+    """
+    planes = x.shape[0]
+    out_d = out.shape[1]
+    out_h = out.shape[2]
+    out_w = out.shape[3]
+    for p in prange(planes):
+        for od in range(out_d):
+            z0 = win_d[0, od]
+            for oh in range(out_h):
+                y0 = win_h[0, oh]
+                for ow in range(out_w):
+                    x0 = win_w[0, ow]
+                    total = 0.0
+                    for z in range(z0, z0 + win_d[1, od]):
+                        for y in range(y0, y0 + win_h[1, oh]):
+                            for xx in range(x0, x0 + win_w[1, ow]):
+                                total += x[p, z, y, xx]
+                    d = divisor
+                    if d == 0:
+                        d = win_d[2, od] * win_h[2, oh] * win_w[2, ow]
+                    out[p, od, oh, ow] = total / d
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def avg_pool_backward(grad_out, win_d, win_h, win_w, divisor, grad_x):
+    """Spread each output's gradient evenly (1/divisor each) over its window.
+
+    Shapes: grad_out (P, OD, OH, OW); window tables and divisor as in avg_pool_forward;
+    output grad_x (P, D, H, W).
+    Loop nest: for p: zero grad_x[p]; for od, oh, ow: grad_x[p, window] += g / divisor.
+    Parallel over: planes (iteration p writes grad_x[p] only, so the += of overlapping
+    windows never meet another thread: race-free).
+    """
+    planes, depth, height, width = grad_x.shape
+    out_d = grad_out.shape[1]
+    out_h = grad_out.shape[2]
+    out_w = grad_out.shape[3]
+    for p in prange(planes):
+        for z in range(depth):
+            for y in range(height):
+                for xx in range(width):
+                    grad_x[p, z, y, xx] = 0
+        for od in range(out_d):
+            z0 = win_d[0, od]
+            for oh in range(out_h):
+                y0 = win_h[0, oh]
+                for ow in range(out_w):
+                    x0 = win_w[0, ow]
+                    d = divisor
+                    if d == 0:
+                        d = win_d[2, od] * win_h[2, oh] * win_w[2, ow]
+                    g = grad_out[p, od, oh, ow] / d
+                    for z in range(z0, z0 + win_d[1, od]):
+                        for y in range(y0, y0 + win_h[1, oh]):
+                            for xx in range(x0, x0 + win_w[1, ow]):
+                                grad_x[p, z, y, xx] += g
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def global_avg_pool_forward(x, out):
+    """The mean of each plane (adaptive average pooling to size 1).
+
+    Shapes: x (P, S); out (P,). Loop nest: for p: Σ_s x[p, s] (a float64 sum) / S.
+    Parallel over: planes (iteration p writes out[p] only: race-free). The plane is
+    contiguous, so the sum vectorises (fastmath allows reassociating it).
+    """
+    planes, size = x.shape
+    for p in prange(planes):
+        total = 0.0
+        for s in range(size):
+            total += x[p, s]
+        out[p] = total / size
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def global_avg_pool_backward(grad_out, grad_x):
+    """Every input of a plane receives 1/S of the plane's output gradient.
+
+    Shapes: grad_out (P,); output grad_x (P, S). Loop nest: for p, s: grad_x[p, s] = g[p] / S.
+    Parallel over: planes (iteration p writes grad_x[p] only: race-free).
+    """
+    planes, size = grad_x.shape
+    for p in prange(planes):
+        g = grad_out[p] / size
+        for s in range(size):
+            grad_x[p, s] = g

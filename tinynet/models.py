@@ -1,0 +1,225 @@
+"""Model presets, a registry by name, and architecture as data.
+
+Presets are functions that return a ``Sequential``::
+
+    model = tinynet.models.lenet_bn()              # the BN CNN the benchmark and examples use
+    model = tinynet.models.get("bn_mlp", bn=False)
+
+``to_spec(model)`` describes a model as JSON-able data, a list of ``{"type", "kwargs"}``, and
+``from_spec(spec)`` builds it again. Checkpoints store the spec instead of pickled objects: only
+the layer classes in :data:`LAYER_TYPES` can be named, with plain numbers, strings and lists as
+arguments, so loading a checkpoint cannot run arbitrary code.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from . import nn
+
+# -- presets --------------------------------------------------------------------------------------
+
+
+def lenet_bn(num_classes: int = 10) -> nn.Sequential:
+    """A LeNet-style CNN for (N, 1, 28, 28) images with BatchNorm after every conv and hidden
+    linear layer (which therefore have no bias: BN's β replaces it)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128, bias=False),
+        nn.BatchNorm1d(128),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, num_classes),
+    )
+
+
+def lenet(num_classes: int = 10) -> nn.Sequential:
+    """:func:`lenet_bn` without BatchNorm: the same layers, with biases."""
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 7 * 7, 128),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(128, num_classes),
+    )
+
+
+def bn_mlp(bn: bool = True, num_classes: int = 10) -> nn.Sequential:
+    """The BatchNorm paper's MNIST network: 784–100–100–100–10 with sigmoids.
+
+    With ``bn`` a BatchNorm1d sits before each sigmoid and the linear layer before it has no
+    bias. Input: (N, 784) flattened images.
+    """
+    layers = []
+    width = 784
+    for _ in range(3):
+        layers.append(nn.Linear(width, 100, bias=not bn))
+        if bn:
+            layers.append(nn.BatchNorm1d(100))
+        layers.append(nn.Sigmoid())
+        width = 100
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def mlp(num_classes: int = 10) -> nn.Sequential:
+    """:func:`bn_mlp` without BatchNorm."""
+    return bn_mlp(bn=False, num_classes=num_classes)
+
+
+def cnn3d_bn(num_classes: int = 5, bn: bool = True) -> nn.Sequential:
+    """A small 3-D CNN for (N, 1, 16, 16, 16) volumes, with BatchNorm3d after each conv."""
+    layers = []
+    channels = 1
+    for width in (16, 32):
+        layers.append(nn.Conv3d(channels, width, 3, padding=1, bias=not bn))
+        if bn:
+            layers.append(nn.BatchNorm3d(width))
+        layers += [nn.ReLU(), nn.MaxPool3d(2)]
+        channels = width
+    layers += [nn.Flatten(), nn.Linear(32 * 4 * 4 * 4, 64, bias=not bn)]
+    if bn:
+        layers.append(nn.BatchNorm1d(64))
+    layers += [nn.ReLU(), nn.Linear(64, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def cnn3d(num_classes: int = 5) -> nn.Sequential:
+    """:func:`cnn3d_bn` without BatchNorm."""
+    return cnn3d_bn(num_classes, bn=False)
+
+
+# The registry the command line picks from, with the input each model expects:
+# "image" (N, 1, 28, 28), "flat" (N, 784) or "volume" (N, 1, 16, 16, 16).
+MODELS = {
+    "lenet_bn": (lenet_bn, "image"),
+    "lenet": (lenet, "image"),
+    "bn_mlp": (bn_mlp, "flat"),
+    "mlp": (mlp, "flat"),
+    "cnn3d_bn": (cnn3d_bn, "volume"),
+    "cnn3d": (cnn3d, "volume"),
+}
+
+
+def get(name: str, **kwargs) -> nn.Sequential:
+    """Build the preset called ``name`` (one of :data:`MODELS`)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    return MODELS[name][0](**kwargs)
+
+
+# -- architecture as data -------------------------------------------------------------------------
+
+# The only classes a spec may name: tinynet.nn layers whose constructor takes plain values.
+LAYER_TYPES = frozenset(
+    {
+        "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AvgPool2d", "AvgPool3d",
+        "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "ChannelAffine", "Conv2d", "Conv3d",
+        "Dropout", "Flatten", "Identity", "Linear", "MaxPool2d", "MaxPool3d",
+        "ReLU", "Sequential", "Sigmoid", "Tanh",
+    }
+)  # fmt: skip
+
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def to_spec(model: nn.Module) -> list[dict]:
+    """Describe ``model`` (a Sequential of tinynet layers) as a list of ``{type, kwargs}``.
+
+    Each layer's constructor arguments are read back from the attributes of the same name
+    (``in_features``, ``kernel_size``, ...), as torch.nn layers keep them; ``bias`` is
+    whether the layer has one.
+    """
+    if not isinstance(model, nn.Sequential):
+        return [_layer_spec(model)]
+    return [_layer_spec(layer) for layer in model]
+
+
+def _layer_spec(layer: nn.Module) -> dict:
+    name = type(layer).__name__
+    if name not in LAYER_TYPES or getattr(nn, name, None) is not type(layer):
+        raise ValueError(f"to_spec: {name} is not a tinynet layer that a spec can describe")
+    if isinstance(layer, nn.Sequential):
+        return {"type": name, "layers": [_layer_spec(child) for child in layer]}
+    kwargs = {}
+    for param in _constructor_params(type(layer)):
+        if param.name == "bias" and param.default in (True, False):
+            value = layer.bias is not None
+        elif hasattr(layer, param.name):
+            value = getattr(layer, param.name)
+        else:
+            raise ValueError(f"to_spec: {name} does not keep its argument {param.name!r}")
+        kwargs[param.name] = _plain(value, f"{name}.{param.name}")
+    return {"type": name, "kwargs": kwargs}
+
+
+def _plain(value, where: str):
+    """A constructor argument as JSON data: scalars, and tuples of scalars as lists."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v, where) for v in value]
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()  # NumPy scalar
+    if not isinstance(value, _SCALARS):
+        raise ValueError(f"to_spec: {where} = {value!r} is not a plain value")
+    return value
+
+
+def from_spec(spec) -> nn.Sequential:
+    """Build a model from :func:`to_spec`'s description; a ``ValueError`` on anything else.
+
+    Only classes in :data:`LAYER_TYPES` are built, with keyword arguments their constructor
+    declares and plain values (numbers, strings, booleans, None, lists of them).
+    """
+    if not isinstance(spec, list):
+        raise ValueError(f"model spec must be a list of layers, got {type(spec).__name__}")
+    return nn.Sequential(*(_build(item, f"layer {i}") for i, item in enumerate(spec)))
+
+
+def _build(item, where: str) -> nn.Module:
+    if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+        raise ValueError(f"model spec: {where} must be a dict with a 'type', got {item!r:.80}")
+    name = item["type"]
+    cls = getattr(nn, name, None) if name in LAYER_TYPES else None
+    if cls is None:
+        raise ValueError(f"model spec: {where} names {name!r:.60}, not an allowed tinynet layer")
+    if name == "Sequential":
+        layers = item.get("layers")
+        if set(item) != {"type", "layers"} or not isinstance(layers, list):
+            raise ValueError(f"model spec: {where} (Sequential) needs exactly a 'layers' list")
+        return nn.Sequential(*(_build(x, f"{where}.{i}") for i, x in enumerate(layers)))
+    kwargs = item.get("kwargs", {})
+    if set(item) - {"type", "kwargs"} or not isinstance(kwargs, dict):
+        raise ValueError(f"model spec: {where} ({name}) must hold only 'type' and 'kwargs'")
+    allowed = {param.name for param in _constructor_params(cls)}
+    for key, value in kwargs.items():
+        if key not in allowed:
+            raise ValueError(f"model spec: {where} ({name}) has no argument {key!r:.60}")
+        flat = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, _SCALARS) for v in flat):
+            raise ValueError(f"model spec: {where} ({name}) argument {key} is not a plain value")
+    # Lists come back as tuples, the form layers were given (kernel_size=(3, 3)).
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model spec: {where} ({name}): {exc}") from None
+
+
+def _constructor_params(cls) -> list[inspect.Parameter]:
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = inspect.signature(cls.__init__).parameters.values()
+    return [p for p in params if p.kind in kinds and p.name != "self"]
