@@ -78,7 +78,8 @@ def test_lenet_bn_is_exactly_the_documented_network():
     assert model[12].p == 0.5
 
 
-@pytest.mark.parametrize("name", list(models.MODELS))
+# resnet_bn is a graph; tests/test_graph.py checks it against PyTorch.
+@pytest.mark.parametrize("name", [name for name in models.MODELS if name != "resnet_bn"])
 def test_presets_match_pytorch_state_dict_and_output_shape(name):
     reference = torch_builders()[name]()
     model = models.get(name)
@@ -132,7 +133,19 @@ def test_spec_of_nested_sequential_and_kwargs():
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({"type": "Linear"}, "must be a list"),
+        ("Linear", "must be a list"),
+        ({"type": "Linear", "kwargs": {"in_features": 2}}, "model \\(Linear\\)"),
+        ({"type": "Graph", "nodes": [], "output": "x"}, "no node 'x'"),
+        ({"type": "Graph", "nodes": [{"name": "a"}], "output": "a"}, "needs 'name', 'inputs'"),
+        (
+            {
+                "type": "Graph",
+                "nodes": [{"name": "a", "inputs": ["b"], "layer": {"type": "ReLU"}}],
+                "output": "a",
+            },
+            "not an earlier node",
+        ),
+        ({"type": "Graph", "nodes": [], "output": "input", "x": 1}, "exactly 'nodes'"),
         ([{"type": "system", "kwargs": {"command": "echo"}}], "not an allowed tinynet layer"),
         ([{"type": "Module"}], "not an allowed tinynet layer"),
         ([{"type": "__class__"}], "not an allowed tinynet layer"),
@@ -159,3 +172,7 @@ def test_to_spec_and_get_errors():
         models.to_spec(nn.Sequential(Custom()))
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         models.get("resnet")
+    with pytest.raises(ValueError, match="Custom is not a tinynet layer"):
+        graph = tinynet.Graph()
+        graph.add("custom", Custom())
+        models.to_spec(graph)

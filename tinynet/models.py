@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 
 from . import nn
+from .graph import INPUT, Graph
 
 # -- presets --------------------------------------------------------------------------------------
 
@@ -103,11 +104,50 @@ def cnn3d(num_classes: int = 5) -> nn.Sequential:
     return cnn3d_bn(num_classes, bn=False)
 
 
+def residual_block(channels: int, out_channels: int | None = None, stride: int = 1) -> Graph:
+    """A ResNet basic block (He et al., 2016) as a :class:`~tinynet.graph.Graph`.
+
+    conv3×3–BN–ReLU–conv3×3–BN, plus the shortcut, then ReLU. The shortcut is the input
+    itself, or a strided 1×1 conv with BN when the block changes the width or the size.
+    """
+    out_channels = channels if out_channels is None else out_channels
+    g = Graph()
+    g.add("conv1", nn.Conv2d(channels, out_channels, 3, stride, padding=1, bias=False))
+    g.add("bn1", nn.BatchNorm2d(out_channels), "conv1")
+    g.add("relu1", nn.ReLU(), "bn1")
+    g.add("conv2", nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), "relu1")
+    g.add("bn2", nn.BatchNorm2d(out_channels), "conv2")
+    shortcut = INPUT
+    if stride != 1 or out_channels != channels:
+        g.add("down", nn.Conv2d(channels, out_channels, 1, stride, bias=False), INPUT)
+        shortcut = g.add("down_bn", nn.BatchNorm2d(out_channels), "down")
+    g.add("add", nn.Add(), ("bn2", shortcut))
+    g.add("relu2", nn.ReLU(), "add")
+    return g
+
+
+def resnet_bn(num_classes: int = 10, width: int = 16) -> nn.Sequential:
+    """A small ResNet for (N, 1, 28, 28) images: a stem, three residual blocks (the last two
+    halve the size and double the width), global average pooling and a linear classifier."""
+    return nn.Sequential(
+        nn.Conv2d(1, width, 3, padding=1, bias=False),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        residual_block(width),
+        residual_block(width, 2 * width, stride=2),
+        residual_block(2 * width, 4 * width, stride=2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4 * width, num_classes),
+    )
+
+
 # The registry the command line picks from, with the input each model expects:
 # "image" (N, 1, 28, 28), "flat" (N, 784) or "volume" (N, 1, 16, 16, 16).
 MODELS = {
     "lenet_bn": (lenet_bn, "image"),
     "lenet": (lenet, "image"),
+    "resnet_bn": (resnet_bn, "image"),
     "bn_mlp": (bn_mlp, "flat"),
     "mlp": (mlp, "flat"),
     "cnn3d_bn": (cnn3d_bn, "volume"),
@@ -127,9 +167,9 @@ def get(name: str, **kwargs) -> nn.Sequential:
 # The only classes a spec may name: tinynet.nn layers whose constructor takes plain values.
 LAYER_TYPES = frozenset(
     {
-        "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AvgPool2d", "AvgPool3d",
-        "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "ChannelAffine", "Conv2d", "Conv3d",
-        "Dropout", "Flatten", "Identity", "Linear", "MaxPool2d", "MaxPool3d",
+        "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "Add", "AvgPool2d", "AvgPool3d",
+        "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "ChannelAffine", "Concat", "Conv2d",
+        "Conv3d", "Dropout", "Flatten", "Graph", "Identity", "Linear", "MaxPool2d", "MaxPool3d",
         "ReLU", "Sequential", "Sigmoid", "Tanh",
     }
 )  # fmt: skip
@@ -137,24 +177,31 @@ LAYER_TYPES = frozenset(
 _SCALARS = (bool, int, float, str, type(None))
 
 
-def to_spec(model: nn.Module) -> list[dict]:
-    """Describe ``model`` (a Sequential of tinynet layers) as a list of ``{type, kwargs}``.
+def to_spec(model: nn.Module) -> list[dict] | dict:
+    """Describe ``model`` as JSON-able data: a Sequential as a list of ``{type, kwargs}``,
+    any other model as one such dict (a Graph's lists its nodes).
 
     Each layer's constructor arguments are read back from the attributes of the same name
     (``in_features``, ``kernel_size``, ...), as torch.nn layers keep them; ``bias`` is
     whether the layer has one.
     """
     if not isinstance(model, nn.Sequential):
-        return [_layer_spec(model)]
+        return _layer_spec(model)
     return [_layer_spec(layer) for layer in model]
 
 
 def _layer_spec(layer: nn.Module) -> dict:
     name = type(layer).__name__
-    if name not in LAYER_TYPES or getattr(nn, name, None) is not type(layer):
+    if name not in LAYER_TYPES or _layer_class(name) is not type(layer):
         raise ValueError(f"to_spec: {name} is not a tinynet layer that a spec can describe")
     if isinstance(layer, nn.Sequential):
         return {"type": name, "layers": [_layer_spec(child) for child in layer]}
+    if isinstance(layer, Graph):
+        nodes = [
+            {"name": n.name, "inputs": list(n.inputs), "layer": _layer_spec(n.module)}
+            for n in layer.nodes
+        ]
+        return {"type": name, "nodes": nodes, "output": layer.output}
     kwargs = {}
     for param in _constructor_params(type(layer)):
         if param.name == "bias" and param.default in (True, False):
@@ -178,24 +225,54 @@ def _plain(value, where: str):
     return value
 
 
-def from_spec(spec) -> nn.Sequential:
+def from_spec(spec) -> nn.Module:
     """Build a model from :func:`to_spec`'s description; a ``ValueError`` on anything else.
 
     Only classes in :data:`LAYER_TYPES` are built, with keyword arguments their constructor
     declares and plain values (numbers, strings, booleans, None, lists of them).
     """
+    if isinstance(spec, dict):
+        return _build(spec, "model")
     if not isinstance(spec, list):
         raise ValueError(f"model spec must be a list of layers, got {type(spec).__name__}")
     return nn.Sequential(*(_build(item, f"layer {i}") for i, item in enumerate(spec)))
+
+
+def _layer_class(name: str):
+    return Graph if name == "Graph" else getattr(nn, name, None)
+
+
+def _build_graph(item, where: str) -> Graph:
+    nodes = item.get("nodes")
+    if set(item) != {"type", "nodes", "output"} or not isinstance(nodes, list):
+        raise ValueError(f"model spec: {where} (Graph) needs exactly 'nodes' and 'output'")
+    graph = Graph()
+    for i, node in enumerate(nodes):
+        if not isinstance(node, dict) or set(node) != {"name", "inputs", "layer"}:
+            raise ValueError(f"model spec: {where} node {i} needs 'name', 'inputs', 'layer'")
+        inputs = node["inputs"]
+        if not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs):
+            raise ValueError(f"model spec: {where} node {i} inputs must be a list of names")
+        try:
+            graph.add(node["name"], _build(node["layer"], f"{where}.{i}"), tuple(inputs))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"model spec: {where} node {i}: {exc}") from None
+    try:
+        graph.output = item["output"]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"model spec: {where}: {exc}") from None
+    return graph
 
 
 def _build(item, where: str) -> nn.Module:
     if not isinstance(item, dict) or not isinstance(item.get("type"), str):
         raise ValueError(f"model spec: {where} must be a dict with a 'type', got {item!r:.80}")
     name = item["type"]
-    cls = getattr(nn, name, None) if name in LAYER_TYPES else None
+    cls = _layer_class(name) if name in LAYER_TYPES else None
     if cls is None:
         raise ValueError(f"model spec: {where} names {name!r:.60}, not an allowed tinynet layer")
+    if name == "Graph":
+        return _build_graph(item, where)
     if name == "Sequential":
         layers = item.get("layers")
         if set(item) != {"type", "layers"} or not isinstance(layers, list):

@@ -4,8 +4,14 @@ Rewrites (fold_bn, remove_dropout) return a new model and leave their input unto
 recalibrate_bn updates BatchNorm statistics in place, as the paper's Algorithm 2 does.
 """
 
+from .fold_bn import FoldReport, fold_bn, fold_bn_weights
 from .recalibrate_bn import recalibrate_bn
+from .remove_dropout import remove_dropout
 
 __all__ = [
+    "FoldReport",
+    "fold_bn",
+    "fold_bn_weights",
     "recalibrate_bn",
+    "remove_dropout",
 ]
