@@ -3,13 +3,16 @@
 from . import data, models, nn, optim
 from .checkpoint import load_checkpoint, load_torch_state_dict, save_checkpoint
 from .config import get_default_dtype, get_num_threads, set_default_dtype, set_num_threads
-from .passes import recalibrate_bn
+from .graph import Graph
+from .passes import fold_bn, recalibrate_bn, remove_dropout
 from .random import manual_seed
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Graph",
     "data",
+    "fold_bn",
     "get_default_dtype",
     "get_num_threads",
     "load_checkpoint",
@@ -19,6 +22,7 @@ __all__ = [
     "nn",
     "optim",
     "recalibrate_bn",
+    "remove_dropout",
     "save_checkpoint",
     "set_default_dtype",
     "set_num_threads",
