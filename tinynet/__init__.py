@@ -6,6 +6,7 @@ from .config import get_default_dtype, get_num_threads, set_default_dtype, set_n
 from .graph import Graph
 from .passes import fold_bn, recalibrate_bn, remove_dropout
 from .random import manual_seed
+from .summary import summary
 
 __version__ = "0.1.0"
 
@@ -26,4 +27,5 @@ __all__ = [
     "save_checkpoint",
     "set_default_dtype",
     "set_num_threads",
+    "summary",
 ]
