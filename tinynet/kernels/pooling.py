@@ -2,14 +2,16 @@
 
 Every kernel sees the batch as P = N·C independent planes, and an image as a volume of depth 1:
 x has shape (P, D, H, W) and pools to (P, OD, OH, OW). The layers (``tinynet/nn/pooling.py``)
-describe the windows along each axis with a small table, so the kernels need no padding
-logic: row 0 holds, for each output index, the first input index inside the input, row 1 how
-many taps of the window fall inside the input (the taps are ``first + t·dilation``), and row 2
-(average pooling only) the size the mean divides by along that axis. Padded taps are simply
-never visited, which is the same as padding with -inf (max) or 0 (average).
+describe the windows along each axis with a small table (``tinynet/nn/pooling_windows.py``),
+so the kernels need no padding logic: row 0 holds, for each output index, the first input
+index inside the input, row 1 how many taps of the window fall inside the input (the taps are
+``first + t·dilation``), and row 2 (average pooling only) the size the mean divides by along
+that axis. Padded taps are simply never visited, which is the same as padding with -inf (max)
+or 0 (average).
 
 Parallel over: planes. A plane's outputs depend only on the same plane's inputs, and backward
-writes the input gradient of that plane only, so the planes are race-free.
+writes the input gradient of that plane only, so the planes are race-free, and each plane is
+computed in the same order whatever the thread count (results are bit-identical).
 
 Debugging: with ``NUMBA_DISABLE_JIT=1`` these are plain Python functions ``pdb`` can step into.
 """
@@ -22,6 +24,20 @@ from numba import njit, prange
 from .. import config
 
 
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _challenge(best, best_i, v, i):
+    """The running maximum after tap value ``v`` (at flat index ``i``) challenges it.
+
+    PyTorch's CPU rule: ``v`` wins only when strictly greater, so among ties the first
+    maximum in scan order wins, or when it is NaN, so a NaN in the window gives NaN (and the
+    index of the last NaN). ``v != v`` is a reliable NaN test here because config.FASTMATH
+    leaves out the "nnan" flag. Written as selects, not branches, so LLVM can vectorise the
+    loop around it.
+    """
+    take = (v > best) | (v != v)
+    return (v if take else best), (i if take else best_i)
+
+
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def max_pool_forward(x, win_d, win_h, win_w, dilation, out, argmax):
     """The largest value in each window, and where it is.
@@ -31,11 +47,6 @@ def max_pool_forward(x, win_d, win_h, win_w, dilation, out, argmax):
     flat index (z·H + y)·W + x of the maximum within its plane, -1 for a window with no tap.
     Loop nest: for p, od, oh, ow: for the taps (z, y, x) in scan order: keep the maximum.
     Parallel over: planes (each iteration writes out[p] and argmax[p] only: race-free).
-
-    Ties and NaN follow PyTorch's CPU kernel: a value replaces the current maximum only when
-    strictly greater, so the first maximum in scan order wins, or when it is NaN, so the
-    output is NaN and the index that of the last NaN. ``v != v`` is a reliable NaN test here
-    because config.FASTMATH leaves out the "nnan" flag.
     """
     planes, depth, height, width = x.shape
     out_d = out.shape[1]
@@ -45,26 +56,59 @@ def max_pool_forward(x, win_d, win_h, win_w, dilation, out, argmax):
     for p in prange(planes):
         for od in range(out_d):
             z0 = win_d[0, od]
+            taps_d = win_d[1, od]
             for oh in range(out_h):
                 y0 = win_h[0, oh]
+                taps_h = win_h[1, oh]
                 for ow in range(out_w):
                     x0 = win_w[0, ow]
+                    taps_w = win_w[1, ow]
                     # PyTorch reports the first tap when no value beats -inf (all are -inf).
                     best_i = (z0 * height + y0) * width + x0
-                    if win_d[1, od] == 0 or win_h[1, oh] == 0 or win_w[1, ow] == 0:
-                        best_i = -1
+                    if taps_d == 0 or taps_h == 0 or taps_w == 0:
+                        best_i = -1  # every tap is padding: backward skips this output
                     best = -np.inf
-                    for i in range(win_d[1, od]):
+                    for i in range(taps_d):
                         z = z0 + i * dd
-                        for j in range(win_h[1, oh]):
+                        for j in range(taps_h):
                             y = y0 + j * dh
-                            for k in range(win_w[1, ow]):
-                                v = x[p, z, y, x0 + k * dw]
-                                if v > best or v != v:
-                                    best = v
-                                    best_i = (z * height + y) * width + x0 + k * dw
+                            row = (z * height + y) * width
+                            for k in range(taps_w):
+                                xx = x0 + k * dw
+                                best, best_i = _challenge(best, best_i, x[p, z, y, xx], row + xx)
                     out[p, od, oh, ow] = best
                     argmax[p, od, oh, ow] = best_i
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def max_pool2d_2x2_forward(x, out, argmax):
+    """max_pool_forward for the commonest case in CNNs: 2×2 windows, stride 2, no padding.
+
+    Shapes: x (P, H, W); outputs out and argmax (P, OH, OW) with 2·OH ≤ H and 2·OW ≤ W, so
+    every window lies inside the input; argmax as in max_pool_forward.
+    Loop nest: for p, oh, ow: the four taps, unrolled, in scan order.
+    Parallel over: planes (each iteration writes out[p] and argmax[p] only: race-free).
+
+    Why a kernel of its own: with the taps unrolled the innermost loop runs over ow with
+    no inner loop of unknown length, so LLVM vectorises it; the generic kernel's
+    variable-length tap loops prevent that and make it several times slower.
+    """
+    planes, height, width = x.shape
+    out_h = out.shape[1]
+    out_w = out.shape[2]
+    for p in prange(planes):
+        for oh in range(out_h):
+            top = x[p, 2 * oh]
+            bottom = x[p, 2 * oh + 1]
+            row = 2 * oh * width  # flat index of the top row's first input
+            for ow in range(out_w):
+                j = 2 * ow
+                best, best_i = top[j], row + j
+                best, best_i = _challenge(best, best_i, top[j + 1], row + j + 1)
+                best, best_i = _challenge(best, best_i, bottom[j], row + width + j)
+                best, best_i = _challenge(best, best_i, bottom[j + 1], row + width + j + 1)
+                out[p, oh, ow] = best
+                argmax[p, oh, ow] = best_i
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)

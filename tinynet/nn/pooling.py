@@ -7,9 +7,9 @@ Each output is a reduction over a window of one channel of one example:
 
 Along each axis window o starts at o·stride − padding and has ``kernel_size`` taps spaced
 ``dilation`` apart. The layers turn this into a table per axis (first tap inside the input,
-number of taps inside, divisor factor) once per input size, and the kernels in
-``tinynet/kernels/pooling.py`` loop over the tables; an image is a volume of depth 1.
-Pooling has no parameters, so float32 and float64 inputs keep their dtype.
+number of taps inside, divisor factor; see ``pooling_windows.py``) once per input size, and
+the kernels in ``tinynet/kernels/pooling.py`` loop over the tables; an image is a volume of
+depth 1. Pooling has no parameters, so float32 and float64 inputs keep their dtype.
 """
 
 from __future__ import annotations
@@ -20,28 +20,26 @@ import numpy as np
 
 from ..kernels import pooling as kernels
 from .module import Module
+from .pooling_windows import (
+    FLAT_AXIS,
+    adaptive_window_table,
+    avg_window_table,
+    check_flag,
+    check_padding,
+    max_window_table,
+    pooled_shape,
+)
 from .validation import check_grad, check_input, layer_name, ntuple, require_forward
 
 _LAYOUTS = {2: "(N, C, H, W) or (C, H, W)", 3: "(N, C, D, H, W) or (C, D, H, W)"}
-# A 2-D layer's depth axis: one window, starting at 0, one tap, divisor factor 1.
-_FLAT = np.array([[0], [1], [1]], dtype=np.int64)
-
-
-def pooled_size(size, kernel, stride, padding, dilation, ceil_mode) -> int:
-    """PyTorch's output size along one axis (``pooling_output_shape``).
-
-    In ceil mode the last window may hang over the padded input, but it must start inside
-    the input or its left padding; a window starting in the right padding is dropped.
-    """
-    span = dilation * (kernel - 1) + 1
-    out = (size + 2 * padding - span + (stride - 1 if ceil_mode else 0)) // stride + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
 
 
 class _PoolNd(Module):
-    """Input checks and saved state shared by every pooling layer."""
+    """Input checks and saved state shared by every pooling layer.
+
+    A subclass sets ``_dims`` (2 or 3) and defines ``_output_size(size)`` and
+    ``_axis_table(axis, size, out)``, which describe its windows (see pooling_windows.py).
+    """
 
     _dims = 0
 
@@ -71,27 +69,9 @@ class _PoolNd(Module):
                 self._axis_table(a, s, o)
                 for a, (s, o) in enumerate(zip(size, out_size, strict=True))
             ]
-            entry = (out_size, [_FLAT] * (3 - self._dims) + tables)
+            entry = (out_size, [FLAT_AXIS] * (3 - self._dims) + tables)
             self._tables[size] = entry
         return entry
-
-    def _output_size(self, size):
-        args = zip(size, self.kernel_size, self.stride, self.padding, self._dilation(), strict=True)
-        out = tuple(pooled_size(*a, self.ceil_mode) for a in args)
-        if min(out) < 1:
-            span = tuple(
-                d * (k - 1) + 1 for k, d in zip(self.kernel_size, self._dilation(), strict=True)
-            )
-            padded = tuple(s + 2 * p for s, p in zip(size, self.padding, strict=True))
-            raise ValueError(
-                f"{layer_name(self)} expected a padded input size (size + 2·padding) of at "
-                f"least {span} (dilation·(kernel − 1) + 1), got {padded} for input size "
-                f"{tuple(size)}; the output would be empty"
-            )
-        return out
-
-    def _dilation(self):
-        return (1,) * self._dims
 
     def _volume(self, shape):
         """(P, D, H, W) for a shape (..., *spatial): P = N·C planes, depth 1 for images."""
@@ -116,21 +96,6 @@ class _PoolNd(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-def _check_padding(name, kernel_size, padding):
-    # PyTorch's rule: with more padding a window could lie entirely in the padding.
-    if any(p > k // 2 for k, p in zip(kernel_size, padding, strict=True)):
-        raise ValueError(
-            f"{name} expected padding at most half the kernel size "
-            f"({tuple(k // 2 for k in kernel_size)}), got padding={padding}"
-        )
-
-
-def _check_flag(name, what, value) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} expected {what} to be a bool, got {value!r}")
-    return bool(value)
-
-
 class _MaxPoolNd(_PoolNd):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
@@ -139,35 +104,38 @@ class _MaxPoolNd(_PoolNd):
         self.stride = self.kernel_size if stride is None else ntuple(name, "stride", stride, n, 1)
         self.padding = ntuple(name, "padding", padding, n, 0)
         self.dilation = ntuple(name, "dilation", dilation, n, 1)
-        self.ceil_mode = _check_flag(name, "ceil_mode", ceil_mode)
-        _check_padding(name, self.kernel_size, self.padding)
+        self.ceil_mode = check_flag(name, "ceil_mode", ceil_mode)
+        check_padding(name, self.kernel_size, self.padding)
+        # MaxPool2d(2): the commonest pooling in CNNs has a faster kernel of its own.
+        self._plain_2x2 = (
+            self.kernel_size == self.stride == (2, 2)
+            and self.padding == (0, 0)
+            and self.dilation == (1, 1)
+        )
         self._argmax = None
 
-    def _dilation(self):
-        return self.dilation
+    def _output_size(self, size):
+        args = (self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        return pooled_shape(layer_name(self), size, *args)
 
     def _axis_table(self, axis, size, out):
-        """Rows: first tap inside the input, number of taps inside."""
-        k, s, p, d = (
-            self.kernel_size[axis],
-            self.stride[axis],
-            self.padding[axis],
-            self.dilation[axis],
-        )
-        start = np.arange(out) * s - p
-        skip = np.where(start < 0, -(start // d), 0)  # taps in the left padding: ⌈−start/d⌉
-        stop = np.minimum(k, -((start - size) // d))  # taps before the input's end
-        return np.stack([start + skip * d, np.maximum(stop - skip, 0)])
+        args = (self.kernel_size, self.stride, self.padding, self.dilation)
+        return max_window_table(size, out, *(a[axis] for a in args))
 
     def forward(self, x):
         x = self._check(x)
-        out_size, tables = self._windows(x.shape[-self._dims :])
+        size = x.shape[-self._dims :]
+        out_size, tables = self._windows(size)
         planes, out = self._planes(x, out_size)
         if math.prod(planes.shape[1:]) > np.iinfo(np.int32).max:
             raise ValueError(f"{layer_name(self)} expected planes of fewer than 2**31 values")
         argmax = np.empty(out.shape, dtype=np.int32)  # flat index within the plane
-        dilation = (1,) * (3 - self._dims) + self.dilation
-        kernels.max_pool_forward(planes, *tables, dilation, out, argmax)
+        # A ceil-mode window hanging over an odd size is not a full 2×2 window.
+        if self._plain_2x2 and all(2 * o <= s for o, s in zip(out_size, size)):
+            kernels.max_pool2d_2x2_forward(planes[:, 0], out[:, 0], argmax[:, 0])
+        else:
+            dilation = (1,) * (3 - self._dims) + self.dilation
+            kernels.max_pool_forward(planes, *tables, dilation, out, argmax)
         self._argmax = argmax
         return out.reshape(self._saved[1])
 
@@ -190,7 +158,9 @@ class MaxPool2d(_MaxPoolNd):
     out[n, c, i, j] = max over a, b < kernel of x[n, c, i·sh − ph + a·dh, j·sw − pw + b·dw],
     padding counting as -inf. stride defaults to kernel_size; padding ≤ kernel_size / 2.
     Ties go to the first maximum in scan order, and a NaN in the window gives NaN, as in
-    PyTorch; backward routes each output gradient to that one input.
+    PyTorch; backward routes each output gradient to that one input. With dilation a window
+    can have every tap in the padding: its output is -inf and it passes no gradient (PyTorch
+    reports an index outside the window there).
 
     Shape: input (N, C, H, W) or (C, H, W); output (N, C, H_out, W_out) with
     H_out = ⌊(H + 2·ph − dh·(kh − 1) − 1) / sh⌋ + 1 (rounded up with ceil_mode, as torch).
@@ -223,8 +193,8 @@ class _AvgPoolNd(_PoolNd):
         self.kernel_size = ntuple(name, "kernel_size", kernel_size, n, 1)
         self.stride = self.kernel_size if stride is None else ntuple(name, "stride", stride, n, 1)
         self.padding = ntuple(name, "padding", padding, n, 0)
-        self.ceil_mode = _check_flag(name, "ceil_mode", ceil_mode)
-        self.count_include_pad = _check_flag(name, "count_include_pad", count_include_pad)
+        self.ceil_mode = check_flag(name, "ceil_mode", ceil_mode)
+        self.count_include_pad = check_flag(name, "count_include_pad", count_include_pad)
         if divisor_override is not None and (
             isinstance(divisor_override, bool)
             or not isinstance(divisor_override, (int, np.integer))
@@ -235,20 +205,16 @@ class _AvgPoolNd(_PoolNd):
                 f"got {divisor_override!r}"
             )
         self.divisor_override = None if divisor_override is None else int(divisor_override)
-        _check_padding(name, self.kernel_size, self.padding)
+        check_padding(name, self.kernel_size, self.padding)
+
+    def _output_size(self, size):
+        no_dilation = (1,) * self._dims
+        args = (self.kernel_size, self.stride, self.padding, no_dilation, self.ceil_mode)
+        return pooled_shape(layer_name(self), size, *args)
 
     def _axis_table(self, axis, size, out):
-        """Rows: first tap inside the input, number of taps inside, divisor factor.
-
-        As PyTorch, count_include_pad counts the padding inside the window but not the part
-        of a ceil-mode window that hangs past the padding.
-        """
-        k, s, p = self.kernel_size[axis], self.stride[axis], self.padding[axis]
-        start = np.arange(out) * s - p
-        end = np.minimum(start + k, size + p)
-        first = np.maximum(start, 0)
-        count = np.minimum(end, size) - first
-        return np.stack([first, count, end - start if self.count_include_pad else count])
+        args = (self.kernel_size, self.stride, self.padding)
+        return avg_window_table(size, out, *(a[axis] for a in args), self.count_include_pad)
 
     def forward(self, x):
         x = self._check(x)
@@ -295,6 +261,9 @@ class AvgPool2d(_AvgPoolNd):
 class AvgPool3d(_AvgPoolNd):
     """3-D average pooling over (N, C, D, H, W), as ``torch.nn.AvgPool3d``; see AvgPool2d.
 
+    Unlike torch, which refuses an input smaller than the kernel here even when the padding
+    makes up the difference, the rule is AvgPool2d's: the padded input must hold the kernel.
+
     Shape: input (N, C, D, H, W) or (C, D, H, W); output (N, C, D_out, H_out, W_out).
     """
 
@@ -321,12 +290,7 @@ class _AdaptiveAvgPoolNd(_PoolNd):
         return tuple(s if o is None else o for s, o in zip(size, self.output_size, strict=True))
 
     def _axis_table(self, axis, size, out):
-        """Rows: first input, inputs in the bin, divisor factor. Bin o covers
-        [⌊o·size/out⌋, ⌈(o + 1)·size/out⌉), PyTorch's rule; bins overlap when out ∤ size."""
-        o = np.arange(out)
-        first = o * size // out
-        count = -(-(o + 1) * size // out) - first
-        return np.stack([first, count, count])
+        return adaptive_window_table(size, out)
 
     def forward(self, x):
         x = self._check(x)
