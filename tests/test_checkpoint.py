@@ -3,6 +3,7 @@ files rejected without running code, and PyTorch weights."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -298,6 +300,16 @@ HOSTILE_META = {
     "bad-ref": (_set("extra", {"__array__": "model.0.weight"}), "reference to a missing array"),
     "unknown-tag": (_set("extra", {"__reduce__": ["os.system", "echo"]}), "unknown tag"),
     "epoch-type": (_set("epoch", "3"), "must be integers"),
+    "rng-type": (_set("rng", {"bit_generator": "seed", "state": {}}), "NumPy's bit generators"),
+    "rng-state": (
+        _set("rng", {"bit_generator": "PCG64", "state": {"state": "x", "inc": 1}}),
+        "not a valid generator state",
+    ),
+    "huge-layer": (
+        _set("spec", [{"type": "Linear", "kwargs": {"in_features": 2**22, "out_features": 2**22}}]),
+        "more memory than there is",
+    ),
+    "empty-metadata": (lambda meta: meta.clear(), "not a tinynet checkpoint"),
     "dtype": (_set("dtype", "object"), "not float32 or float64"),
 }
 
@@ -329,6 +341,51 @@ def test_arrays_that_do_not_fit_are_rejected(valid, tmp_path):
         path = _rewrite(valid, tmp_path / "bad.npz", change_arrays=change)
         with pytest.raises(ValueError, match=message):
             load_checkpoint(path)
+
+
+def _npy_header(shape, descr="<f4") -> bytes:
+    out = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        out, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
+    return out.getvalue()
+
+
+def test_hand_made_zips_cannot_ask_for_memory(valid, tmp_path):
+    with zipfile.ZipFile(valid) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+
+    def write(name, replace, **kwargs):
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w", **kwargs) as archive:
+            for member, data in {**members, **replace}.items():
+                archive.writestr(member, data)
+        return path
+
+    # A header promising 4 TiB over a few bytes of data: np.load would allocate first.
+    huge = write("huge.npz", {"model.0.weight.npy": _npy_header((2**40,)) + bytes(16)})
+    # The same in a deflated member, where the zip directory may claim a big size honestly.
+    deflated = write(
+        "deflated.npz",
+        {"model.0.weight.npy": _npy_header((2**31,)) + bytes(64)},
+        compression=zipfile.ZIP_DEFLATED,
+    )
+    for path in (huge, deflated):
+        with pytest.raises(ValueError, match="does not match its size") as info:
+            load_checkpoint(path)
+        assert str(path) in str(info.value)
+    # An object array's header is refused before any unpickling could start.
+    objects = write("objects.npz", {"data.0.npy": _npy_header((1,), descr="|O") + bytes(8)})
+    with pytest.raises(ValueError, match="non-numeric dtype object"):
+        load_checkpoint(objects)
+    # A zip directory that claims more data than the file holds.
+    data = bytearray(valid.read_bytes())
+    directory = data.rindex(b"PK\x01\x02")  # the last member's central directory entry
+    data[directory + 24 : directory + 28] = (2**31).to_bytes(4, "little")  # uncompressed size
+    data[directory + 20 : directory + 24] = (2**31).to_bytes(4, "little")  # compressed size
+    (tmp_path / "directory.npz").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="more data than the file holds"):
+        load_checkpoint(tmp_path / "directory.npz")
 
 
 def test_pickles_never_run(valid, tmp_path):

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 import sys
 import types
 import urllib.error
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tinynet
+from tinynet import checkpoint as checkpoint_module
 from tinynet import cli
 from tinynet.checkpoint import load_checkpoint
 from tinynet.cli import main
@@ -59,6 +63,12 @@ def test_train_eval_and_resume_bit_identically(tmp_path, capsys, monkeypatch):
     assert (a.epoch, a.step) == (b.epoch, b.step) == (2, 6)
     for key, value in a.model_state.items():
         assert np.array_equal(value, b.model_state[key]), key
+    # Everything else too: momentum buffers, schedule, loader and RNG states, bit for bit.
+    with np.load(straight) as one, np.load(split) as two:
+        assert one.files == two.files
+        for name in one.files:
+            assert one[name].dtype == two[name].dtype, name
+            assert np.array_equal(one[name], two[name]), name
 
     # eval reports the accuracy an independent evaluation of the saved model finds.
     code, out, _ = _run(capsys, ["eval", "--checkpoint", straight])
@@ -82,17 +92,22 @@ def test_train_default_model_on_shapes(tmp_path, capsys):
 @pytest.mark.skipif(not hasattr(tinynet, "fold_bn"), reason="tinynet.fold_bn not available")
 def test_fold_reports_and_saves(tmp_path, capsys):
     path = tmp_path / "c.npz"
-    assert main(["train", "--epochs", "1", *TINY, "--checkpoint", path]) == 0
+    argv = ["train", "--model", "bn_mlp", "--epochs", "1", *TINY, "--checkpoint", path]
+    assert main(argv) == 0
     folded = tmp_path / "folded.npz"
     code, out, _ = _run(capsys, ["fold", "--checkpoint", path, "--out", folded])
     assert code == 0
-    assert "speed-up" in out and "largest output difference" in out
-    difference = float(re.search(r"largest output difference (\S+);", out).group(1))
-    assert difference < 1e-3
-    checkpoint = load_checkpoint(folded)
-    assert not any("BatchNorm" in type(m).__name__ for m in checkpoint.model.modules())
+    assert "folded 3 BatchNorm layers" in out and re.search(r"speed-up \d+\.\d\dx", out)
+    reported = float(re.search(r"largest output difference (\S+);", out).group(1))
+    # The same difference, measured independently on the saved models.
+    original, result = load_checkpoint(path).model.eval(), load_checkpoint(folded).model
+    assert not any("BatchNorm" in type(m).__name__ for m in result.modules())
+    x = shapes2d(2000, seed=1)[0][:500].reshape(500, -1)
+    difference = np.max(np.abs(original(x).astype(np.float64) - result(x)))
+    assert difference < 1e-4 and reported == pytest.approx(difference, rel=0.01, abs=1e-12)
+    accuracy = re.search(r"test accuracy (\S+) -> (\S+)", out).groups()
     code, out, _ = _run(capsys, ["eval", "--checkpoint", folded])
-    assert code == 0 and "test accuracy" in out
+    assert code == 0 and f"test accuracy {accuracy[1]}" in out
 
 
 @pytest.mark.parametrize(
@@ -111,15 +126,73 @@ def test_fold_reports_and_saves(tmp_path, capsys):
         (["train", "--resume", "--checkpoint", "{tmp}/missing.npz"], "no checkpoint at"),
         (["eval", "--checkpoint", "{tmp}/junk.npz"], "not a readable tinynet checkpoint"),
         (["train", "--threads", "100000"], "set_num_threads expected 1 <= n"),
+        (["train", "--seed", "-1"], "expected an integer >= 0, got '-1'"),
+        (["train", "--lr", "nan"], "expected a finite number >= 0"),
+        (["train", "--batch-size", "1"], "need at least 2 images per training batch"),
+        (["train", "--checkpoint", "{tmp}"], "is a folder; give a file name"),
+        (["eval", "--checkpoint", "{tmp}/cut.npz"], "not a readable tinynet checkpoint"),
+        (["train", "--resume", "--checkpoint", "{tmp}/cut.npz"], "not a readable tinynet"),
+        (["eval", "--checkpoint", "{tmp}/lenet.npz"], "does not say what data"),
+        (["eval", "--checkpoint", "{tmp}/lenet.npz", "--data", "shapes3d"], "does not fit"),
+        (["eval", "--checkpoint", "{tmp}/trained.npz", "--data", "shapes3d"], "needs 2-D images"),
     ],
 )
 def test_user_mistakes_are_one_line_and_status_2(tmp_path, capsys, argv, message):
     (tmp_path / "junk.npz").write_bytes(b"junk")
+    # A checkpoint cut short, one without training settings, and one of a 2-D model.
+    tinynet.manual_seed(0)
+    model = tinynet.models.lenet_bn()
+    tinynet.save_checkpoint(tmp_path / "lenet.npz", model)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "lenet.npz").read_bytes()[:5000])
+    settings = dict(cli._resolve({}))
+    tinynet.save_checkpoint(tmp_path / "trained.npz", model, extra={"settings": settings})
     argv = [arg.format(tmp=tmp_path) for arg in argv]
     code, _, err = _run(capsys, argv)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ")
     assert message in err
+
+
+def test_python_dash_m_gives_one_line_without_traceback(tmp_path):
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    result = subprocess.run(
+        [sys.executable, "-m", "tinynet", "eval", "--checkpoint", str(tmp_path / "junk.npz")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(tinynet.__file__).parents[1])},
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr and "junk.npz" in result.stderr
+
+
+def test_progress_bar_shows_loss_accuracy_and_speed(capsys):
+    argv = ["train", "--model", "bn_mlp", "--epochs", "1", *TINY, "--progress"]
+    code, out, err = _run(capsys, argv)
+    assert code == 0
+    assert "epoch 1/1" in err and "3/3" in err
+    assert re.search(r"loss=\d+\.\d{3}, acc=\d+\.\d%, img/s=\d+", err), err
+    # Without --progress and without a terminal the bar stays silent.
+    code, _, err = _run(capsys, argv[:-1])
+    assert code == 0 and err == ""
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line_status_1(tmp_path, capsys, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", disk_full)
+    argv = ["train", "--model", "bn_mlp", "--epochs", "1", *TINY, "--checkpoint", tmp_path / "c"]
+    code, _, err = _run(capsys, argv)
+    assert code == 1 and err.count("\n") == 1
+    assert "cannot write the checkpoint" in err and "No space left on device" in err
+
+
+def test_a_last_batch_of_one_is_left_out_for_batchnorm(capsys):
+    # 97 = 3 · 32 + 1: BatchNorm cannot normalise a batch of one image.
+    code, out, _ = _run(capsys, ["train", "--model", "bn_mlp", "--epochs", "1", "--limit", "97",
+                                 "--batch-size", "32"])  # fmt: skip
+    assert code == 0 and "(97 images" in out
 
 
 def test_resume_refuses_changed_settings(tmp_path, capsys):

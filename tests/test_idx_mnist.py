@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
+import http.server
 import os
 import re
+import socket
 import struct
-import urllib.error
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -164,18 +165,42 @@ def test_root_resolution_order(monkeypatch, tmp_path):
     assert data_root() == tmp_path / "home" / ".cache" / "tinynet"
 
 
-# -- downloading (a fake opener; the tests never touch the network) --------------------------
+# -- downloading: a real HTTP server on localhost plays the mirrors (no network needed) ---------
 
 
-class _FakeResponse(io.BytesIO):
-    def __init__(self, data: bytes):
-        super().__init__(data)
-        self.headers = {"Content-Length": str(len(data))}
+class _Mirror(http.server.BaseHTTPRequestHandler):
+    """Serves ``files`` under /good/, a 404 under /missing/, half of each file under
+    /truncated/ (the connection closes before Content-Length is reached) and damaged bytes
+    under /corrupt/."""
+
+    files: dict[str, bytes] = {}
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802 - the name http.server calls
+        self.requests.append(self.path)
+        mode, _, name = self.path.strip("/").partition("/")
+        data = self.files.get(name)
+        if data is None or mode == "missing":
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if mode == "truncated":
+            self.wfile.write(data[: len(data) // 2])
+            self.close_connection = True
+        elif mode == "corrupt":
+            self.wfile.write(data[:-1] + bytes([data[-1] ^ 1]))
+        else:
+            self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
 
 
-@pytest.fixture
-def tiny_source(monkeypatch):
-    """Small valid IDX files served by a fake opener, with their MD5s as the published ones."""
+@pytest.fixture(scope="module")
+def mirror():
+    """Small valid MNIST-shaped IDX files and a server for them: (base URL, files, requests)."""
     rng = np.random.default_rng(1)
     files = {}
     for split, n in (("train", 7), ("t10k", 3)):
@@ -184,70 +209,110 @@ def tiny_source(monkeypatch):
         for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
             header = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
             files[f"{split}-{kind}-ubyte.gz"] = (gzip.compress(header + array.tobytes()), array)
-    source = mnist_module._Source(
-        folder="mnist",
-        mirrors=("https://mirror-one.invalid/", "https://mirror-two.invalid/"),
-        md5={name: hashlib.md5(data).hexdigest() for name, (data, _) in files.items()},
-        classes=tuple("0123456789"),
-    )
-    monkeypatch.setattr(mnist_module, "_MNIST", source)
-    requested = []
-
-    def serve(url, timeout=None):
-        requested.append(url)
-        if url.startswith("https://mirror-one.invalid/"):
-            raise urllib.error.URLError("mirror one is down")
-        return _FakeResponse(files[url.rsplit("/", 1)[1]][0])
-
-    monkeypatch.setattr(mnist_module, "urlopen", serve)
-    return files, requested
+    handler = type("Handler", (_Mirror,), {"files": {k: v[0] for k, v in files.items()}})
+    handler.requests = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", files, handler.requests
+    server.shutdown()
+    server.server_close()
 
 
-def test_download_fetches_verifies_and_loads(tmp_path, tiny_source):
-    files, requested = tiny_source
-    dataset = MNIST(root=tmp_path, train=True)
+@pytest.fixture
+def serve_mnist(monkeypatch, mirror):
+    """Point MNIST at the local mirror; call with the mirror folders to try, in order."""
+    base, files, requests = mirror
+    # A proxy set in the environment must not intercept requests to localhost.
+    for name in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    requests.clear()
+
+    def use(*folders, md5=None):
+        source = mnist_module._Source(
+            folder="mnist",
+            mirrors=tuple(base + folder + "/" for folder in folders),
+            md5=md5 or {name: hashlib.md5(data).hexdigest() for name, (data, _) in files.items()},
+            classes=tuple("0123456789"),
+        )
+        monkeypatch.setattr(mnist_module, "_MNIST", source)
+        return files, requests
+
+    return use
+
+
+def test_download_fetches_verifies_and_loads(tmp_path, serve_mnist, capsys):
+    files, requests = serve_mnist("missing", "truncated", "good")
+    dataset = MNIST(root=tmp_path / "new" / "root", train=True)
+    folder = tmp_path / "new" / "root" / "mnist"
     np.testing.assert_array_equal(dataset.images[:, 0], files["train-images-idx3-ubyte.gz"][1])
     np.testing.assert_array_equal(dataset.labels, files["train-labels-idx1-ubyte.gz"][1])
-    # The first mirror failed, the second served the files.
-    assert any("mirror-one" in url for url in requested)
-    assert (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").read_bytes() == files[
-        "train-images-idx3-ubyte.gz"
-    ][0]
+    # Each file was tried on the 404 mirror and the cut-off one before the good one.
+    assert [r.split("/")[1] for r in requests] == ["missing", "truncated", "good"] * 2
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        assert (folder / name).read_bytes() == files[name][0]
     # No temporary files are left, and a second load does not download again.
-    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == [
+    assert sorted(p.name for p in folder.iterdir()) == [
         "train-images-idx3-ubyte.gz",
         "train-labels-idx1-ubyte.gz",
     ]
-    count = len(requested)
-    MNIST(root=tmp_path, train=True)
-    assert len(requested) == count
+    assert "train-images-idx3-ubyte.gz" in capsys.readouterr().err  # the progress bar
+    MNIST(root=tmp_path / "new" / "root", train=True)
+    assert len(requests) == 6
 
 
-def test_checksum_mismatch_keeps_no_file(tmp_path, tiny_source, monkeypatch):
-    source = mnist_module._MNIST
-    wrong = dict(source.md5, **{"t10k-images-idx3-ubyte.gz": "0" * 32})
-    monkeypatch.setattr(
-        mnist_module, "_MNIST", mnist_module._Source("mnist", source.mirrors, wrong, source.classes)
-    )
-    with pytest.raises(DatasetNotFoundError, match="does not match the published") as info:
+@pytest.mark.parametrize(
+    ("folders", "message"),
+    [
+        (["corrupt"], "does not match the published"),
+        (["truncated"], "the connection closed after"),
+        (["missing"], "Not Found"),
+    ],
+)
+def test_failed_downloads_keep_no_file(tmp_path, serve_mnist, folders, message):
+    serve_mnist(*folders)
+    with pytest.raises(DatasetNotFoundError, match=message) as info:
         MNIST(root=tmp_path, train=False)
+    assert "could not download t10k-images-idx3-ubyte.gz" in str(info.value)
+    assert "put the four files train-images-idx3-ubyte.gz" in str(info.value)
     assert f"in {tmp_path / 'mnist'}/" in str(info.value)
-    assert not any((tmp_path / "mnist").iterdir())
+    assert list((tmp_path / "mnist").iterdir()) == []
+
+
+def test_wrong_published_checksum_is_a_mismatch(tmp_path, serve_mnist):
+    files, _ = serve_mnist("good", md5=dict.fromkeys(["t10k-images-idx3-ubyte.gz"], "0" * 32))
+    with pytest.raises(DatasetNotFoundError, match="0{32}"):
+        MNIST(root=tmp_path, train=False)
+    assert list((tmp_path / "mnist").iterdir()) == []
 
 
 def test_offline_error_says_where_to_put_the_files(tmp_path, monkeypatch):
-    def offline(url, timeout=None):
-        raise urllib.error.URLError("Name or service not known")
-
-    monkeypatch.setattr(mnist_module, "urlopen", offline)
+    # A port nothing listens on: the connection is refused, as offline.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    source = mnist_module._FASHION_MNIST
+    offline = mnist_module._Source(
+        source.folder, (f"http://127.0.0.1:{port}/",), source.md5, source.classes
+    )
+    monkeypatch.setattr(mnist_module, "_FASHION_MNIST", offline)
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
     with pytest.raises(DatasetNotFoundError, match="could not download") as info:
         FashionMNIST(root=tmp_path)
     message = str(info.value)
-    assert "Name or service not known" in message
+    assert "refused" in message
     assert str(tmp_path / "fashion-mnist") in message
     assert "train-images-idx3-ubyte.gz" in message and "TINYNET_DATA" in message
     with pytest.raises(DatasetNotFoundError, match="not found; put the four files"):
         MNIST(root=tmp_path, download=False)
+
+
+@needs_shared
+@pytest.mark.parametrize("source", [mnist_module._MNIST, mnist_module._FASHION_MNIST])
+def test_published_checksums_match_the_real_files(source):
+    for name, md5 in source.md5.items():
+        assert hashlib.md5((SHARED / source.folder / name).read_bytes()).hexdigest() == md5
 
 
 def test_corrupted_file_on_disk_is_reported(tmp_path):

@@ -8,7 +8,7 @@ A checkpoint is a NumPy ``.npz`` file (a zip of ``.npy`` arrays) holding
 * ``data.<n>``: the arrays inside the optimizer/scheduler/loader states (momentum buffers, ...),
   which the JSON refers to as ``{"__array__": "data.<n>"}``.
 
-Loading uses ``np.load(..., allow_pickle=False)``, accepts only numeric arrays and rebuilds
+Loading reads the arrays with pickling disabled, accepts only numeric arrays and rebuilds
 the model from the spec with a whitelist of tinynet layers, so a hand-made file can at worst be
 rejected with a ``ValueError``. Saving writes a temporary file in the same folder, flushes and
 fsyncs it, renames it over the old checkpoint (atomic on POSIX) and fsyncs the folder: a crash
@@ -21,6 +21,7 @@ restored (``Checkpoint.restore``), training continues exactly as if it had not s
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -240,24 +241,9 @@ def load_checkpoint(path, model: Module | None = None) -> Checkpoint:
 def _read(path: str) -> tuple[dict[str, np.ndarray], dict]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
-    arrays = {}
     try:
-        npz = np.load(path, allow_pickle=False)
-        if not isinstance(npz, np.lib.npyio.NpzFile):
-            raise ValueError(f"{path}: not a tinynet checkpoint (a single .npy array)")
-        with npz:
-            for name in npz.files:
-                if name != "meta" and not name.startswith(("model.", "data.")):
-                    raise ValueError(f"unexpected entry {name!r:.60}")
-                array = npz[name]
-                if array.dtype.kind not in "biuf":
-                    raise ValueError(f"entry {name!r} has non-numeric dtype {array.dtype}")
-                arrays[name] = array
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ValueError(f"{path}: not a readable tinynet checkpoint ({exc})") from None
-    except ValueError as exc:
-        if str(exc).startswith(path):
-            raise
+        arrays = _read_arrays(path)
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError, MemoryError) as exc:
         raise ValueError(f"{path}: not a readable tinynet checkpoint ({exc})") from None
     raw = arrays.pop("meta", None)
     if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
@@ -266,11 +252,66 @@ def _read(path: str) -> tuple[dict[str, np.ndarray], dict]:
         meta = json.loads(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ValueError(f"{path}: corrupted checkpoint metadata ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: not a tinynet checkpoint (metadata is not a JSON object)")
+    if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: not a tinynet checkpoint (format {meta.get('format')!r:.40})")
     if meta.get("version") != VERSION:
         raise ValueError(f"{path}: checkpoint version {meta.get('version')!r:.20} is not {VERSION}")
     return arrays, meta
+
+
+# A deflate stream expands at most about 1032-fold; a member claiming more is not a real one.
+_MAX_DEFLATE_RATIO = 1100
+
+
+def _read_arrays(path: str) -> dict[str, np.ndarray]:
+    """The ``.npy`` members of the ``.npz`` zip at ``path``, every header checked first.
+
+    ``np.load`` would allocate whatever shape a header declares before reading a byte of data,
+    so a few hundred hand-made bytes could ask for terabytes. Here each header must be numeric
+    and account for exactly the member's size, and each member's size must be one the file on
+    disk can really hold, before any array is allocated.
+    """
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            start = f.read(6)
+        if start == b"\x93NUMPY":
+            raise ValueError("a single .npy array, not an .npz archive")
+        raise ValueError("not a zip archive")
+    disk_size = os.path.getsize(path)
+    arrays = {}
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+        if sum(info.compress_size for info in members) > disk_size:
+            raise ValueError("the zip directory declares more data than the file holds")
+        for info in members:
+            name = info.filename.removesuffix(".npy")
+            if name == info.filename or name in arrays:
+                raise ValueError(f"unexpected entry {info.filename!r:.60}")
+            if name != "meta" and not name.startswith(("model.", "data.")):
+                raise ValueError(f"unexpected entry {name!r:.60}")
+            stored = info.compress_type == zipfile.ZIP_STORED
+            limit = info.compress_size * (1 if stored else _MAX_DEFLATE_RATIO) + 4096
+            if info.file_size > limit:
+                raise ValueError(f"entry {name!r} declares an implausible size")
+            with archive.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"entry {name!r} has .npy version {version}")
+                if dtype.hasobject or dtype.kind not in "biuf":
+                    raise ValueError(f"entry {name!r} has non-numeric dtype {dtype}")
+                # Python ints: no overflow, whatever the header says.
+                nbytes = math.prod(shape) * dtype.itemsize
+                if f.tell() + nbytes != info.file_size:
+                    raise ValueError(f"entry {name!r}: shape {shape} does not match its size")
+            with archive.open(info) as f:
+                arrays[name] = np.lib.format.read_array(f, allow_pickle=False)
+    return arrays
 
 
 def _unpack(path: str, arrays: dict, meta: dict, model: Module | None) -> Checkpoint:
@@ -283,7 +324,11 @@ def _unpack(path: str, arrays: dict, meta: dict, model: Module | None) -> Checkp
     state = OrderedDict((key, arrays[f"model.{key}"]) for key in keys)
     spec = meta["spec"]
     if model is None and spec is not None:
-        model = models.from_spec(spec)
+        try:
+            model = models.from_spec(spec)
+        except MemoryError:
+            # The spec names layer sizes (Linear(10**6, 10**6)) that no saved weights can fill.
+            raise ValueError("the model spec asks for more memory than there is") from None
         dtype = np.dtype(meta["dtype"])
         if dtype not in (np.float32, np.float64):
             raise ValueError(f"model dtype {dtype} is not float32 or float64")
@@ -307,8 +352,8 @@ def _unpack(path: str, arrays: dict, meta: dict, model: Module | None) -> Checkp
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in (epoch, step)):
         raise ValueError("'epoch' and 'step' must be integers")
     rng_state = decoder(meta["rng"])
-    if rng_state is not None and not isinstance(rng_state, dict):
-        raise ValueError("'rng' must be a generator state")
+    if rng_state is not None:
+        _check_rng_state(rng_state)
     return Checkpoint(
         path=path,
         model=model,
@@ -323,6 +368,20 @@ def _unpack(path: str, arrays: dict, meta: dict, model: Module | None) -> Checkp
         extra=decoder(meta["extra"]),
         types=types,
     )
+
+
+# The bit generators NumPy ships; a state naming anything else is not one.
+_BIT_GENERATORS = ("MT19937", "PCG64", "PCG64DXSM", "Philox", "SFC64")
+
+
+def _check_rng_state(state) -> None:
+    """A generator state is checked at load time, by NumPy itself, on a throwaway generator."""
+    if not isinstance(state, dict) or state.get("bit_generator") not in _BIT_GENERATORS:
+        raise ValueError("'rng' is not the state of one of NumPy's bit generators")
+    try:
+        getattr(np.random, state["bit_generator"])().state = state
+    except (TypeError, ValueError, KeyError, OverflowError) as exc:
+        raise ValueError(f"'rng' is not a valid generator state ({exc})") from None
 
 
 class _Decoder:

@@ -40,13 +40,15 @@ class EpochProgress:
         self.correct += int(np.count_nonzero(output.argmax(axis=1) == target))
         self.seen += n
         # Refresh the text with the bar (tqdm throttles redraws), not on every call.
-        self.bar.set_postfix(
-            loss=f"{self.loss:.3f}",
-            acc=f"{self.accuracy:.1%}",
-            img_s=f"{self.images_per_second:.0f}",
-            refresh=False,
-        )
+        self.bar.set_postfix(self._postfix(), refresh=False)
         self.bar.update(1)
+
+    def _postfix(self) -> dict:
+        return {
+            "loss": f"{self.loss:.3f}",
+            "acc": f"{self.accuracy:.1%}",
+            "img/s": f"{self.images_per_second:.0f}",
+        }
 
     @property
     def loss(self) -> float:
@@ -65,4 +67,6 @@ class EpochProgress:
         return self.seen / max(self.elapsed, 1e-9)
 
     def close(self) -> None:
+        # One last redraw with the epoch's totals: a short epoch may end between throttled ones.
+        self.bar.set_postfix(self._postfix())
         self.bar.close()
