@@ -24,8 +24,14 @@ import time
 __all__ = ["main", "run"]
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # One line and exit status 2, as the rest of the command line reports a mistake.
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="tinynet bench",
         description="Time tinynet against plain NumPy and PyTorch with the same thread count, "
         "beside the machine's sgemm rate and copy bandwidth.",
