@@ -415,3 +415,106 @@ def test_state_dict_loads_pytorch_weights():
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 5))
     assert_close(ours(x), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+# -- Winograd F(2×2, 3×3) ------------------------------------------------------------------
+
+
+@pytest.fixture
+def winograd(monkeypatch):
+    """Make a Conv2d take the Winograd path whatever its size (the dispatch rule is a speed
+    rule: small test shapes would go to im2col)."""
+    monkeypatch.setattr("tinynet.nn.conv._WINOGRAD_MIN_TILES", 1)
+
+    def make(cin, cout, padding=1, bias=True, dtype=np.float64):
+        layer = Conv2d(cin, cout, 3, padding=padding, bias=bias).to(dtype)
+        layer._winograd = True
+        return layer
+
+    return make
+
+
+@pytest.mark.parametrize(
+    "batch, cin, cout, size, padding, bias",
+    [
+        (3, 4, 5, (7, 9), 1, True),  # odd sizes: tiles hang over the bottom and right edges
+        (2, 3, 2, (6, 6), 0, True),
+        (1, 1, 1, (5, 4), 2, False),  # batch 1, one channel, the widest padding
+        (2, 2, 3, (3, 3), 0, True),  # a 1×1 output: one tile, three quarters overhanging
+        (4, 6, 4, (8, 5), "same", False),
+    ],
+)
+def test_winograd_matches_reference(winograd, batch, cin, cout, size, padding, bias):
+    layer = winograd(cin, cout, padding, bias)
+    x = make_input(batch, cin, size, "strided", seed=batch)
+    check_against_reference(layer, x)
+    assert layer._x_padded is not None  # the Winograd path was taken
+
+
+def test_winograd_float32_error_is_a_few_ulps(winograd):
+    # The transforms round in float32 on top of the sums: bound the error by the output scale.
+    layer = winograd(16, 24, dtype=np.float32)
+    x = make_input(4, 16, (11, 13), "contiguous", seed=7).astype(np.float32)
+    y, grad_out, grad_x = run_layer(layer, x)
+    args = ((1, 1), reference_padding(layer), (1, 1), 1)
+    ref_y = conv_forward(x, layer.weight.data, layer.bias.data, *args)
+    ref_gx, ref_gw, _ = conv_backward(x, layer.weight.data, grad_out, *args)
+    for got, ref in [(y, ref_y), (grad_x, ref_gx), (layer.weight.grad, ref_gw)]:
+        assert np.abs(got - ref).max() < 1e-5 * np.abs(ref).max()
+
+
+def test_winograd_gradcheck(winograd):
+    layer = winograd(3, 4, padding=1)
+    x = np.random.default_rng(3).standard_normal((2, 3, 5, 7))
+    assert gradcheck(layer, x, max_checks=40)
+
+
+def test_winograd_same_input_gives_bit_identical_results(winograd):
+    x = make_input(9, 8, (9, 7), "contiguous", seed=0).astype(np.float32)
+    results = []
+    for _ in range(2):
+        tinynet.manual_seed(0)
+        layer = winograd(8, 8, dtype=np.float32)
+        y, _, grad_x = run_layer(layer, x)
+        results.append((y, grad_x, layer.weight.grad, layer.bias.grad))
+    for first, second in zip(*results, strict=True):
+        assert np.array_equal(first, second)
+
+
+def test_winograd_matches_pytorch_float32(winograd):
+    torch = pytest.importorskip("torch")
+    layer = winograd(8, 6, dtype=np.float32)
+    x = make_input(3, 8, (9, 10), "contiguous", seed=2).astype(np.float32)
+    y, grad_out, grad_x = run_layer(layer, x)
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(layer.weight.data, requires_grad=True)
+    bt = torch.tensor(layer.bias.data, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, padding=1)
+    yt.backward(torch.tensor(grad_out))
+    assert_close(y, yt.detach().numpy(), rtol=1e-4, atol=1e-4, name="forward")
+    assert_close(grad_x, xt.grad.numpy(), rtol=1e-4, atol=1e-4, name="grad input")
+    assert_close(layer.weight.grad, wt.grad.numpy(), rtol=1e-4, atol=1e-4, name="grad weight")
+    assert_close(layer.bias.grad, bt.grad.numpy(), rtol=1e-4, atol=1e-4, name="grad bias")
+
+
+def test_winograd_dispatch_rule():
+    # Only 3×3, stride 1, undilated, ungrouped, padding ≤ 2, ≥ 8 input channels qualify...
+    assert Conv2d(8, 4, 3, padding=1)._winograd
+    assert Conv2d(16, 16, 3, padding="same")._winograd
+    for layer in [
+        Conv2d(1, 32, 3, padding=1),
+        Conv2d(8, 8, 3, stride=2),
+        Conv2d(8, 8, 3, dilation=2),
+        Conv2d(8, 8, 3, groups=2),
+        Conv2d(8, 8, (3, 5)),
+        Conv2d(8, 8, 3, padding=3),
+        Conv3d(8, 8, 3),
+    ]:
+        assert not layer._winograd
+    # ... and a forward takes it only with enough tiles; backward follows the forward's path.
+    layer = Conv2d(8, 4, 3, padding=1).double()
+    layer(np.zeros((8, 8, 16, 16)))
+    assert layer._x_padded is not None
+    x = make_input(1, 8, (5, 5), "contiguous", seed=1)
+    check_against_reference(layer, x)
+    assert layer._x_padded is None

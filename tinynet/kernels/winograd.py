@@ -1,0 +1,350 @@
+"""Winograd F(2×2, 3×3) convolution kernels: 3×3, stride 1, dilation 1, one group.
+
+Lavin & Gray (2015), "Fast Algorithms for Convolutional Neural Networks". A 2×2 block of
+outputs of a 3×3 convolution reads a 4×4 patch ``d`` of the input. With the constant matrices
+
+    Bᵀ = [1  0 −1  0]      G = [ 1    0    0 ]      Aᵀ = [1  1  1  0]
+         [0  1  1  0]          [ ½    ½    ½ ]           [0  1 −1 −1]
+         [0 −1  1  0]          [ ½   −½    ½ ]
+         [0  1  0 −1]          [ 0    0    1 ]
+
+the block is Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A, exactly (in exact arithmetic). Summed over input
+channels, the 4×4 elementwise product becomes 16 independent matrix products, one per
+position ξ of the 4×4 "Winograd domain":
+
+    M[ξ] (Cout × T) = U[ξ] (Cout × C) @ V[ξ] (C × T),   U = G g Gᵀ,  V = Bᵀ d B,
+
+over T tiles. That is 16·Cout·C multiplies per 4 outputs instead of 36·Cout·C: 2.25× fewer,
+done by BLAS. The transforms themselves are only additions (and halvings, for U).
+
+Backward is the transpose of the same chain (no second convolution): with dM = A dY Aᵀ,
+the weight gradient is dU[ξ] = Σ_T dM[ξ] @ V[ξ]ᵀ, then dg = Gᵀ dU G; the input gradient is
+dV[ξ] = U[ξ]ᵀ @ dM[ξ], then d(patch) = B dV Bᵀ added onto the overlapping 4×4 patches.
+
+Layout. Output tiles are 2×2 blocks; a "line" is one row of tiles (tw of them) of one sample.
+Lines are processed a chunk at a time (``lines`` of them, so that V and M of a chunk stay in
+cache). A chunk's V lives in a thread's work array v[t] (16, plane): plane ξ holds V[ξ]
+(C × tiles) row-major in its first C·tiles entries; likewise M in m[t]. The planes must not
+be a multiple of 4 KiB apart: the transforms write all 16 at once, and 16 streams mapping to
+one L1 cache set thrash it (measured 5–20× slower transforms on 32×32 images), so the
+caller rounds planes up to whole 4 KiB pages plus one cache line. The input is copied once
+into a zero-padded array ``xpad`` (N, C, 2·th + 2, 2·tw + 2) so that every tile reads a full
+4×4 patch without bounds tests; tiles hanging over an odd output edge compute an extra row
+or column that is not stored.
+
+Accuracy: the transforms add at most 4 values per step, so float32 results differ from the
+direct sum by a few ulps of the output scale (measured ~1e-7 relative; tests bound it).
+
+Determinism: samples are split into fixed contiguous blocks, one per thread (as in conv.py),
+and per-block partial weight gradients are added in block order.
+
+Debugging: with ``NUMBA_DISABLE_JIT=1`` these are plain Python (slow) that pdb can step into.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import config
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _bt(d0, d1, d2, d3):
+    """Bᵀ applied to a 4-vector (the input transform along one axis)."""
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _b(w0, w1, w2, w3):
+    """B applied to a 4-vector: the transpose of :func:`_bt`."""
+    return w0, w1 - w2 + w3, w1 + w2 - w0, -w3
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _at(m0, m1, m2, m3):
+    """Aᵀ applied to a 4-vector (the output transform along one axis)."""
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _a(y0, y1):
+    """A applied to a 2-vector: the transpose of :func:`_at`."""
+    return y0, y0 + y1, y0 - y1, -y1
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _g(g0, g1, g2, half):
+    """G applied to a 3-vector (the weight transform along one axis); half = 0.5 in the dtype."""
+    return g0, half * (g0 + g1 + g2), half * (g0 - g1 + g2), g2
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _gt(u0, u1, u2, u3, half):
+    """Gᵀ applied to a 4-vector: the transpose of :func:`_g`."""
+    return u0 + half * (u1 + u2), half * (u1 - u2), half * (u1 + u2) + u3
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd_weight_transform(weight, u):
+    """u[ξ, o, c] = (G · weight[o, c] · Gᵀ)[ξ], ξ = 4·row + column.
+
+    Shapes: weight (Cout, C, 3, 3); u (16, Cout, C), overwritten.
+    Serial: a few microseconds of work, less than starting a parallel region costs.
+    """
+    n_out, n_channels = weight.shape[0], weight.shape[1]
+    # A literal 0.5 is a float64 and would turn float32 arithmetic into float64.
+    half = u.dtype.type(0.5)
+    for o in range(n_out):
+        for c in range(n_channels):
+            w = weight[o, c]
+            # Columns of G·w (4×3), one per kernel column.
+            c0 = _g(w[0, 0], w[1, 0], w[2, 0], half)
+            c1 = _g(w[0, 1], w[1, 1], w[2, 1], half)
+            c2 = _g(w[0, 2], w[1, 2], w[2, 2], half)
+            for i in range(4):
+                row = _g(c0[i], c1[i], c2[i], half)
+                for j in range(4):
+                    u[4 * i + j, o, c] = row[j]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd_weight_transform_backward(grad_u, grad_w):
+    """grad_w[o, c] = Gᵀ · grad_u[:, o, c] (as 4×4) · G: the transpose of the weight transform.
+
+    Shapes: grad_u (16, Cout, C); grad_w (Cout, C, 3, 3), overwritten. Serial, as above.
+    """
+    n_out, n_channels = grad_w.shape[0], grad_w.shape[1]
+    half = grad_w.dtype.type(0.5)
+    for o in range(n_out):
+        for c in range(n_channels):
+            # Columns of Gᵀ·dU (3×4), one per Winograd-domain column.
+            c0 = _gt(grad_u[0, o, c], grad_u[4, o, c], grad_u[8, o, c], grad_u[12, o, c], half)
+            c1 = _gt(grad_u[1, o, c], grad_u[5, o, c], grad_u[9, o, c], grad_u[13, o, c], half)
+            c2 = _gt(grad_u[2, o, c], grad_u[6, o, c], grad_u[10, o, c], grad_u[14, o, c], half)
+            c3 = _gt(grad_u[3, o, c], grad_u[7, o, c], grad_u[11, o, c], grad_u[15, o, c], half)
+            for i in range(3):
+                row = _gt(c0[i], c1[i], c2[i], c3[i], half)
+                for j in range(3):
+                    grad_w[o, c, i, j] = row[j]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _input_transform(xpad, line0, line1, v):
+    """V[ξ][c, p] = (Bᵀ d B)[ξ] for the 4×4 patch d of tile p in lines line0 .. line1.
+
+    Shapes: xpad (N, C, 2·th + 2, 2·tw + 2); v (16, ≥ C·tiles), tiles = (line1 − line0)·tw:
+    plane ξ holds V[ξ] (C × tiles) row-major in its first C·tiles entries.
+    """
+    n_channels = xpad.shape[1]
+    th = (xpad.shape[2] - 2) // 2
+    tw = (xpad.shape[3] - 2) // 2
+    tiles = (line1 - line0) * tw
+    for c in range(n_channels):
+        for line in range(line0, line1):
+            d = xpad[line // th, c, 2 * (line % th) :]
+            base = c * tiles + (line - line0) * tw
+            for tx in range(tw):
+                q = 2 * tx
+                p = base + tx
+                # Bᵀ down each of the patch's columns, then along each resulting row.
+                a0 = _bt(d[0, q], d[1, q], d[2, q], d[3, q])
+                a1 = _bt(d[0, q + 1], d[1, q + 1], d[2, q + 1], d[3, q + 1])
+                a2 = _bt(d[0, q + 2], d[1, q + 2], d[2, q + 2], d[3, q + 2])
+                a3 = _bt(d[0, q + 3], d[1, q + 3], d[2, q + 3], d[3, q + 3])
+                v[0, p], v[1, p], v[2, p], v[3, p] = _bt(a0[0], a1[0], a2[0], a3[0])
+                v[4, p], v[5, p], v[6, p], v[7, p] = _bt(a0[1], a1[1], a2[1], a3[1])
+                v[8, p], v[9, p], v[10, p], v[11, p] = _bt(a0[2], a1[2], a2[2], a3[2])
+                v[12, p], v[13, p], v[14, p], v[15, p] = _bt(a0[3], a1[3], a2[3], a3[3])
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _input_transform_backward(v, line0, line1, gxpad):
+    """gxpad[n, c, patch of tile p] += B · dV[:][c, p] (as 4×4) · Bᵀ: the transpose above.
+
+    Shapes as :func:`_input_transform`, with v holding dV. Patches of neighbouring tiles
+    overlap by two rows or columns, so values accumulate.
+    """
+    n_channels = gxpad.shape[1]
+    th = (gxpad.shape[2] - 2) // 2
+    tw = (gxpad.shape[3] - 2) // 2
+    tiles = (line1 - line0) * tw
+    for c in range(n_channels):
+        for line in range(line0, line1):
+            d = gxpad[line // th, c, 2 * (line % th) :]
+            base = c * tiles + (line - line0) * tw
+            for tx in range(tw):
+                q = 2 * tx
+                p = base + tx
+                # B along each row of dV, then down each resulting column.
+                h0 = _b(v[0, p], v[1, p], v[2, p], v[3, p])
+                h1 = _b(v[4, p], v[5, p], v[6, p], v[7, p])
+                h2 = _b(v[8, p], v[9, p], v[10, p], v[11, p])
+                h3 = _b(v[12, p], v[13, p], v[14, p], v[15, p])
+                for j in range(4):
+                    col = _b(h0[j], h1[j], h2[j], h3[j])
+                    d[0, q + j] += col[0]
+                    d[1, q + j] += col[1]
+                    d[2, q + j] += col[2]
+                    d[3, q + j] += col[3]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _output_transform(m, bias, line0, line1, th, out):
+    """out[n, o, 2×2 block of tile p] = Aᵀ · M[:][o, p] (as 4×4) · A + bias[o].
+
+    Shapes: m (16, ≥ Cout·tiles), planes as in :func:`_input_transform`; out
+    (N, Cout, OH, OW). The last tile row or column hangs over an odd output edge: its extra
+    values are dropped. Two passes per channel: the transform over all tiles of the chunk
+    (contiguous, so LLVM vectorises it; one line alone holds too few tiles), then a scalar
+    scatter into out.
+    """
+    n_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    tw = (ow + 1) // 2
+    tiles = (line1 - line0) * tw
+    blocks = np.empty((4, tiles), dtype=out.dtype)
+    for o in range(n_out):
+        b = bias[o]
+        base = o * tiles
+        for t in range(tiles):
+            p = base + t
+            a0 = _at(m[0, p], m[4, p], m[8, p], m[12, p])
+            a1 = _at(m[1, p], m[5, p], m[9, p], m[13, p])
+            a2 = _at(m[2, p], m[6, p], m[10, p], m[14, p])
+            a3 = _at(m[3, p], m[7, p], m[11, p], m[15, p])
+            row0 = _at(a0[0], a1[0], a2[0], a3[0])
+            row1 = _at(a0[1], a1[1], a2[1], a3[1])
+            blocks[0, t] = row0[0] + b
+            blocks[1, t] = row0[1] + b
+            blocks[2, t] = row1[0] + b
+            blocks[3, t] = row1[1] + b
+        for line in range(line0, line1):
+            i0 = 2 * (line % th)
+            t0 = (line - line0) * tw
+            for i in range(min(2, oh - i0)):
+                y = out[line // th, o, i0 + i]
+                for q in range(ow):
+                    y[q] = blocks[2 * i + q % 2, t0 + q // 2]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _grad_output_transform(grad_out, line0, line1, th, m):
+    """dM[ξ][o, p] = (A · dy · Aᵀ)[ξ] for the 2×2 gradient block dy of tile p (0 past the edge).
+
+    Shapes: grad_out (N, Cout, OH, OW); m (16, ≥ Cout·tiles), planes as in
+    :func:`_input_transform`.
+    """
+    n_out, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    tw = (ow + 1) // 2
+    tiles = (line1 - line0) * tw
+    zero = grad_out.dtype.type(0)
+    for o in range(n_out):
+        for line in range(line0, line1):
+            y = grad_out[line // th, o]
+            i0 = 2 * (line % th)
+            base = o * tiles + (line - line0) * tw
+            for tx in range(tw):
+                p = base + tx
+                j0 = 2 * tx
+                # An overhanging tile reads zeros past the edge.
+                y00 = y[i0, j0]
+                y01 = y[i0, j0 + 1] if j0 + 1 < ow else zero
+                y10 = y[i0 + 1, j0] if i0 + 1 < oh else zero
+                y11 = y[i0 + 1, j0 + 1] if i0 + 1 < oh and j0 + 1 < ow else zero
+                a0 = _a(y00, y10)
+                a1 = _a(y01, y11)
+                m[0, p], m[1, p], m[2, p], m[3, p] = _a(a0[0], a1[0])
+                m[4, p], m[5, p], m[6, p], m[7, p] = _a(a0[1], a1[1])
+                m[8, p], m[9, p], m[10, p], m[11, p] = _a(a0[2], a1[2])
+                m[12, p], m[13, p], m[14, p], m[15, p] = _a(a0[3], a1[3])
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd_forward(x, u, bias, padding, lines, out, xpad, v, m):
+    """out = conv3×3(x, g) + bias, with u = the transformed weights (winograd_weight_transform).
+
+    Shapes: x (N, C, H, W); u (16, Cout, C); bias (Cout,) (zeros for none); padding the
+    (top, left) zero padding; out (N, Cout, OH, OW) written. Work space: xpad
+    (N, C, 2·th + 2, 2·tw + 2) with th = ⌈OH/2⌉, tw = ⌈OW/2⌉; v (T, 16, ≥ C·lines·tw),
+    m (T, 16, ≥ Cout·lines·tw): one per block of samples (see the module docstring).
+    Loop nest: for block t: pad its samples into xpad; for chunk of ``lines`` tile lines:
+    V = Bᵀ d B; M[ξ] = U[ξ] @ V[ξ] (16 BLAS calls); out = Aᵀ M A + bias.
+    Parallel over: blocks of samples (block t writes only xpad[n] and out[n] of its own
+    samples and v[t], m[t]: race-free).
+    """
+    n_batch, n_channels, height, width = x.shape
+    n_out = u.shape[1]
+    n_blocks = v.shape[0]
+    th = (xpad.shape[2] - 2) // 2
+    tw = (xpad.shape[3] - 2) // 2
+    top, left = padding
+    for t in prange(n_blocks):
+        n0 = (t * n_batch) // n_blocks
+        n1 = ((t + 1) * n_batch) // n_blocks
+        for n in range(n0, n1):
+            xpad[n] = 0
+            xpad[n, :, top : top + height, left : left + width] = x[n]
+        for line0 in range(n0 * th, n1 * th, lines):
+            line1 = min(line0 + lines, n1 * th)
+            tiles = (line1 - line0) * tw
+            _input_transform(xpad, line0, line1, v[t])
+            for k in range(16):
+                vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
+                mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
+                np.dot(u[k], vk, mk)
+            _output_transform(m[t], bias, line0, line1, th, out)
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd_backward(
+    xpad, u, grad_out, padding, lines, grad_x, grad_u, grad_b, gxpad, v, m, partial_u, partial_b
+):
+    """All three gradients of :func:`winograd_forward`, in the Winograd domain.
+
+    Shapes: xpad as the forward left it (the padded input); u (16, Cout, C); grad_out
+    (N, Cout, OH, OW); grad_x (N, C, H, W), grad_u (16, Cout, C) and grad_b (Cout,) or (0,)
+    overwritten (grad_u is the gradient of u: winograd_weight_transform_backward turns it
+    into the weight gradient). Work space: gxpad like xpad, v, m as in the forward,
+    partial_u (T, 16, Cout, C), partial_b (T, Cout).
+    Loop nest: for block t: for chunk of tile lines: V = Bᵀ d B; dM = A dY Aᵀ;
+    partial_u[t][ξ] += dM[ξ] @ V[ξ]ᵀ; dV[ξ] = U[ξ]ᵀ @ dM[ξ]; gxpad += B dV Bᵀ; then crop
+    gxpad into grad_x, and grad_u = Σ_t partial_u[t] in block order.
+    Parallel over: blocks of samples (block t writes gxpad[n] and grad_x[n] of its own samples
+    and its own work rows; the sums over samples go through the per-block partials: race-free).
+    """
+    n_batch, n_channels, height, width = grad_x.shape
+    n_out = u.shape[1]
+    n_blocks = v.shape[0]
+    th = (xpad.shape[2] - 2) // 2
+    tw = (xpad.shape[3] - 2) // 2
+    top, left = padding
+    for t in prange(n_blocks):
+        product = np.empty((n_out, n_channels), dtype=u.dtype)
+        partial_u[t] = 0
+        partial_b[t] = 0
+        n0 = (t * n_batch) // n_blocks
+        n1 = ((t + 1) * n_batch) // n_blocks
+        for n in range(n0, n1):
+            gxpad[n] = 0
+            for o in range(grad_b.shape[0]):
+                partial_b[t, o] += np.sum(grad_out[n, o])
+        for line0 in range(n0 * th, n1 * th, lines):
+            line1 = min(line0 + lines, n1 * th)
+            tiles = (line1 - line0) * tw
+            _input_transform(xpad, line0, line1, v[t])
+            _grad_output_transform(grad_out, line0, line1, th, m[t])
+            for k in range(16):
+                vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
+                mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
+                np.dot(mk, vk.T, product)
+                partial_u[t, k] += product
+                # V[ξ] is no longer needed: its space takes dV[ξ].
+                np.dot(u[k].T, mk, vk)
+            _input_transform_backward(v[t], line0, line1, gxpad)
+        for n in range(n0, n1):
+            grad_x[n] = gxpad[n, :, top : top + height, left : left + width]
+    grad_u[:] = partial_u[0]
+    grad_b[:] = partial_b[0, : grad_b.shape[0]]
+    for t in range(1, n_blocks):
+        grad_u += partial_u[t]
+        grad_b += partial_b[t, : grad_b.shape[0]]
