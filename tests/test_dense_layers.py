@@ -435,3 +435,32 @@ def test_flatten_errors():
 def test_mlp_gradcheck_every_element():
     model = Sequential(Linear(3, 5), Tanh(), Linear(5, 4), Sigmoid(), Flatten(), Linear(4, 2))
     assert gradcheck(model, rand(4, 3), max_checks=None)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_linear_split_across_threads_matches_numpy(threads):
+    """A product large enough for the row-block kernels (one BLAS call per thread)."""
+    rng = np.random.default_rng(3)
+    tinynet.manual_seed(3)
+    layer = Linear(300, 200).double()
+    x = rng.standard_normal((70, 300))
+    g = rng.standard_normal((70, 200))
+    with tinynet.set_num_threads(threads):
+        y = layer(x)
+        gx = layer.backward(g)
+    w, b = layer.weight.data, layer.bias.data
+    np.testing.assert_allclose(y, x @ w.T + b, rtol=1e-12)
+    np.testing.assert_allclose(gx, g @ w, rtol=1e-12)
+    np.testing.assert_allclose(layer.weight.grad, g.T @ x, rtol=1e-12)
+    np.testing.assert_allclose(layer.bias.grad, g.sum(axis=0), rtol=1e-12)
+
+
+def test_relu_keeps_nan_and_zeroes_gradient_where_not_positive():
+    relu = ReLU()
+    x = np.array([-1.0, 0.0, 2.0, np.nan, -np.inf, np.inf], dtype=np.float32)
+    y = relu(x)
+    np.testing.assert_array_equal(y, [0.0, 0.0, 2.0, np.nan, 0.0, np.inf])
+    np.testing.assert_array_equal(relu.backward(np.ones_like(x)), [0, 0, 1, 0, 0, 1])
+    big = np.random.default_rng(0).standard_normal((64, 1024)).astype(np.float32)  # parallel
+    np.testing.assert_array_equal(relu(big), np.maximum(big, 0))
+    np.testing.assert_array_equal(relu.backward(big), np.where(big > 0, big, 0))

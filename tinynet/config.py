@@ -9,7 +9,10 @@ Python that ``pdb`` can step into (slowly, but with the same results).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
+import sys
 
 import numba
 import numpy as np
@@ -27,6 +30,29 @@ FASTMATH: set[str] | bool = (
 CACHE: bool = os.environ.get("TINYNET_NUMBA_CACHE", "1") != "0"
 
 _DEFAULT_DTYPE = np.dtype(np.float32)
+
+
+def _keep_freed_memory() -> None:
+    """Ask glibc's malloc to reuse freed blocks instead of returning them to the OS.
+
+    Every layer allocates its output anew. By default glibc serves blocks this large (MBs)
+    with mmap and gives them back on free, so the next step's arrays arrive as fresh pages
+    that the kernel must zero on first touch: measured 10-25% of a LeNet training step. With
+    higher thresholds the blocks stay in the heap and are reused, as a framework's caching
+    allocator would; the process keeps its peak memory. ``TINYNET_MALLOC_TUNING=0`` opts out.
+    """
+    if os.environ.get("TINYNET_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+        libc.mallopt(m_mmap_threshold, 256 << 20)
+        libc.mallopt(m_trim_threshold, 512 << 20)
+    except (OSError, AttributeError):  # not glibc (musl, ...): keep the defaults
+        pass
+
+
+_keep_freed_memory()
 
 
 def get_default_dtype() -> np.dtype:
@@ -92,3 +118,50 @@ def _apply_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The number of threads tinynet's kernels use."""
     return numba.get_num_threads()
+
+
+# Kernels on fewer elements than this run on one thread. Starting a parallel region and
+# meeting at its barrier costs microseconds, more than such small work saves; and on a busy
+# laptop (or while BLAS worker threads still spin after a matrix product) the barrier waits for
+# a worker the OS has not scheduled, which measured 100x slower for the BatchNorm paper's MLP
+# (BatchNorm1d on (60, 100)). Results do not depend on the thread count, so this changes speed
+# only.
+SERIAL_BELOW = 1 << 15
+
+
+class _OneThread:
+    """Numba on one thread inside the ``with`` block, the previous count restored after."""
+
+    __slots__ = ("_previous",)
+
+    def __enter__(self):
+        self._previous = numba.get_num_threads()
+        numba.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        numba.set_num_threads(self._previous)
+
+
+_UNCHANGED = contextlib.nullcontext()
+_blas_controller = None
+
+
+def single_threaded_blas():
+    """A context in which BLAS runs on the calling thread only.
+
+    Kernels call BLAS from each of Numba's threads; a multi-threaded BLAS would start threads
+    of its own on the same cores (and OpenBLAS warns it may hang inside an OpenMP region).
+    Numba's ``np.dot`` calls the BLAS SciPy ships, which ``tinynet.nn`` imports for this reason:
+    threadpoolctl only sees libraries already loaded.
+    """
+    global _blas_controller
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
+
+
+def threads_for(size: int):
+    """A context for kernel calls on ``size`` elements: one thread when that is too few."""
+    return _OneThread() if size < SERIAL_BELOW else _UNCHANGED

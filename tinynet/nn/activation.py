@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
+from .. import config
+from ..kernels import elementwise
 from .module import Module
 from .validation import cast_input, check_grad, require_forward
 
@@ -21,17 +23,25 @@ class _Elementwise(Module):
         return check_grad(self, grad_out, self._y.shape, self._y.dtype)
 
 
+def _contiguous(a):
+    # Not np.ascontiguousarray, which turns a 0-d array into shape (1,).
+    return a if a.flags.c_contiguous else a.copy()
+
+
 class ReLU(_Elementwise):
     """ReLU(x) = max(x, 0); its derivative is 1 where the output is positive, else 0."""
 
     def forward(self, x):
-        x = cast_input(self, x)
-        self._y = np.maximum(x, 0)
+        x = _contiguous(cast_input(self, x))
+        with config.threads_for(x.size):
+            self._y = elementwise.relu_forward(x, np.empty_like(x))
         return self._y
 
     def backward(self, grad_out):
-        grad_out = self._grad(grad_out)
-        return np.where(self._y > 0, grad_out, 0).astype(self._y.dtype, copy=False)
+        y = self._y
+        grad_out = _contiguous(self._grad(grad_out))
+        with config.threads_for(y.size):
+            return elementwise.relu_backward(y, grad_out, np.empty_like(y))
 
 
 class Sigmoid(_Elementwise):

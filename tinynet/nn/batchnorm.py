@@ -102,27 +102,32 @@ class _BatchNorm(Module):
         invstd = np.empty(c)
 
         batch_stats = self.training or not self.track_running_stats
-        if batch_stats:
-            if per_channel <= 1:
-                raise ValueError(
-                    f"{self.describe()}: Expected more than 1 value per channel when training, "
-                    f"got input size {shape}"
-                )
-            var = np.empty(c)
-            if rows:
-                kernels.batch_norm_train_forward_rows(
-                    xk, gamma, beta, self.eps, _rows_block(xk), out, mean, var, invstd
-                )
+        if batch_stats and per_channel <= 1:
+            raise ValueError(
+                f"{self.describe()}: Expected more than 1 value per channel when training, "
+                f"got input size {shape}"
+            )
+        with config.threads_for(xk.size):
+            if batch_stats:
+                var = np.empty(c)
+                if rows:
+                    kernels.batch_norm_train_forward_rows(
+                        xk, gamma, beta, self.eps, _rows_block(xk), out, mean, var, invstd
+                    )
+                else:
+                    kernels.batch_norm_train_forward(
+                        xk, gamma, beta, self.eps, out, mean, var, invstd
+                    )
+                if self.training and self.track_running_stats:
+                    self._update_running_stats(mean, var, per_channel)
             else:
-                kernels.batch_norm_train_forward(xk, gamma, beta, self.eps, out, mean, var, invstd)
-            if self.training and self.track_running_stats:
-                self._update_running_stats(mean, var, per_channel)
-        else:
-            stats = (self.running_mean, self.running_var, gamma, beta, self.eps)
-            if rows:
-                kernels.batch_norm_eval_forward_rows(xk, *stats, _rows_block(xk), out, mean, invstd)
-            else:
-                kernels.batch_norm_eval_forward(xk, *stats, out, mean, invstd)
+                stats = (self.running_mean, self.running_var, gamma, beta, self.eps)
+                if rows:
+                    kernels.batch_norm_eval_forward_rows(
+                        xk, *stats, _rows_block(xk), out, mean, invstd
+                    )
+                else:
+                    kernels.batch_norm_eval_forward(xk, *stats, out, mean, invstd)
 
         self._x = xk
         self._shape = shape
@@ -149,11 +154,12 @@ class _BatchNorm(Module):
         sum_g = np.empty(self.num_features)
         sum_gx = np.empty(self.num_features)
         saved = (grad_out, x, self._mean, self._invstd, gamma, self._batch_stats)
-        if x.ndim == 2:
-            block = _rows_block(x)
-            kernels.batch_norm_backward_rows(*saved, block, grad_in, sum_g, sum_gx)
-        else:
-            kernels.batch_norm_backward(*saved, grad_in, sum_g, sum_gx)
+        with config.threads_for(x.size):
+            if x.ndim == 2:
+                block = _rows_block(x)
+                kernels.batch_norm_backward_rows(*saved, block, grad_in, sum_g, sum_gx)
+            else:
+                kernels.batch_norm_backward(*saved, grad_in, sum_g, sum_gx)
         if self.affine:
             self.weight.grad += sum_gx
             self.bias.grad += sum_g

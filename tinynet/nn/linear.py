@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
+# Numba's np.dot calls the BLAS SciPy ships; loaded now so threadpoolctl can limit it.
+import scipy.linalg.cython_blas  # noqa: F401
+
+from .. import config
+from ..kernels import linear as kernels
 from ..random import get_generator
 from .module import Module, Parameter
 from .validation import check_grad, check_input, positive_int, require_forward
+
+# Products smaller than this run as one BLAS call: splitting them costs more than it saves.
+_PARALLEL_FLOPS = 4_000_000
 
 
 class Linear(Module):
@@ -46,24 +56,43 @@ class Linear(Module):
             channel_axis=-1,
             dtype=self.weight.data.dtype,
         )
-        self._x = x
-        y = x @ self.weight.data.T
+        x2 = np.ascontiguousarray(x.reshape(-1, self.in_features))
+        self._x = x2
+        self._shape = x.shape
+        w = np.ascontiguousarray(self.weight.data)
+        y = np.empty((x2.shape[0], self.out_features), dtype=w.dtype)
+        if x2.size and y.size:
+            with config.single_threaded_blas():
+                kernels.linear_forward(x2, w, self._blocks(x2), y)
+        else:
+            y[...] = 0  # an empty sum; BLAS is not called with an empty dimension
         if self.bias is not None:
             y += self.bias.data
-        return y
+        return y.reshape(x.shape[:-1] + (self.out_features,))
 
     def backward(self, grad_out):
         require_forward(self, self._x)
-        x = self._x
-        out_shape = x.shape[:-1] + (self.out_features,)
-        grad_out = check_grad(self, grad_out, out_shape, x.dtype)
-        # Fold any leading dimensions into one batch axis: dW = Σ_n gₙ xₙᵀ.
-        g2 = grad_out.reshape(-1, self.out_features)
-        x2 = x.reshape(-1, self.in_features)
-        self.weight.grad += g2.T @ x2
+        x2 = self._x  # leading dimensions folded into one batch axis: dW = Σ_n gₙ xₙᵀ
+        out_shape = self._shape[:-1] + (self.out_features,)
+        grad_out = check_grad(self, grad_out, out_shape, x2.dtype)
+        g2 = np.ascontiguousarray(grad_out.reshape(-1, self.out_features))
+        w = np.ascontiguousarray(self.weight.data)
+        grad_x = np.zeros(x2.shape, dtype=x2.dtype)
+        grad_w = np.zeros(w.shape, dtype=w.dtype)
+        if x2.size and g2.size:
+            with config.single_threaded_blas():
+                g2t = np.ascontiguousarray(g2.T)
+                kernels.linear_backward(x2, w, g2, g2t, self._blocks(x2), grad_x, grad_w)
+        self.weight.grad += grad_w
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
-        return grad_out @ self.weight.data
+        return grad_x.reshape(self._shape)
+
+    def _blocks(self, x2) -> int:
+        """Row blocks for the kernels: one per thread, or one when the product is small."""
+        flops = 2 * x2.shape[0] * self.in_features * self.out_features
+        threads = 1 if flops < _PARALLEL_FLOPS else config.get_num_threads()
+        return max(1, min(threads, x2.shape[0], self.out_features))
 
     def extra_repr(self) -> str:
         return (

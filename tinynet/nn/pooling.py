@@ -18,6 +18,7 @@ import math
 
 import numpy as np
 
+from .. import config
 from ..kernels import pooling as kernels
 from .module import Module
 from .pooling_windows import (
@@ -131,11 +132,12 @@ class _MaxPoolNd(_PoolNd):
             raise ValueError(f"{layer_name(self)} expected planes of fewer than 2**31 values")
         argmax = np.empty(out.shape, dtype=np.int32)  # flat index within the plane
         # A ceil-mode window hanging over an odd size is not a full 2×2 window.
-        if self._plain_2x2 and all(2 * o <= s for o, s in zip(out_size, size)):
-            kernels.max_pool2d_2x2_forward(planes[:, 0], out[:, 0], argmax[:, 0])
-        else:
-            dilation = (1,) * (3 - self._dims) + self.dilation
-            kernels.max_pool_forward(planes, *tables, dilation, out, argmax)
+        with config.threads_for(planes.size):
+            if self._plain_2x2 and all(2 * o <= s for o, s in zip(out_size, size)):
+                kernels.max_pool2d_2x2_forward(planes[:, 0], out[:, 0], argmax[:, 0])
+            else:
+                dilation = (1,) * (3 - self._dims) + self.dilation
+                kernels.max_pool_forward(planes, *tables, dilation, out, argmax)
         self._argmax = argmax
         return out.reshape(self._saved[1])
 
@@ -145,7 +147,8 @@ class _MaxPoolNd(_PoolNd):
         planes = len(self._argmax)
         argmax = self._argmax.reshape(planes, math.prod(self._argmax.shape[1:]))
         grad_x = np.empty((planes, math.prod(in_shape[-self._dims :])), dtype)
-        kernels.max_pool_backward(grad_out.reshape(argmax.shape), argmax, grad_x)
+        with config.threads_for(grad_x.size):
+            kernels.max_pool_backward(grad_out.reshape(argmax.shape), argmax, grad_x)
         return grad_x.reshape(in_shape)
 
     def extra_repr(self) -> str:
@@ -221,7 +224,8 @@ class _AvgPoolNd(_PoolNd):
         out_size, tables = self._windows(x.shape[-self._dims :])
         planes, out = self._planes(x, out_size)
         divisor = self.divisor_override or 0  # 0: the kernel uses the tables' factors
-        kernels.avg_pool_forward(planes, *tables, divisor, out)
+        with config.threads_for(planes.size):
+            kernels.avg_pool_forward(planes, *tables, divisor, out)
         self._window_tables = tables
         return out.reshape(self._saved[1])
 
@@ -231,7 +235,8 @@ class _AvgPoolNd(_PoolNd):
         grad_x = np.empty(self._volume(in_shape), dtype)
         divisor = self.divisor_override or 0
         grad_out = grad_out.reshape(self._volume(grad_out.shape))
-        kernels.avg_pool_backward(grad_out, *self._window_tables, divisor, grad_x)
+        with config.threads_for(grad_x.size):
+            kernels.avg_pool_backward(grad_out, *self._window_tables, divisor, grad_x)
         return grad_x.reshape(in_shape)
 
     def extra_repr(self) -> str:
@@ -296,12 +301,13 @@ class _AdaptiveAvgPoolNd(_PoolNd):
         x = self._check(x)
         out_size, tables = self._windows(x.shape[-self._dims :])
         planes, out = self._planes(x, out_size)
-        if math.prod(out_size) == 1:
-            # Global average pooling: a contiguous sum per plane, which vectorises.
-            flat = planes.reshape(len(planes), math.prod(planes.shape[1:]))
-            kernels.global_avg_pool_forward(flat, out.reshape(-1))
-        else:
-            kernels.avg_pool_forward(planes, *tables, 0, out)
+        with config.threads_for(planes.size):
+            if math.prod(out_size) == 1:
+                # Global average pooling: a contiguous sum per plane, which vectorises.
+                flat = planes.reshape(len(planes), math.prod(planes.shape[1:]))
+                kernels.global_avg_pool_forward(flat, out.reshape(-1))
+            else:
+                kernels.avg_pool_forward(planes, *tables, 0, out)
         self._window_tables = tables
         return out.reshape(self._saved[1])
 
@@ -309,12 +315,13 @@ class _AdaptiveAvgPoolNd(_PoolNd):
         grad_out = self._grad_out(grad_out)
         in_shape, out_shape, dtype = self._saved
         grad_x = np.empty(self._volume(in_shape), dtype)
-        if math.prod(out_shape[-self._dims :]) == 1:
-            flat = grad_x.reshape(len(grad_x), math.prod(grad_x.shape[1:]))
-            kernels.global_avg_pool_backward(grad_out.reshape(-1), flat)
-        else:
-            grad_out = grad_out.reshape(self._volume(out_shape))
-            kernels.avg_pool_backward(grad_out, *self._window_tables, 0, grad_x)
+        with config.threads_for(grad_x.size):
+            if math.prod(out_shape[-self._dims :]) == 1:
+                flat = grad_x.reshape(len(grad_x), math.prod(grad_x.shape[1:]))
+                kernels.global_avg_pool_backward(grad_out.reshape(-1), flat)
+            else:
+                grad_out = grad_out.reshape(self._volume(out_shape))
+                kernels.avg_pool_backward(grad_out, *self._window_tables, 0, grad_x)
         return grad_x.reshape(in_shape)
 
     def describe(self) -> str:
