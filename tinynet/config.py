@@ -143,23 +143,42 @@ class _OneThread:
 
 
 _UNCHANGED = contextlib.nullcontext()
-_blas_controller = None
+
+
+class _SingleThreadedBlas:
+    """BLAS on the calling thread only inside the ``with`` block; see single_threaded_blas."""
+
+    _libraries = None  # threadpoolctl's handles on the loaded BLAS libraries, found once
+
+    def __enter__(self):
+        if _SingleThreadedBlas._libraries is None:
+            from threadpoolctl import ThreadpoolController
+
+            controllers = ThreadpoolController().lib_controllers
+            _SingleThreadedBlas._libraries = [c for c in controllers if c.user_api == "blas"]
+        self._previous = []
+        for library in self._libraries:
+            n = library.get_num_threads()
+            if n != 1:
+                library.set_num_threads(1)
+                self._previous.append((library, n))
+
+    def __exit__(self, *exc):
+        for library, n in self._previous:
+            library.set_num_threads(n)
 
 
 def single_threaded_blas():
     """A context in which BLAS runs on the calling thread only.
 
     Kernels call BLAS from each of Numba's threads; a multi-threaded BLAS would start threads
-    of its own on the same cores (and OpenBLAS warns it may hang inside an OpenMP region).
-    Numba's ``np.dot`` calls the BLAS SciPy ships, which ``tinynet.nn`` imports for this reason:
-    threadpoolctl only sees libraries already loaded.
+    of its own on the same cores, which spin-wait after each call while Numba needs the cores
+    (and OpenBLAS warns it may hang inside an OpenMP region). Numba's ``np.dot`` calls the BLAS
+    SciPy ships, which ``tinynet.nn`` imports first: threadpoolctl only sees loaded libraries.
+    Calls the libraries' own get/set functions (about 1 µs) rather than
+    ``threadpoolctl.threadpool_limits`` (about 12 µs), as layers enter it on every call.
     """
-    global _blas_controller
-    if _blas_controller is None:
-        from threadpoolctl import ThreadpoolController
-
-        _blas_controller = ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
+    return _SingleThreadedBlas()
 
 
 def threads_for(size: int):

@@ -16,7 +16,6 @@ import numpy as np
 # Numba's np.dot calls the BLAS that scipy ships; import it now so that threadpoolctl, which
 # only sees loaded libraries, can make it single-threaded around our parallel kernels.
 import scipy.linalg.cython_blas  # noqa: F401
-from threadpoolctl import ThreadpoolController
 
 from .. import config
 from ..kernels import conv as kernels
@@ -26,7 +25,6 @@ from .module import Module, Parameter
 from .validation import check_grad, check_input, ntuple, positive_int, require_forward
 
 _LAYOUTS = {2: "(N, {C}, H, W)", 3: "(N, {C}, D, H, W)"}
-_blas_controller = None
 # Output tiles for the GEMM kernels: about this many bytes of col (half a core's L2), at least
 # this many columns (tuned by measurement on the Conv3d and CIFAR shapes).
 _TILE_BYTES = 512 * 1024
@@ -48,19 +46,6 @@ def _plane(size, dtype):
     """
     per_page = 4096 // np.dtype(dtype).itemsize
     return -(-size // per_page) * per_page + 64 // np.dtype(dtype).itemsize
-
-
-def _single_threaded_blas():
-    """A context in which BLAS runs on the calling thread only.
-
-    The GEMM kernels call BLAS from each of Numba's threads; a multi-threaded BLAS would then
-    start threads of its own on the same cores (and OpenBLAS warns it may hang inside an
-    OpenMP region).
-    """
-    global _blas_controller
-    if _blas_controller is None:
-        _blas_controller = ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
 
 
 class _ConvNd(Module):
@@ -248,7 +233,7 @@ class _ConvNd(Module):
             kernels.conv_forward_direct(volume, weight, bias, self.groups, *geometry, out)
         else:
             tile, cols, tiles = self._gemm_work(n, weight.shape[1], out_size, dtype)
-            with _single_threaded_blas():
+            with config.single_threaded_blas():
                 kernels.conv_forward_gemm(
                     volume, weight, bias, self.groups, *geometry, tile, out, cols, tiles
                 )
@@ -279,7 +264,7 @@ class _ConvNd(Module):
             blocks = cols.shape[0]
             partial_w = self._buffer("partial_w", (blocks, *weight.shape), dtype)
             partial_b = self._buffer("partial_b", (blocks, self.out_channels), dtype)
-            with _single_threaded_blas():
+            with config.single_threaded_blas():
                 kernels.conv_backward_gemm(
                     volume,
                     weight,
@@ -324,7 +309,7 @@ class _ConvNd(Module):
         bias = bias.astype(dtype, copy=False)
         lines, xpad, v, m = self._winograd_work(n, out_size, dtype)
         out = np.empty((n, self.out_channels, *out_size), dtype=dtype)
-        with _single_threaded_blas():
+        with config.single_threaded_blas():
             winograd.winograd_forward(
                 x, self._winograd_weights(dtype), bias, self._pad_low, lines, out, xpad, v, m
             )
@@ -345,7 +330,7 @@ class _ConvNd(Module):
         grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
         grad_w = self._buffer("grad_w", self.weight.shape, dtype)
         grad_x = np.empty_like(x)
-        with _single_threaded_blas():
+        with config.single_threaded_blas():
             winograd.winograd_backward(
                 self._x_padded,
                 u,
