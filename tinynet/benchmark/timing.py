@@ -56,6 +56,9 @@ def summarize(times: list[float]) -> dict:
     }
 
 
+_SETTLE_S = 0.02
+
+
 def time_interleaved(
     fns: dict[str, Callable[[], object]],
     reps: int,
@@ -93,6 +96,10 @@ def time_interleaved(
         for name in names[shift:] + names[:shift]:
             fn = live[name]
             number = numbers[name]
+            # Let the previous implementation's thread pools fall asleep first: OpenMP and
+            # OpenBLAS workers spin-wait for a while after each call, on the cores the next
+            # implementation needs, which otherwise slows whoever runs second.
+            time.sleep(_SETTLE_S)
             start = time.perf_counter()
             for _ in range(number):
                 fn()
