@@ -424,7 +424,7 @@ def test_state_dict_loads_pytorch_weights():
 def winograd(monkeypatch):
     """Make a Conv2d take the Winograd path whatever its size (the dispatch rule is a speed
     rule: small test shapes would go to im2col)."""
-    monkeypatch.setattr("tinynet.nn.conv._WINOGRAD_MIN_TILES", 1)
+    monkeypatch.setattr("tinynet.nn.conv_winograd._WINOGRAD_MIN_TILES", 1)
 
     def make(cin, cout, padding=1, bias=True, dtype=np.float64):
         layer = Conv2d(cin, cout, 3, padding=padding, bias=bias).to(dtype)
