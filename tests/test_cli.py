@@ -231,3 +231,14 @@ def test_bench_passes_its_arguments_through(monkeypatch):
     monkeypatch.setattr(tinynet, "benchmark", fake, raising=False)
     assert main(["bench", "--quick", "--model", "lenet_bn"]) == 3
     assert calls == [["--quick", "--model", "lenet_bn"]]
+
+
+def test_fold_with_fuse_relu_saves_a_model_that_loads_and_agrees(tmp_path, capsys):
+    path, fused = tmp_path / "c.npz", tmp_path / "fused.npz"
+    assert main(["train", "--epochs", "1", *TINY, "--checkpoint", path]) == 0  # lenet_bn
+    code, out, _ = _run(capsys, ["fold", "--checkpoint", path, "--fuse-relu", "--out", fused])
+    assert code == 0 and "folded 3 BatchNorm layers and fused 3 ReLUs" in out
+    original, result = load_checkpoint(path).model.eval(), load_checkpoint(fused).model.eval()
+    assert sum(isinstance(m, tinynet.nn.FusedReLU) for m in result.modules()) == 3
+    x = shapes2d(64, seed=1)[0].reshape(64, 1, 28, 28)
+    assert np.max(np.abs(original(x).astype(np.float64) - result(x))) < 1e-4

@@ -4,7 +4,7 @@ from . import data, models, nn, optim
 from .checkpoint import load_checkpoint, load_torch_state_dict, save_checkpoint
 from .config import get_default_dtype, get_num_threads, set_default_dtype, set_num_threads
 from .graph import Graph
-from .passes import fold_bn, recalibrate_bn, remove_dropout
+from .passes import fold_bn, fuse_relu, recalibrate_bn, remove_dropout
 from .random import manual_seed
 from .summary import summary
 
@@ -14,6 +14,7 @@ __all__ = [
     "Graph",
     "data",
     "fold_bn",
+    "fuse_relu",
     "get_default_dtype",
     "get_num_threads",
     "load_checkpoint",

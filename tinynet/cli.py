@@ -122,6 +122,11 @@ def _build_parser() -> argparse.ArgumentParser:
     fold.add_argument("--checkpoint", metavar="PATH", required=True)
     fold.add_argument("--out", metavar="PATH", help="save the folded model here")
     fold.add_argument("--data", choices=DATA_SETS, help="default: the data it trained on")
+    fold.add_argument(
+        "--fuse-relu",
+        action="store_true",
+        help="also compute each ReLU inside the layer before it (tinynet.fuse_relu)",
+    )
     _add_common(fold)
 
     # Listed for --help; main() hands everything after "bench" to tinynet.benchmark.
@@ -463,6 +468,11 @@ def _fold(args) -> int:
         folded = fold_bn(model)
     except ValueError as exc:
         raise UsageError(f"cannot fold {args.checkpoint}: {exc}") from None
+    fused = ""
+    if args.fuse_relu:
+        relus = _count(folded, tinynet.nn.ReLU)
+        folded = tinynet.fuse_relu(folded)
+        fused = f" and fused {relus - _count(folded, tinynet.nn.ReLU)} ReLUs"
     x = data["test"][0][:EVAL_BATCH]
     if x.dtype == np.uint8:
         x = x.astype(np.float32) / 255
@@ -475,7 +485,7 @@ def _fold(args) -> int:
     _, accuracy = _evaluate(model, data["test"])
     _, folded_accuracy = _evaluate(folded, data["test"])
     print(
-        f"folded {removed} BatchNorm layers of {args.checkpoint}\n"
+        f"folded {removed} BatchNorm layers{fused} of {args.checkpoint}\n"
         f"eval time for {len(x)} {data_name} images: {time_model * 1e3:.1f} ms -> "
         f"{time_folded * 1e3:.1f} ms (speed-up {time_model / time_folded:.2f}x)\n"
         f"largest output difference {difference:.3g}; test accuracy {accuracy:.2%} -> "
@@ -500,6 +510,10 @@ def _median_time(model, x, repeats: int = 7) -> float:
 
 def _count_batchnorms(model) -> int:
     return sum(type(m).__name__.startswith("BatchNorm") for m in model.modules())
+
+
+def _count(model, cls) -> int:
+    return sum(isinstance(m, cls) for m in model.modules())
 
 
 def _load_checkpoint(path):

@@ -181,6 +181,15 @@ def single_threaded_blas():
     return _SingleThreadedBlas()
 
 
+def one_thread_if(serial: bool):
+    """A context that runs Numba on one thread when ``serial``, else changes nothing.
+
+    For kernels whose work is split into one block: a ``prange`` over one block would still
+    start every thread and wait for them at its barrier (see SERIAL_BELOW).
+    """
+    return _OneThread() if serial else _UNCHANGED
+
+
 def threads_for(size: int):
     """A context for kernel calls on ``size`` elements: one thread when that is too few."""
-    return _OneThread() if size < SERIAL_BELOW else _UNCHANGED
+    return one_thread_if(size < SERIAL_BELOW)

@@ -169,8 +169,8 @@ LAYER_TYPES = frozenset(
     {
         "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "Add", "AvgPool2d", "AvgPool3d",
         "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "ChannelAffine", "Concat", "Conv2d",
-        "Conv3d", "Dropout", "Flatten", "Graph", "Identity", "Linear", "MaxPool2d", "MaxPool3d",
-        "ReLU", "Sequential", "Sigmoid", "Tanh",
+        "Conv3d", "Dropout", "Flatten", "FusedReLU", "Graph", "Identity", "Linear", "MaxPool2d",
+        "MaxPool3d", "ReLU", "Sequential", "Sigmoid", "Tanh",
     }
 )  # fmt: skip
 
@@ -202,6 +202,8 @@ def _layer_spec(layer: nn.Module) -> dict:
             for n in layer.nodes
         ]
         return {"type": name, "nodes": nodes, "output": layer.output}
+    if isinstance(layer, nn.FusedReLU):
+        return {"type": name, "layer": _layer_spec(layer.layer)}
     kwargs = {}
     for param in _constructor_params(type(layer)):
         if param.name == "bias" and param.default in (True, False):
@@ -278,6 +280,13 @@ def _build(item, where: str) -> nn.Module:
         if set(item) != {"type", "layers"} or not isinstance(layers, list):
             raise ValueError(f"model spec: {where} (Sequential) needs exactly a 'layers' list")
         return nn.Sequential(*(_build(x, f"{where}.{i}") for i, x in enumerate(layers)))
+    if name == "FusedReLU":
+        if set(item) != {"type", "layer"}:
+            raise ValueError(f"model spec: {where} (FusedReLU) needs exactly a 'layer'")
+        try:
+            return nn.FusedReLU(_build(item["layer"], f"{where}.layer"))
+        except TypeError as exc:
+            raise ValueError(f"model spec: {where}: {exc}") from None
     kwargs = item.get("kwargs", {})
     if set(item) - {"type", "kwargs"} or not isinstance(kwargs, dict):
         raise ValueError(f"model spec: {where} ({name}) must hold only 'type' and 'kwargs'")

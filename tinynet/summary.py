@@ -21,6 +21,7 @@ Conv2d / Conv3d             2·out.size·(in_channels/groups)·prod(kernel), plu
 BatchNorm (eval)            2·elements (a per-channel scale and shift)
 ChannelAffine               2·elements
 ReLU / Sigmoid / Tanh       elements
+FusedReLU                   its layer's FLOPs + elements
 Max/AvgPool                 out.size·prod(kernel)
 AdaptiveAvgPool             the summed window sizes (input.size when the bins do not overlap)
 Add                         elements·(inputs − 1)
@@ -48,6 +49,7 @@ from .nn.batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .nn.conv import Conv2d, Conv3d
 from .nn.dropout import Dropout
 from .nn.flatten import Flatten
+from .nn.fused import FusedReLU
 from .nn.linear import Linear
 from .nn.merge import Add, Concat, Identity
 from .nn.module import Module
@@ -113,6 +115,9 @@ def count_flops(layer: Module, inputs: tuple, output) -> int | None:
     if not isinstance(output, np.ndarray):
         return None
     out = output.size
+    if isinstance(layer, FusedReLU):  # the layer's FLOPs, then one max per output value
+        inner = count_flops(layer.layer, inputs, output)
+        return None if inner is None else inner + out
     if isinstance(layer, Linear):
         rows = out // layer.out_features
         bias = out if layer.bias is not None else 0
@@ -161,10 +166,17 @@ def summarize(model: Module, input_shape, dtype=None) -> ModelSummary:
         dtype = params[0].data.dtype if params else work.dtype
     dtype = np.dtype(dtype)
 
+    # A FusedReLU is one layer to its user (its inner layer never runs on its own).
+    fused = [name + "." for name, module in work.named_modules() if isinstance(module, FusedReLU)]
     shown = [
         (name, module)
         for name, module in work.named_modules()
-        if not module._modules or any(p is not None for p in module._parameters.values())
+        if (
+            not module._modules
+            or isinstance(module, FusedReLU)
+            or any(p is not None for p in module._parameters.values())
+        )
+        and not any(name.startswith(prefix) for prefix in fused)
     ]
     calls = {name: [] for name, _ in shown}
     x = np.zeros(input_shape, dtype=dtype)
@@ -174,7 +186,10 @@ def summarize(model: Module, input_shape, dtype=None) -> ModelSummary:
 
     rows = []
     for name, module in shown:
-        own = sum(p.data.size for p in module._parameters.values() if p is not None)
+        if isinstance(module, FusedReLU):
+            own = sum(p.data.size for p in module.parameters())
+        else:
+            own = sum(p.data.size for p in module._parameters.values() if p is not None)
         seen = calls[name]
         shapes = [shape for shape, _, _ in seen]
         flops = [f for _, f, _ in seen]

@@ -30,7 +30,7 @@ class Workload:
 
     name: str
     group: str  # "layer" or "model"
-    op: str  # "fwd", "bwd", "train", "eval", "eval-folded"
+    op: str  # "fwd", "bwd", "train", "eval", "eval-folded", "eval-fused"
     bound: str  # "compute" (compare with sgemm) or "memory" (compare with copy bandwidth)
     make: object  # make(impls, tn, torch) -> {impl: case or error string}
     flops: float | None = None
@@ -444,6 +444,7 @@ def model_workloads(quick: bool) -> list[Workload]:
             ("train", train_batch),
             ("eval", eval_batch),
             ("eval-folded", eval_batch),
+            ("eval-fused", eval_batch),
         ):
             if key != "lenet_bn" and op != "train":
                 continue
@@ -452,7 +453,12 @@ def model_workloads(quick: bool) -> list[Workload]:
 
 
 def _model_workload(key, op, batch, spatial):
-    label = {"train": "train step", "eval": "eval fwd", "eval-folded": "eval fwd folded"}[op]
+    label = {
+        "train": "train step",
+        "eval": "eval fwd",
+        "eval-folded": "eval fwd folded",
+        "eval-fused": "eval fwd folded+fused ReLU",
+    }[op]
     name = f"{key} {label} b{batch}"
     state = {}
 
@@ -465,7 +471,9 @@ def _model_workload(key, op, batch, spatial):
         state["source"] = source
         state["flops"] = _model_flops(layer_specs, x_shape) * (3 if op == "train" else 1)
         state["input"] = list(x_shape)
-        numpy_specs = specs.fold_spec(layer_specs) if op == "eval-folded" else layer_specs
+        # NumPy and PyTorch run the folded model for both folded rows (ReLU fusion is tinynet's).
+        folded = op in ("eval-folded", "eval-fused")
+        numpy_specs = specs.fold_spec(layer_specs) if folded else layer_specs
         cases = {}
         if "tinynet" in impls:
             cases["tinynet"] = _tiny_model_case(model, source, x, target, tn, op)
@@ -496,12 +504,17 @@ def _num_classes(layer_specs):
 def _tiny_model_case(model, source, x, target, tn, op):
     if model is None:
         return f"n/a ({source})"
-    if op == "eval-folded":
+    if op in ("eval-folded", "eval-fused"):
         fold = getattr(tn, "fold_bn", None) or getattr(getattr(tn, "passes", None), "fold_bn", None)
         if fold is None:
             return "n/a (tinynet.fold_bn is missing)"
         model.eval()
         model = fold(model)
+        if op == "eval-fused":
+            fuse = getattr(tn, "fuse_relu", None)
+            if fuse is None:
+                return "n/a (tinynet.fuse_relu is missing)"
+            model = fuse(model)
     return _model_case(TinyModel(model, x, target, tn), op)
 
 

@@ -6,6 +6,7 @@ from .batchnorm import BatchNorm1d, BatchNorm2d, BatchNorm3d
 from .conv import Conv2d, Conv3d
 from .dropout import Dropout
 from .flatten import Flatten
+from .fused import FusedReLU
 from .linear import Linear
 from .loss import CrossEntropyLoss, MSELoss
 from .merge import Add, Concat, Identity
@@ -35,6 +36,7 @@ __all__ = [
     "CrossEntropyLoss",
     "Dropout",
     "Flatten",
+    "FusedReLU",
     "Identity",
     "Linear",
     "MSELoss",

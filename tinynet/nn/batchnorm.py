@@ -107,12 +107,13 @@ class _BatchNorm(Module):
                 f"{self.describe()}: Expected more than 1 value per channel when training, "
                 f"got input size {shape}"
             )
-        with config.threads_for(xk.size):
+        block = _rows_block(xk) if rows else c
+        with config.one_thread_if(xk.size < config.SERIAL_BELOW or (rows and block == c)):
             if batch_stats:
                 var = np.empty(c)
                 if rows:
                     kernels.batch_norm_train_forward_rows(
-                        xk, gamma, beta, self.eps, _rows_block(xk), out, mean, var, invstd
+                        xk, gamma, beta, self.eps, block, out, mean, var, invstd
                     )
                 else:
                     kernels.batch_norm_train_forward(
@@ -123,9 +124,7 @@ class _BatchNorm(Module):
             else:
                 stats = (self.running_mean, self.running_var, gamma, beta, self.eps)
                 if rows:
-                    kernels.batch_norm_eval_forward_rows(
-                        xk, *stats, _rows_block(xk), out, mean, invstd
-                    )
+                    kernels.batch_norm_eval_forward_rows(xk, *stats, block, out, mean, invstd)
                 else:
                     kernels.batch_norm_eval_forward(xk, *stats, out, mean, invstd)
 
@@ -154,9 +153,10 @@ class _BatchNorm(Module):
         sum_g = np.empty(self.num_features)
         sum_gx = np.empty(self.num_features)
         saved = (grad_out, x, self._mean, self._invstd, gamma, self._batch_stats)
-        with config.threads_for(x.size):
-            if x.ndim == 2:
-                block = _rows_block(x)
+        rows = x.ndim == 2
+        block = _rows_block(x) if rows else x.shape[1]
+        with config.one_thread_if(x.size < config.SERIAL_BELOW or (rows and block == x.shape[1])):
+            if rows:
                 kernels.batch_norm_backward_rows(*saved, block, grad_in, sum_g, sum_gx)
             else:
                 kernels.batch_norm_backward(*saved, grad_in, sum_g, sum_gx)

@@ -199,6 +199,13 @@ class _ConvNd(WinogradMixin, Module):
                 )
         return out.reshape(n, self.out_channels, *out_size)
 
+    def _forward(self, x, relu=False):
+        """The forward, followed by max(·, 0) when ``relu`` (for FusedReLU, nn/fused.py)."""
+        out = self.forward(x)
+        if relu:
+            np.maximum(out, 0, out=out)
+        return out
+
     def backward(self, grad_out):
         require_forward(self, self._x)
         x = self._x

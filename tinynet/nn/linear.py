@@ -47,6 +47,10 @@ class Linear(Module):
         return f"Linear(in_features={self.in_features})"
 
     def forward(self, x):
+        return self._forward(x)
+
+    def _forward(self, x, relu=False):
+        """y = x Wᵀ + b, then max(y, 0) when ``relu`` (for FusedReLU, see nn/fused.py)."""
         x = check_input(
             self,
             x,
@@ -62,12 +66,15 @@ class Linear(Module):
         w = np.ascontiguousarray(self.weight.data)
         y = np.empty((x2.shape[0], self.out_features), dtype=w.dtype)
         if x2.size and y.size:
-            with config.single_threaded_blas():
-                kernels.linear_forward(x2, w, self._blocks(x2), y)
+            blocks = self._blocks(x2)
+            with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
+                kernels.linear_forward(x2, w, blocks, y)
         else:
             y[...] = 0  # an empty sum; BLAS is not called with an empty dimension
         if self.bias is not None:
             y += self.bias.data
+        if relu:  # y was just written: it is still in the cache for this pass
+            np.maximum(y, 0, out=y)
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
     def backward(self, grad_out):
@@ -77,12 +84,17 @@ class Linear(Module):
         grad_out = check_grad(self, grad_out, out_shape, x2.dtype)
         g2 = np.ascontiguousarray(grad_out.reshape(-1, self.out_features))
         w = np.ascontiguousarray(self.weight.data)
-        grad_x = np.zeros(x2.shape, dtype=x2.dtype)
-        grad_w = np.zeros(w.shape, dtype=w.dtype)
         if x2.size and g2.size:
-            with config.single_threaded_blas():
+            # The kernel overwrites both; with an empty dimension they stay zero sums.
+            grad_x = np.empty(x2.shape, dtype=x2.dtype)
+            grad_w = np.empty(w.shape, dtype=w.dtype)
+            blocks = self._blocks(x2)
+            with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
                 g2t = np.ascontiguousarray(g2.T)
-                kernels.linear_backward(x2, w, g2, g2t, self._blocks(x2), grad_x, grad_w)
+                kernels.linear_backward(x2, w, g2, g2t, blocks, grad_x, grad_w)
+        else:
+            grad_x = np.zeros(x2.shape, dtype=x2.dtype)
+            grad_w = np.zeros(w.shape, dtype=w.dtype)
         self.weight.grad += grad_w
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
