@@ -11,7 +11,7 @@ import tinynet
 from tinynet import models, nn
 from tinynet.graph import Graph
 from tinynet.passes import fold_bn, fuse_relu
-from tinynet.summary import summarize
+from tinynet.model_summary import summarize
 from tinynet.testing import gradcheck
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import tinynet
 from tinynet import nn
 from tinynet.graph import Graph
-from tinynet.summary import count_flops, summarize, summary
+from tinynet.model_summary import count_flops, summarize, summary
 
 
 def small_lenet(bn: bool = True) -> nn.Sequential:

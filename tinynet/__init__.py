@@ -6,7 +6,7 @@ from .config import get_default_dtype, get_num_threads, set_default_dtype, set_n
 from .graph import Graph
 from .passes import fold_bn, fuse_relu, recalibrate_bn, remove_dropout
 from .random import manual_seed
-from .summary import summary
+from .model_summary import summary
 
 __version__ = "0.1.0"
 
