@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 import tinynet
 from tinynet import models, nn
 from tinynet.graph import Graph
-from tinynet.passes import fold_bn, fuse_relu
 from tinynet.model_summary import summarize
+from tinynet.passes import fold_bn, fuse_relu
 from tinynet.testing import gradcheck
 
 
