@@ -144,51 +144,68 @@ def batch_norm_backward(grad_out, x, mean, invstd, gamma, through_stats, grad_in
                 grad_in[n, c, s] = scale * (g - mean_g - (x[n, c, s] - mu) * slope)
 
 
+# The rows kernels below are a parallel loop over blocks of channels, each block handed to a
+# serial function. A layer whose input is too small for a second thread calls that serial
+# function directly on all channels: it compiles in a fraction of the time of the parallel
+# kernel (which Numba outlines and compiles several times over) and skips starting a
+# parallel region.
+
+
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def batch_norm_train_forward_rows(x, gamma, beta, eps, block, out, mean, var, invstd):
     """Normalise with the batch's own statistics, rows layout.
 
     Shapes: x, out (N, C); gamma, beta (C,); outputs mean, var (biased), invstd (C,) float64.
-    Loop nest: for block: [for n: for c in block: Σ x] → mean; the same for Σ (x − mean)² →
-    var; [out = (x − mean)·γ·invstd + β]. The inner loop runs along contiguous channels.
-    Parallel over: blocks of channels (each block writes only its own channels' entries of
-    mean, var, invstd, out: race-free).
+    Loop nest: for block: see :func:`train_forward_rows_block`.
+    Parallel over: blocks of ``block`` channels (each block writes only its own channels'
+    entries of mean, var, invstd, out: race-free).
     """
-    n_batch, channels = x.shape
+    channels = x.shape[1]
     for b in prange(-(-channels // block)):
         lo = b * block
         hi = min(lo + block, channels)
-        width = hi - lo
-        # Views of this block's channels, indexed from 0: an inner loop starting at a computed
-        # offset keeps Numba's negative-index checks and LLVM then does not vectorise it.
-        mu = mean[lo:hi]
-        v = var[lo:hi]
-        inv = invstd[lo:hi]
-        shift = beta[lo:hi]
-        scale = np.empty(width)
+        train_forward_rows_block(x, gamma, beta, eps, lo, hi, out, mean, var, invstd)
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def train_forward_rows_block(x, gamma, beta, eps, lo, hi, out, mean, var, invstd):
+    """batch_norm_train_forward_rows for channels lo .. hi (serial).
+
+    Loop nest: [for n: for c in block: Σ x] → mean; the same for Σ (x − mean)² → var;
+    [out = (x − mean)·γ·invstd + β]. The inner loop runs along contiguous channels.
+    """
+    n_batch = x.shape[0]
+    width = hi - lo
+    # Views of this block's channels, indexed from 0: an inner loop starting at a computed
+    # offset keeps Numba's negative-index checks and LLVM then does not vectorise it.
+    mu = mean[lo:hi]
+    v = var[lo:hi]
+    inv = invstd[lo:hi]
+    shift = beta[lo:hi]
+    scale = np.empty(width)
+    for k in range(width):
+        mu[k] = 0.0
+        v[k] = 0.0
+    for n in range(n_batch):
+        row = x[n, lo:hi]
         for k in range(width):
-            mu[k] = 0.0
-            v[k] = 0.0
-        for n in range(n_batch):
-            row = x[n, lo:hi]
-            for k in range(width):
-                mu[k] += row[k]
+            mu[k] += row[k]
+    for k in range(width):
+        mu[k] /= n_batch
+    for n in range(n_batch):
+        row = x[n, lo:hi]
         for k in range(width):
-            mu[k] /= n_batch
-        for n in range(n_batch):
-            row = x[n, lo:hi]
-            for k in range(width):
-                d = row[k] - mu[k]
-                v[k] += d * d
+            d = row[k] - mu[k]
+            v[k] += d * d
+    for k in range(width):
+        v[k] /= n_batch
+        inv[k] = 1.0 / np.sqrt(v[k] + eps)
+        scale[k] = gamma[lo + k] * inv[k]
+    for n in range(n_batch):
+        row = x[n, lo:hi]
+        row_out = out[n, lo:hi]
         for k in range(width):
-            v[k] /= n_batch
-            inv[k] = 1.0 / np.sqrt(v[k] + eps)
-            scale[k] = gamma[lo + k] * inv[k]
-        for n in range(n_batch):
-            row = x[n, lo:hi]
-            row_out = out[n, lo:hi]
-            for k in range(width):
-                row_out[k] = (row[k] - mu[k]) * scale[k] + shift[k]
+            row_out[k] = (row[k] - mu[k]) * scale[k] + shift[k]
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -199,27 +216,41 @@ def batch_norm_eval_forward_rows(
 
     Shapes: x, out (N, C); running_mean, running_var, gamma, beta (C,); outputs mean (a float64
     copy of running_mean) and invstd = 1/√(running_var + eps) (C,), for backward.
-    Loop nest: for block: for n: for c in block: out = (x − mean)·γ·invstd + β.
+    Loop nest: for block: see :func:`eval_forward_rows_block`.
     Parallel over: blocks of channels (each writes only its own channels: race-free).
     """
-    n_batch, channels = x.shape
+    channels = x.shape[1]
     for b in prange(-(-channels // block)):
         lo = b * block
         hi = min(lo + block, channels)
-        width = hi - lo
-        mu = mean[lo:hi]
-        inv = invstd[lo:hi]
-        shift = beta[lo:hi]
-        scale = np.empty(width)
+        eval_forward_rows_block(
+            x, running_mean, running_var, gamma, beta, eps, lo, hi, out, mean, invstd
+        )
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def eval_forward_rows_block(
+    x, running_mean, running_var, gamma, beta, eps, lo, hi, out, mean, invstd
+):
+    """batch_norm_eval_forward_rows for channels lo .. hi (serial).
+
+    Loop nest: for n: for c in block: out = (x − mean)·γ·invstd + β.
+    """
+    n_batch = x.shape[0]
+    width = hi - lo
+    mu = mean[lo:hi]
+    inv = invstd[lo:hi]
+    shift = beta[lo:hi]
+    scale = np.empty(width)
+    for k in range(width):
+        mu[k] = running_mean[lo + k]
+        inv[k] = 1.0 / np.sqrt(np.float64(running_var[lo + k]) + eps)
+        scale[k] = gamma[lo + k] * inv[k]
+    for n in range(n_batch):
+        row = x[n, lo:hi]
+        row_out = out[n, lo:hi]
         for k in range(width):
-            mu[k] = running_mean[lo + k]
-            inv[k] = 1.0 / np.sqrt(np.float64(running_var[lo + k]) + eps)
-            scale[k] = gamma[lo + k] * inv[k]
-        for n in range(n_batch):
-            row = x[n, lo:hi]
-            row_out = out[n, lo:hi]
-            for k in range(width):
-                row_out[k] = (row[k] - mu[k]) * scale[k] + shift[k]
+            row_out[k] = (row[k] - mu[k]) * scale[k] + shift[k]
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -230,40 +261,54 @@ def batch_norm_backward_rows(
 
     Shapes: grad_out, x, grad_in (N, C); mean, invstd, gamma (C,); outputs sum_g = Σ g and
     sum_gx = Σ g·x̂ (C,) float64.
-    Loop nest: for block: [for n: for c in block: Σ g, Σ g·(x − mean)]; [dx].
+    Loop nest: for block: see :func:`backward_rows_block`.
     Parallel over: blocks of channels (each writes only its own channels: race-free).
     """
-    n_batch, channels = x.shape
+    channels = x.shape[1]
     for b in prange(-(-channels // block)):
         lo = b * block
         hi = min(lo + block, channels)
-        width = hi - lo
-        mu = mean[lo:hi]
-        total = sum_g[lo:hi]
-        total_gx = sum_gx[lo:hi]
+        backward_rows_block(
+            grad_out, x, mean, invstd, gamma, through_stats, lo, hi, grad_in, sum_g, sum_gx
+        )
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def backward_rows_block(
+    grad_out, x, mean, invstd, gamma, through_stats, lo, hi, grad_in, sum_g, sum_gx
+):
+    """batch_norm_backward_rows for channels lo .. hi (serial).
+
+    Loop nest: [for n: for c in block: Σ g, Σ g·(x − mean)]; [dx].
+    """
+    n_batch = x.shape[0]
+    width = hi - lo
+    mu = mean[lo:hi]
+    total = sum_g[lo:hi]
+    total_gx = sum_gx[lo:hi]
+    for k in range(width):
+        total[k] = 0.0
+        total_gx[k] = 0.0
+    for n in range(n_batch):
+        row = x[n, lo:hi]
+        row_g = grad_out[n, lo:hi]
         for k in range(width):
-            total[k] = 0.0
-            total_gx[k] = 0.0
-        for n in range(n_batch):
-            row = x[n, lo:hi]
-            row_g = grad_out[n, lo:hi]
-            for k in range(width):
-                total[k] += row_g[k]
-                total_gx[k] += row_g[k] * (row[k] - mu[k])
-        # dx = scale·(g − mean_g − (x − mean)·slope); mean_g = slope = 0 for the fixed map.
-        scale = np.empty(width)
-        mean_g = np.zeros(width)
-        slope = np.zeros(width)
+            total[k] += row_g[k]
+            total_gx[k] += row_g[k] * (row[k] - mu[k])
+    # dx = scale·(g − mean_g − (x − mean)·slope); mean_g = slope = 0 for the fixed map.
+    scale = np.empty(width)
+    mean_g = np.zeros(width)
+    slope = np.zeros(width)
+    for k in range(width):
+        inv = invstd[lo + k]
+        total_gx[k] *= inv
+        scale[k] = gamma[lo + k] * inv
+        if through_stats:
+            mean_g[k] = total[k] / n_batch
+            slope[k] = total_gx[k] / n_batch * inv
+    for n in range(n_batch):
+        row = x[n, lo:hi]
+        row_g = grad_out[n, lo:hi]
+        row_in = grad_in[n, lo:hi]
         for k in range(width):
-            inv = invstd[lo + k]
-            total_gx[k] *= inv
-            scale[k] = gamma[lo + k] * inv
-            if through_stats:
-                mean_g[k] = total[k] / n_batch
-                slope[k] = total_gx[k] / n_batch * inv
-        for n in range(n_batch):
-            row = x[n, lo:hi]
-            row_g = grad_out[n, lo:hi]
-            row_in = grad_in[n, lo:hi]
-            for k in range(width):
-                row_in[k] = scale[k] * (row_g[k] - mean_g[k] - (row[k] - mu[k]) * slope[k])
+            row_in[k] = scale[k] * (row_g[k] - mean_g[k] - (row[k] - mu[k]) * slope[k])

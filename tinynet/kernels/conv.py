@@ -128,10 +128,10 @@ def conv_backward_gemm(
     k = weight.shape[1]
     for t in prange(n_blocks):
         product = np.empty((cout_g, k), dtype=x.dtype)
-        partial_w[t] = 0
-        partial_b[t] = 0
+        zero_fill(partial_w[t].reshape(-1))
+        zero_fill(partial_b[t])
         for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
-            grad_x[n] = 0
+            zero_fill(grad_x[n].reshape(-1))
             for g in range(groups):
                 rows = slice(g * cout_g, (g + 1) * cout_g)
                 for line0 in range(0, n_lines, tile):
@@ -160,7 +160,7 @@ def conv_backward_gemm(
                         col,
                     )
                     np.dot(dy, col.T, product)
-                    partial_w[t, rows] += product
+                    add_into(product, partial_w[t, rows])
                     # col is free again: reuse it for the column gradient.
                     np.dot(weight[rows].T, dy, col)
                     col2vol(
@@ -176,12 +176,54 @@ def conv_backward_gemm(
                         grad_x[n],
                     )
             for oc in range(grad_b.shape[0]):
-                partial_b[t, oc] += np.sum(grad_out[n, oc])
-    grad_w[:] = partial_w[0]
-    grad_b[:] = partial_b[0, : grad_b.shape[0]]
-    for t in range(1, n_blocks):
-        grad_w += partial_w[t]
-        grad_b += partial_b[t, : grad_b.shape[0]]
+                partial_b[t, oc] += row_sum(grad_out[n, oc])
+    sum_blocks(partial_w.reshape(n_blocks, -1), grad_w.reshape(-1))
+    sum_blocks(partial_b, grad_b)
+
+
+# Whole-array statements (``a[:] = 0``, ``a += b``, ``np.sum(a)``) inside a parallel=True
+# kernel each become a parallel loop of their own, which Numba outlines and compiles
+# separately: they made conv_backward_gemm alone take ~11 s to compile. The kernels call these
+# small serial functions instead.
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def zero_fill(a):
+    """a[:] = 0 for a 1-D array."""
+    for i in range(a.shape[0]):
+        a[i] = 0
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def add_into(a, out):
+    """out += a for two matrices of the same shape (out may be a block of rows)."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[i, j] += a[i, j]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def row_sum(a):
+    """Σ a for a 1-D array, accumulated in a's dtype."""
+    total = a.dtype.type(0)
+    for i in range(a.shape[0]):
+        total += a[i]
+    return total
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def sum_blocks(partial, total):
+    """total[j] = partial[0, j] + partial[1, j] + ..., added in block order (deterministic).
+
+    Shapes: partial (T, ≥ M); total (M,). Only the first M columns are summed, so a (T, Cout)
+    partial serves an empty (0,) bias gradient too. Serial: a few thousand additions.
+    """
+    m = total.shape[0]
+    for j in range(m):
+        total[j] = partial[0, j]
+    for t in range(1, partial.shape[0]):
+        for j in range(m):
+            total[j] += partial[t, j]
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)

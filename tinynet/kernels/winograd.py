@@ -47,6 +47,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
+from .conv import add_into, row_sum, sum_blocks, zero_fill
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -272,18 +273,16 @@ def winograd_forward(x, u, bias, padding, lines, out, xpad, v, m):
     Parallel over: blocks of samples (block t writes only xpad[n] and out[n] of its own
     samples and v[t], m[t]: race-free).
     """
-    n_batch, n_channels, height, width = x.shape
+    n_batch, n_channels = x.shape[0], x.shape[1]
     n_out = u.shape[1]
     n_blocks = v.shape[0]
     th = (xpad.shape[2] - 2) // 2
     tw = (xpad.shape[3] - 2) // 2
-    top, left = padding
     for t in prange(n_blocks):
         n0 = (t * n_batch) // n_blocks
         n1 = ((t + 1) * n_batch) // n_blocks
         for n in range(n0, n1):
-            xpad[n] = 0
-            xpad[n, :, top : top + height, left : left + width] = x[n]
+            _pad(x[n], padding, xpad[n])
         for line0 in range(n0 * th, n1 * th, lines):
             line1 = min(line0 + lines, n1 * th)
             tiles = (line1 - line0) * tw
@@ -293,6 +292,22 @@ def winograd_forward(x, u, bias, padding, lines, out, xpad, v, m):
                 mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
                 np.dot(u[k], vk, mk)
             _output_transform(m[t], bias, line0, line1, th, out)
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _pad(x, padding, xpad):
+    """xpad = x placed at (top, left) in zeros. Shapes: x (C, H, W); xpad (C, H2, W2)."""
+    n_channels, height, width = x.shape
+    top, left = padding
+    flat = xpad.reshape(-1)
+    for i in range(flat.shape[0]):
+        flat[i] = 0
+    for c in range(n_channels):
+        for i in range(height):
+            src = x[c, i]
+            dst = xpad[c, top + i, left:]
+            for j in range(width):
+                dst[j] = src[j]
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -312,22 +327,23 @@ def winograd_backward(
     Parallel over: blocks of samples (block t writes gxpad[n] and grad_x[n] of its own samples
     and its own work rows; the sums over samples go through the per-block partials: race-free).
     """
-    n_batch, n_channels, height, width = grad_x.shape
+    n_batch, n_channels = grad_x.shape[0], grad_x.shape[1]
     n_out = u.shape[1]
     n_blocks = v.shape[0]
     th = (xpad.shape[2] - 2) // 2
     tw = (xpad.shape[3] - 2) // 2
-    top, left = padding
     for t in prange(n_blocks):
+        # Loops and serial helpers only: whole-array statements here would each become a
+        # parallel loop of their own, slow to compile (see conv.py).
         product = np.empty((n_out, n_channels), dtype=u.dtype)
-        partial_u[t] = 0
-        partial_b[t] = 0
+        zero_fill(partial_u[t].reshape(-1))
+        zero_fill(partial_b[t])
         n0 = (t * n_batch) // n_blocks
         n1 = ((t + 1) * n_batch) // n_blocks
         for n in range(n0, n1):
-            gxpad[n] = 0
+            zero_fill(gxpad[n].reshape(-1))
             for o in range(grad_b.shape[0]):
-                partial_b[t, o] += np.sum(grad_out[n, o])
+                partial_b[t, o] += row_sum(grad_out[n, o].reshape(-1))
         for line0 in range(n0 * th, n1 * th, lines):
             line1 = min(line0 + lines, n1 * th)
             tiles = (line1 - line0) * tw
@@ -337,14 +353,24 @@ def winograd_backward(
                 vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
                 mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
                 np.dot(mk, vk.T, product)
-                partial_u[t, k] += product
+                add_into(product, partial_u[t, k])
                 # V[ξ] is no longer needed: its space takes dV[ξ].
                 np.dot(u[k].T, mk, vk)
             _input_transform_backward(v[t], line0, line1, gxpad)
         for n in range(n0, n1):
-            grad_x[n] = gxpad[n, :, top : top + height, left : left + width]
-    grad_u[:] = partial_u[0]
-    grad_b[:] = partial_b[0, : grad_b.shape[0]]
-    for t in range(1, n_blocks):
-        grad_u += partial_u[t]
-        grad_b += partial_b[t, : grad_b.shape[0]]
+            _crop(gxpad[n], padding, grad_x[n])
+    sum_blocks(partial_u.reshape(n_blocks, -1), grad_u.reshape(-1))
+    sum_blocks(partial_b, grad_b)
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _crop(xpad, padding, x):
+    """x = the (H, W) window of xpad at (top, left): the transpose of :func:`_pad`."""
+    n_channels, height, width = x.shape
+    top, left = padding
+    for c in range(n_channels):
+        for i in range(height):
+            src = xpad[c, top + i, left:]
+            dst = x[c, i]
+            for j in range(width):
+                dst[j] = src[j]

@@ -111,7 +111,11 @@ class _BatchNorm(Module):
         with config.one_thread_if(xk.size < config.SERIAL_BELOW or (rows and block == c)):
             if batch_stats:
                 var = np.empty(c)
-                if rows:
+                if rows and block == c:  # one block: the serial kernel compiles much faster
+                    kernels.train_forward_rows_block(
+                        xk, gamma, beta, self.eps, 0, c, out, mean, var, invstd
+                    )
+                elif rows:
                     kernels.batch_norm_train_forward_rows(
                         xk, gamma, beta, self.eps, block, out, mean, var, invstd
                     )
@@ -123,7 +127,9 @@ class _BatchNorm(Module):
                     self._update_running_stats(mean, var, per_channel)
             else:
                 stats = (self.running_mean, self.running_var, gamma, beta, self.eps)
-                if rows:
+                if rows and block == c:
+                    kernels.eval_forward_rows_block(xk, *stats, 0, c, out, mean, invstd)
+                elif rows:
                     kernels.batch_norm_eval_forward_rows(xk, *stats, block, out, mean, invstd)
                 else:
                     kernels.batch_norm_eval_forward(xk, *stats, out, mean, invstd)
@@ -156,7 +162,9 @@ class _BatchNorm(Module):
         rows = x.ndim == 2
         block = _rows_block(x) if rows else x.shape[1]
         with config.one_thread_if(x.size < config.SERIAL_BELOW or (rows and block == x.shape[1])):
-            if rows:
+            if rows and block == x.shape[1]:
+                kernels.backward_rows_block(*saved, 0, block, grad_in, sum_g, sum_gx)
+            elif rows:
                 kernels.batch_norm_backward_rows(*saved, block, grad_in, sum_g, sum_gx)
             else:
                 kernels.batch_norm_backward(*saved, grad_in, sum_g, sum_gx)
