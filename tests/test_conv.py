@@ -183,6 +183,7 @@ def test_output_tiles_match_reference(monkeypatch, dims, kwargs):
     monkeypatch.setattr("tinynet.nn.conv._TILE_BYTES", 1)
     monkeypatch.setattr("tinynet.nn.conv._MIN_TILE_COLUMNS", 10)
     layer = CLASSES[dims](4, 6, **kwargs).double()
+    layer._planes = False  # Conv3d: test the tiled vol2col path, not the plane-wise one
     x = make_input(3, 4, (5, 7, 6)[-dims:], "contiguous", seed=5)
     tile, _, _ = layer._gemm_work(3, 4 * 6, layer._output_size(x.shape[2:]), np.float64)
     assert tile < np.prod(layer._output_size(x.shape[2:])[:-1])

@@ -3,8 +3,9 @@
 out[n, o, p] = bias[o] + Σ_{c in o's group} Σ_{taps t} weight[o, c, t] · x[n, c, p·stride +
 t·dilation − padding] (a cross-correlation, as in every deep-learning framework), with the
 input zero-padded. The layers only validate, keep state and pick a kernel; the loops live in
-``tinynet/kernels/conv.py`` (vol2col + BLAS, or direct loops for depthwise convolutions) and
-``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions).
+``tinynet/kernels/conv.py`` (vol2col + BLAS, or direct loops for depthwise convolutions),
+``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions) and
+``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import scipy.linalg.cython_blas  # noqa: F401
 from .. import config
 from ..kernels import conv as kernels
 from ..random import get_generator
+from .conv_planes import PlanesMixin
 from .conv_winograd import WinogradMixin
 from .module import Module, Parameter
 from .validation import check_grad, check_input, ntuple, positive_int, require_forward
@@ -31,7 +33,7 @@ _TILE_BYTES = 512 * 1024
 _MIN_TILE_COLUMNS = 256
 
 
-class _ConvNd(WinogradMixin, Module):
+class _ConvNd(WinogradMixin, PlanesMixin, Module):
     """What Conv2d and Conv3d share; ``_dims`` is the number of spatial axes."""
 
     _dims = 0
@@ -78,6 +80,7 @@ class _ConvNd(WinogradMixin, Module):
         # flops, so direct loops are faster there.
         self._direct = groups > 1 and in_channels == groups
         self._winograd = self._winograd_applies()
+        self._planes = self._planes_applies()
         self._x = None
         self._x_padded = None  # the Winograd path's zero-padded input, kept for backward
         self._out_size = None
@@ -181,6 +184,8 @@ class _ConvNd(WinogradMixin, Module):
         self._x_padded = None
         if self._winograd_fits(n, out_size):
             return self._winograd_forward(x, out_size)
+        if self._planes:
+            return self._planes_forward(x, out_size)
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype).reshape(self.out_channels, -1)
         if self.bias is None:  # the direct kernel skips an empty bias, the GEMM one adds zeros
             bias = np.empty(0, dtype) if self._direct else np.zeros(self.out_channels, dtype)
@@ -214,6 +219,8 @@ class _ConvNd(WinogradMixin, Module):
         grad_out = np.ascontiguousarray(grad_out)
         if self._x_padded is not None:  # the forward took the Winograd path
             return self._winograd_backward(grad_out)
+        if self._planes:
+            return self._planes_backward(grad_out)
         grad_out = grad_out.reshape(n, self.out_channels, math.prod(self._out_size))
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype).reshape(self.out_channels, -1)
         volume = x.reshape(self._as_volume(x.shape))
