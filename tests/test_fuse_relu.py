@@ -134,3 +134,15 @@ def test_summary_shows_a_fused_layer_as_one_row_with_its_parameters():
 def test_fused_relu_rejects_a_layer_it_cannot_fuse():
     with pytest.raises(TypeError, match="FusedReLU expected a Conv2d, Conv3d or Linear"):
         nn.FusedReLU(nn.Sigmoid())
+
+
+@pytest.mark.parametrize("cin", [2, 8])  # the vol2col + GEMM path and the Winograd path
+def test_fused_relu_keeps_nan_as_relu_does(cin):
+    tinynet.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(cin, 4, 3, padding=1), nn.ReLU()).eval()
+    x = np.random.default_rng(0).normal(size=(8, cin, 8, 8)).astype(np.float32)
+    x[1, 0, 3, 3] = np.nan
+    expected = model(x)
+    got = fuse_relu(model)(x)
+    assert np.isnan(expected).any()
+    np.testing.assert_array_equal(got, expected)  # NaNs in the same places

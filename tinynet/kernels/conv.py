@@ -38,15 +38,30 @@ from .im2col import col2vol, valid_range, vol2col
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def conv_forward_gemm(
-    x, weight, bias, groups, kernel, stride, padding, dilation, out_size, tile, out, cols, tiles
+    x,
+    weight,
+    bias,
+    relu,
+    groups,
+    kernel,
+    stride,
+    padding,
+    dilation,
+    out_size,
+    tile,
+    out,
+    cols,
+    tiles,
 ):
     """out[n, g-block] = weight[g-block] @ vol2col(x[n], group g) (+ bias), tile by tile.
 
     Shapes: x (N, C, D, H, W); weight (Cout, K); bias (Cout,) (zeros for none);
-    out (N, Cout, P) written. A tile is ``tile`` output lines of ow positions (see vol2col);
+    out (N, Cout, P) written; with ``relu`` max(·, 0) is applied as each tile is written (a
+    fused ReLU: the tile is still in the cache). A tile is ``tile`` output lines of ow
+    positions (see vol2col);
     cols (T, K·tile·ow) and tiles (T, Cog·tile·ow) are work space, one row per block.
     Loop nest: for block t: for n in block: for g: for output tile: col = vol2col;
-    y = W_g @ col (BLAS); out[n, g-block, tile] = y + bias.
+    y = W_g @ col (BLAS); out[n, g-block, tile] = y + bias (then max(·, 0) if relu).
     Parallel over: blocks of samples (block t writes only out[n] of its samples, cols[t]
     and tiles[t]: race-free).
     """
@@ -85,7 +100,9 @@ def conv_forward_gemm(
                     for o in range(cout_g):
                         oc = g * cout_g + o
                         for p in range(width):
-                            out[n, oc, p0 + p] = y[o, p] + bias[oc]
+                            v = y[o, p] + bias[oc]
+                            # "v <= 0" is false for NaN: a NaN stays NaN, as in ReLU.
+                            out[n, oc, p0 + p] = 0 if relu and v <= 0 else v
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)

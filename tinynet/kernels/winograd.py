@@ -191,8 +191,9 @@ def _input_transform_backward(v, line0, line1, gxpad):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _output_transform(m, bias, line0, line1, th, out):
-    """out[n, o, 2×2 block of tile p] = Aᵀ · M[:][o, p] (as 4×4) · A + bias[o].
+def _output_transform(m, bias, relu, line0, line1, th, out):
+    """out[n, o, 2×2 block of tile p] = Aᵀ · M[:][o, p] (as 4×4) · A + bias[o], then
+    max(·, 0) if ``relu`` (a fused ReLU).
 
     Shapes: m (16, ≥ Cout·tiles), planes as in :func:`_input_transform`; out
     (N, Cout, OH, OW). The last tile row or column hangs over an odd output edge: its extra
@@ -225,7 +226,8 @@ def _output_transform(m, bias, line0, line1, th, out):
             for i in range(min(2, oh - i0)):
                 y = out[line // th, o, i0 + i]
                 for q in range(ow):
-                    y[q] = blocks[2 * i + q % 2, t0 + q // 2]
+                    v = blocks[2 * i + q % 2, t0 + q // 2]
+                    y[q] = 0 if relu and v <= 0 else v  # a NaN stays NaN, as in ReLU
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -261,8 +263,9 @@ def _grad_output_transform(grad_out, line0, line1, th, m):
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
-def winograd_forward(x, u, bias, padding, lines, out, xpad, v, m):
-    """out = conv3×3(x, g) + bias, with u = the transformed weights (winograd_weight_transform).
+def winograd_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
+    """out = conv3×3(x, g) + bias (then max(·, 0) if ``relu``), with u = the transformed
+    weights (winograd_weight_transform).
 
     Shapes: x (N, C, H, W); u (16, Cout, C); bias (Cout,) (zeros for none); padding the
     (top, left) zero padding; out (N, Cout, OH, OW) written. Work space: xpad
@@ -291,7 +294,7 @@ def winograd_forward(x, u, bias, padding, lines, out, xpad, v, m):
                 vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
                 mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
                 np.dot(u[k], vk, mk)
-            _output_transform(m[t], bias, line0, line1, th, out)
+            _output_transform(m[t], bias, relu, line0, line1, th, out)
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)

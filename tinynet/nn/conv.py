@@ -168,6 +168,10 @@ class _ConvNd(WinogradMixin, PlanesMixin, Module):
         self._x_padded = None
 
     def forward(self, x):
+        return self._forward(x)
+
+    def _forward(self, x, relu=False):
+        """The forward; with ``relu``, max(·, 0) applied as the output is written (FusedReLU)."""
         x = check_input(
             self,
             x,
@@ -183,9 +187,9 @@ class _ConvNd(WinogradMixin, PlanesMixin, Module):
         n, dtype = x.shape[0], x.dtype
         self._x_padded = None
         if self._winograd_fits(n, out_size):
-            return self._winograd_forward(x, out_size)
+            return self._winograd_forward(x, out_size, relu)
         if self._planes:
-            return self._planes_forward(x, out_size)
+            return _relu_in_place(self._planes_forward(x, out_size), relu)
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype).reshape(self.out_channels, -1)
         if self.bias is None:  # the direct kernel skips an empty bias, the GEMM one adds zeros
             bias = np.empty(0, dtype) if self._direct else np.zeros(self.out_channels, dtype)
@@ -196,20 +200,14 @@ class _ConvNd(WinogradMixin, PlanesMixin, Module):
         geometry = self._geometry(out_size)
         if self._direct:
             kernels.conv_forward_direct(volume, weight, bias, self.groups, *geometry, out)
+            _relu_in_place(out, relu)
         else:
             tile, cols, tiles = self._gemm_work(n, weight.shape[1], out_size, dtype)
-            with config.single_threaded_blas():
+            with config.single_threaded_blas(), config.one_thread_if(cols.shape[0] == 1):
                 kernels.conv_forward_gemm(
-                    volume, weight, bias, self.groups, *geometry, tile, out, cols, tiles
+                    volume, weight, bias, relu, self.groups, *geometry, tile, out, cols, tiles
                 )
         return out.reshape(n, self.out_channels, *out_size)
-
-    def _forward(self, x, relu=False):
-        """The forward, followed by max(·, 0) when ``relu`` (for FusedReLU, nn/fused.py)."""
-        out = self.forward(x)
-        if relu:
-            np.maximum(out, 0, out=out)
-        return out
 
     def backward(self, grad_out):
         require_forward(self, self._x)
@@ -238,7 +236,7 @@ class _ConvNd(WinogradMixin, PlanesMixin, Module):
             blocks = cols.shape[0]
             partial_w = self._buffer("partial_w", (blocks, *weight.shape), dtype)
             partial_b = self._buffer("partial_b", (blocks, self.out_channels), dtype)
-            with config.single_threaded_blas():
+            with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
                 kernels.conv_backward_gemm(
                     volume,
                     weight,
@@ -273,6 +271,14 @@ class _ConvNd(WinogradMixin, PlanesMixin, Module):
         if self.bias is None:
             s += ", bias=False"
         return s
+
+
+def _relu_in_place(out, relu):
+    """``out`` after max(out, 0) in place when ``relu``: a fused ReLU for the paths whose
+    kernels have no ReLU epilogue (a second pass, but no new array)."""
+    if relu:
+        np.maximum(out, 0, out=out)
+    return out
 
 
 class Conv2d(_ConvNd):

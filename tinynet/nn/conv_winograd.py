@@ -78,15 +78,15 @@ class WinogradMixin:
         winograd.winograd_weight_transform(weight, u)
         return u
 
-    def _winograd_forward(self, x, out_size):
+    def _winograd_forward(self, x, out_size, relu=False):
         n, dtype = x.shape[0], x.dtype
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
         bias = bias.astype(dtype, copy=False)
         lines, xpad, v, m = self._winograd_work(n, out_size, dtype)
         out = np.empty((n, self.out_channels, *out_size), dtype=dtype)
-        with config.single_threaded_blas():
+        with config.single_threaded_blas(), config.one_thread_if(v.shape[0] == 1):
             winograd.winograd_forward(
-                x, self._winograd_weights(dtype), bias, self._pad_low, lines, out, xpad, v, m
+                x, self._winograd_weights(dtype), bias, relu, self._pad_low, lines, out, xpad, v, m
             )
         # The backward reads the input in this padded form (the buffer is rewritten only by
         # the next forward, which replaces self._x too).
@@ -105,7 +105,7 @@ class WinogradMixin:
         grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
         grad_w = self._buffer("grad_w", self.weight.shape, dtype)
         grad_x = np.empty_like(x)
-        with config.single_threaded_blas():
+        with config.single_threaded_blas(), config.one_thread_if(v.shape[0] == 1):
             winograd.winograd_backward(
                 self._x_padded,
                 u,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import config
+from ..kernels import elementwise
 from .module import Module
 from .validation import check_grad, require_forward
 
@@ -39,4 +41,7 @@ class FusedReLU(Module):
         require_forward(self, self._y)
         grad_out = check_grad(self, grad_out, self._y.shape, self._y.dtype)
         # ReLU's derivative: pass the gradient where the output is positive.
-        return self.layer.backward(np.where(self._y > 0, grad_out, 0).astype(grad_out.dtype))
+        y = self._y
+        with config.threads_for(y.size):
+            grad = elementwise.relu_backward(y, np.ascontiguousarray(grad_out), np.empty_like(y))
+        return self.layer.backward(grad)
