@@ -7,6 +7,8 @@ then a few more steps for the steady-state time.
 * **cold**: ``NUMBA_CACHE_DIR`` points at a new empty folder, so every kernel compiles.
 * **warm**: the same folder again, now filled by the cold run: kernels load from the cache.
 * **torch**: the same steps in PyTorch, for comparison (its import is its start-up cost).
+* **kernels**: per kernel group (each conv path, max and average pooling), the first forward
+  and backward of a small layer, cold and warm, in processes of their own.
 """
 
 from __future__ import annotations
@@ -70,13 +72,47 @@ print(json.dumps({
 """
 
 
+# The conv and pooling kernels one group at a time: the first forward + backward of a small
+# layer that takes each path (compilation, or loading from the cache when warm).
+_KERNELS_SCRIPT = r"""
+import json, sys, time
+import numpy as np
+import tinynet
+from tinynet import nn
+tinynet.set_num_threads(int(sys.argv[1]))
+rng = np.random.default_rng(0)
+groups = {
+    "conv2d vol2col+GEMM": [(nn.Conv2d(3, 8, 3, padding=1), (2, 3, 8, 8))],
+    "conv2d Winograd": [(nn.Conv2d(8, 8, 3, padding=1), (8, 8, 16, 16))],
+    "conv2d depthwise": [(nn.Conv2d(4, 4, 3, padding=1, groups=4), (2, 4, 8, 8))],
+    "conv3d planes": [(nn.Conv3d(4, 8, 3, padding=1), (2, 4, 6, 6, 6))],
+    "max pooling": [(nn.MaxPool2d(2), (2, 3, 8, 8)), (nn.MaxPool3d(3, 2, 1), (2, 3, 6, 6, 6))],
+    "avg pooling": [
+        (nn.AvgPool2d(2), (2, 3, 8, 8)),
+        (nn.AdaptiveAvgPool2d(1), (2, 3, 8, 8)),
+        (nn.AvgPool3d(2), (2, 3, 4, 4, 4)),
+    ],
+}
+out = {}
+for name, layers in groups.items():
+    t = time.perf_counter()
+    for layer, shape in layers:
+        y = layer(rng.standard_normal(shape, dtype=np.float32))
+        layer.backward(np.ones_like(y))
+    out[name] = time.perf_counter() - t
+print(json.dumps(out))
+"""
+
+
 def _run(impl: str, threads: int, batch: int, cache_dir: str | None) -> dict:
     env = dict(os.environ)
     if cache_dir is not None:
         env["NUMBA_CACHE_DIR"] = cache_dir
     start = time.perf_counter()
+    script = _KERNELS_SCRIPT if impl == "kernels" else _SCRIPT
+    args = [str(threads)] if impl == "kernels" else [impl, str(threads), str(batch)]
     proc = subprocess.run(
-        [sys.executable, "-c", _SCRIPT, impl, str(threads), str(batch)],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -97,7 +133,12 @@ def measure_compile(threads: int, with_torch: bool, batch: int = 64) -> dict:
     with tempfile.TemporaryDirectory(prefix="tinynet-numba-cache-") as cache_dir:
         cold = _run("tinynet", threads, batch, cache_dir)
         warm = _run("tinynet", threads, batch, cache_dir)
-    out = {"cold": cold, "warm": warm, "batch": batch}
+    with tempfile.TemporaryDirectory(prefix="tinynet-numba-cache-") as cache_dir:
+        kernels = {
+            "cold": _run("kernels", threads, batch, cache_dir),
+            "warm": _run("kernels", threads, batch, cache_dir),
+        }
+    out = {"cold": cold, "warm": warm, "batch": batch, "kernels": kernels}
     for key in ("cold", "warm"):
         r = out[key]
         if "error" not in r:

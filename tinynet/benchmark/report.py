@@ -183,6 +183,15 @@ def _extra_sections(results: dict) -> list[str]:
                 f"steady step {1e3 * c['steady_step_s']:.1f} ms, "
                 f"process total {c['process_s']:.2f} s"
             )
+    kernels = (compile_info or {}).get("kernels")
+    if kernels and "error" not in kernels["cold"] and "error" not in kernels["warm"]:
+        lines += ["", "conv and pooling kernels, first forward + backward (cold -> warm cache):"]
+        cold, warm = kernels["cold"], kernels["warm"]
+        lines += [
+            f"  {name}: {cold[name]:.2f} s -> {warm.get(name, float('nan')):.2f} s"
+            for name in cold
+            if name != "process_s"
+        ]
     scaling = results.get("scaling")
     if scaling:
         lines += ["", "thread scaling (median ms; speed-up vs 1 thread in brackets):"]
