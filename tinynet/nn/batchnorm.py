@@ -107,11 +107,13 @@ class _BatchNorm(Module):
                 f"{self.describe()}: Expected more than 1 value per channel when training, "
                 f"got input size {shape}"
             )
+        # Rows in one block run the serial kernel (no parallel region to start; it also
+        # compiles faster); the planes kernels run on one thread when the input is small.
         block = _rows_block(xk) if rows else c
-        with config.one_thread_if(xk.size < config.SERIAL_BELOW or (rows and block == c)):
+        with config.one_thread_if(not rows and xk.size < config.SERIAL_BELOW):
             if batch_stats:
                 var = np.empty(c)
-                if rows and block == c:  # one block: the serial kernel compiles much faster
+                if rows and block == c:
                     kernels.train_forward_rows_block(
                         xk, gamma, beta, self.eps, 0, c, out, mean, var, invstd
                     )
@@ -161,7 +163,7 @@ class _BatchNorm(Module):
         saved = (grad_out, x, self._mean, self._invstd, gamma, self._batch_stats)
         rows = x.ndim == 2
         block = _rows_block(x) if rows else x.shape[1]
-        with config.one_thread_if(x.size < config.SERIAL_BELOW or (rows and block == x.shape[1])):
+        with config.one_thread_if(not rows and x.size < config.SERIAL_BELOW):
             if rows and block == x.shape[1]:
                 kernels.backward_rows_block(*saved, 0, block, grad_in, sum_g, sum_gx)
             elif rows:
@@ -193,6 +195,8 @@ def _rows_block(x) -> int:
     grain size too): below that the work takes ~10 µs and a second thread measured no faster.
     """
     channels = x.shape[1]
+    if x.size < 2 * 32768:  # one block, without asking Numba for its thread count (~1 µs)
+        return channels
     threads = min(config.get_num_threads(), x.size // 32768)
     if threads <= 1:
         return channels
