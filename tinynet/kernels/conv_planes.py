@@ -114,7 +114,9 @@ def _gemm_numpy(trans_a, trans_b, m, n, k, a, lda, b, ldb, beta, c, ldc):
         return view.T if transposed else view
 
     out = matrix(c, m, n, ldc, False)
-    out[...] = matrix(a, m, k, lda, trans_a) @ matrix(b, k, n, ldb, trans_b) + beta * out
+    product = matrix(a, m, k, lda, trans_a) @ matrix(b, k, n, ldb, trans_b)
+    # As BLAS: with beta = 0 the old contents of c are not read (they may be uninitialised).
+    out[...] = product if beta == 0 else product + beta * out
 
 
 if numba.config.DISABLE_JIT:

@@ -23,6 +23,7 @@ from ..kernels import conv as kernels
 from ..random import get_generator
 from .conv_planes import PlanesMixin
 from .conv_winograd import WinogradMixin
+from .conv_winograd3d import Winograd3dMixin
 from .module import Module, Parameter
 from .validation import check_grad, check_input, ntuple, positive_int, require_forward
 
@@ -33,7 +34,7 @@ _TILE_BYTES = 512 * 1024
 _MIN_TILE_COLUMNS = 256
 
 
-class _ConvNd(WinogradMixin, PlanesMixin, Module):
+class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
     """What Conv2d and Conv3d share; ``_dims`` is the number of spatial axes."""
 
     _dims = 0
@@ -80,6 +81,7 @@ class _ConvNd(WinogradMixin, PlanesMixin, Module):
         # flops, so direct loops are faster there.
         self._direct = groups > 1 and in_channels == groups
         self._winograd = self._winograd_applies()
+        self._winograd3d = self._winograd3d_applies()
         self._planes = self._planes_applies()
         self._x = None
         self._x_padded = None  # the Winograd path's zero-padded input, kept for backward
@@ -188,6 +190,8 @@ class _ConvNd(WinogradMixin, PlanesMixin, Module):
         self._x_padded = None
         if self._winograd_fits(n, out_size):
             return self._winograd_forward(x, out_size, relu)
+        if self._winograd3d_fits(n, out_size):
+            return self._winograd3d_forward(x, out_size, relu)
         if self._planes:
             return _relu_in_place(self._planes_forward(x, out_size), relu)
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype).reshape(self.out_channels, -1)
@@ -215,7 +219,9 @@ class _ConvNd(WinogradMixin, PlanesMixin, Module):
         n, dtype = x.shape[0], x.dtype
         grad_out = check_grad(self, grad_out, (n, self.out_channels, *self._out_size), dtype)
         grad_out = np.ascontiguousarray(grad_out)
-        if self._x_padded is not None:  # the forward took the Winograd path
+        if self._x_padded is not None:  # the forward took a Winograd path
+            if self._dims == 3:
+                return self._winograd3d_backward(grad_out)
             return self._winograd_backward(grad_out)
         if self._planes:
             return self._planes_backward(grad_out)

@@ -1,0 +1,173 @@
+"""Conv3d's Winograd F(2×2×2, 3×3×3) path (kernels/winograd3d.py) against the NumPy
+reference, central differences and PyTorch; when it is taken; determinism."""
+
+from __future__ import annotations
+
+import copy
+from unittest import mock
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference.conv import conv_backward, conv_forward
+
+import tinynet
+from tinynet.nn import Conv3d, conv_winograd3d
+from tinynet.testing import assert_close, gradcheck
+
+
+def any_size():
+    """The path's size thresholds lowered, so that small (fast) shapes take it."""
+    return mock.patch.multiple(conv_winograd3d, _MIN_CHANNELS=1, _MIN_TILES=1, _MIN_LINE=1)
+
+
+def run_layer(layer, x, seed=1):
+    """Forward, then backward of a random gradient; returns (y, grad_out, grad_x)."""
+    y = layer(x)
+    assert layer._x_padded is not None, "expected the Winograd path"
+    grad_out = np.random.default_rng(seed).standard_normal(y.shape).astype(y.dtype)
+    return y, grad_out, layer.backward(grad_out)
+
+
+def check_against_reference(layer, x, tol):
+    """The three gradients and the output against the float64 NumPy reference; ``tol`` is
+    relative to each result's largest magnitude (Winograd's float32 error scales with it)."""
+    layer.zero_grad()
+    y, grad_out, grad_x = run_layer(layer, x)
+    padding = tuple(zip(layer._pad_low, layer._pad_high, strict=True))
+    args = (layer.stride, padding, layer.dilation, layer.groups)
+    weight = layer.weight.data.astype(np.float64)
+    bias = None if layer.bias is None else layer.bias.data.astype(np.float64)
+    x64, g64 = x.astype(np.float64), grad_out.astype(np.float64)
+    gx, gw, gb = conv_backward(x64, weight, g64, *args)
+    pairs = [(y, conv_forward(x64, weight, bias, *args), "forward"), (grad_x, gx, "grad input")]
+    pairs.append((layer.weight.grad, gw, "grad weight"))
+    if layer.bias is not None:
+        pairs.append((layer.bias.grad, gb, "grad bias"))
+    for got, expected, name in pairs:
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert_close(got, expected, rtol=0, atol=tol * scale, name=name)
+
+
+@st.composite
+def winograd_configs(draw):
+    """3×3×3 stride-1 Conv3d with padding 0 .. 2 per axis and odd or even sizes."""
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(3))
+    size = tuple(max(1, 3 - 2 * p) + draw(st.integers(0, 4)) for p in padding)
+    layer = dict(
+        in_channels=draw(st.integers(1, 4)),
+        out_channels=draw(st.integers(1, 4)),
+        kernel_size=3,
+        padding=padding,
+        bias=draw(st.booleans()),
+    )
+    return layer, draw(st.integers(1, 3)), size
+
+
+@settings(max_examples=25, deadline=None)
+@given(config=winograd_configs(), seed=st.integers(0, 2**16), float32=st.booleans())
+def test_matches_reference(config, seed, float32):
+    kwargs, batch, size = config
+    tinynet.manual_seed(seed)
+    x = np.random.default_rng(seed).standard_normal((batch, kwargs["in_channels"], *size))
+    with any_size():
+        layer = Conv3d(**kwargs) if float32 else Conv3d(**kwargs).double()
+        check_against_reference(layer, x.astype(layer.dtype), 1e-5 if float32 else 1e-12)
+
+
+def test_gradcheck_float64():
+    tinynet.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((2, 2, 3, 5, 4))
+    with any_size():
+        layer = Conv3d(2, 3, 3, padding=(1, 0, 2)).double()
+        layer(x)
+        assert layer._x_padded is not None
+        gradcheck(layer, x)
+
+
+def test_matches_torch_float32_at_the_path_shape():
+    torch = pytest.importorskip("torch")
+    tinynet.manual_seed(0)
+    layer = Conv3d(16, 8, 3, padding=1)
+    x = np.random.default_rng(0).standard_normal((2, 16, 16, 16, 16)).astype(np.float32)
+    ref = torch.nn.Conv3d(16, 8, 3, padding=1).double()
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(layer.weight.data.astype(np.float64)))
+        ref.bias.copy_(torch.from_numpy(layer.bias.data.astype(np.float64)))
+    with mock.patch.object(conv_winograd3d, "_MIN_TILES", 1):
+        y, grad_out, grad_x = run_layer(layer, x)
+    xt = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    yt = ref(xt)
+    yt.backward(torch.from_numpy(grad_out.astype(np.float64)))
+    for got, expected, name in [
+        (y, yt.detach().numpy(), "forward"),
+        (grad_x, xt.grad.numpy(), "grad input"),
+        (layer.weight.grad, ref.weight.grad.numpy(), "grad weight"),
+        (layer.bias.grad, ref.bias.grad.numpy(), "grad bias"),
+    ]:
+        assert_close(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max(), name=name)
+
+
+def test_relu_flag_clamps_in_the_output_transform():
+    tinynet.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 4, 6)).astype(np.float32)
+    with any_size():
+        layer = Conv3d(3, 4, 3, padding=1)
+        plain = layer(x)
+        fused = layer._forward(x, relu=True)
+        assert layer._x_padded is not None
+    assert_close(fused, np.maximum(plain, 0), rtol=0, atol=0, name="fused relu")
+
+
+def test_bit_identical_reruns():
+    """Same input and thread count, same bits (fixed sample blocks, partial sums in order;
+    a different thread count regroups the chunks, so it may round differently)."""
+    tinynet.manual_seed(0)
+    with any_size():
+        layer = Conv3d(4, 5, 3, padding=1)
+    x = np.random.default_rng(0).standard_normal((4, 4, 6, 5, 7)).astype(np.float32)
+    results = []
+    for _ in range(3):
+        clone = copy.deepcopy(layer)
+        with any_size():
+            y, _, grad_x = run_layer(clone, x)
+        results.append((y, grad_x, clone.weight.grad.copy(), clone.bias.grad.copy()))
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shape", "taken"),
+    [
+        (dict(padding=1), (8, 16, 16, 16, 16), True),  # the target shape
+        (dict(padding=1), (4, 16, 16, 16, 16), True),
+        (dict(padding=1), (2, 16, 16, 16, 16), False),  # too few tiles
+        (dict(padding=1), (16, 16, 8, 8, 8), False),  # lines of 4 tiles
+        (dict(padding=1, stride=2), (8, 16, 16, 16, 16), False),
+        (dict(padding=3), (8, 16, 16, 16, 16), False),
+        (dict(padding=1, dilation=2), (8, 16, 16, 16, 16), False),
+    ],
+)
+def test_path_taken(kwargs, shape, taken):
+    layer = Conv3d(shape[1], 4, 3, **kwargs)
+    layer(np.zeros(shape, np.float32))
+    assert (layer._x_padded is not None) == taken
+
+
+def test_thin_channels_stay_on_the_plane_path():
+    assert not Conv3d(8, 32, 3, padding=1)._winograd3d
+    assert Conv3d(16, 32, 3, padding=1)._winograd3d
+    assert not Conv3d(16, 32, (3, 3, 1), padding=1)._winograd3d
+
+
+def test_backward_after_plane_path_forward_uses_planes():
+    tinynet.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((1, 2, 4, 4, 4))
+    with any_size():
+        layer = Conv3d(2, 3, 3, padding=1).double()
+        run_layer(layer, x)
+    layer(x)  # the default thresholds: the plane path
+    assert layer._x_padded is None
+    gradcheck(layer, x)

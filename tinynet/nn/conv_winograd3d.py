@@ -1,0 +1,113 @@
+"""The Winograd F(2×2×2, 3×3×3) path of Conv3d: when it applies, its buffers, forward, backward.
+
+The 3-D twin of ``conv_winograd.py``; the kernels are in ``tinynet/kernels/winograd3d.py``.
+``_ConvNd`` inherits these methods.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import config
+from ..kernels import winograd3d
+from .conv_winograd import _plane
+
+# About this many 2×2×2 output tiles per chunk: a chunk's V and M (64 planes each) then stay
+# near a core's 1 MB L2 (see _winograd3d_applies for the measurements).
+_TILES = 128
+# Where Winograd beats the plane path (see _winograd3d_applies): channels, tiles per batch,
+# tiles per line (the transforms run along lines; shorter ones measured slower).
+_MIN_CHANNELS = 16
+_MIN_TILES = 2048
+_MIN_LINE = 8
+
+
+class Winograd3dMixin:
+    """Conv3d's Winograd methods; the layer's ``_buffer`` and attributes come from _ConvNd."""
+
+    def _winograd3d_applies(self):
+        """Whether this layer may use Winograd F(2×2×2, 3×3×3) (forward also needs tiles).
+
+        It needs a 3×3×3, stride-1, undilated, ungrouped Conv3d (padding ≤ 2 per side).
+        Measured (float32, 2 threads, padding 1, medians, ms, forward + backward, Winograd vs
+        planes; torch 2.13 alongside): (8, 16, 16³) → 32: 5.2 + 9.3 vs 6.3 + 12.0 (torch
+        3.8 + 8.4); (2, 16, 16³) → 16: 1.0 + 2.1 vs 1.1 + 1.9; (16, 16, 8³) → 32:
+        1.5 + 3.0 vs 1.3 + 3.2; (4, 32, 8³) → 32: 1.2 + 2.3 vs 1.0 + 1.9; (8, 8, 8³) → 16:
+        0.45 + 0.80 vs 0.29 + 0.65. The 64 products are fast (~95 GFLOP/s a core even with
+        K = C = 16); the transforms are what costs, and on lines of 4 tiles (8³ outputs) they
+        lose. Hence in_channels ≥ 16, lines of ≥ 8 tiles and ≥ 2048 tiles per batch.
+        """
+        return (
+            self._dims == 3
+            and self.kernel_size == (3, 3, 3)
+            and self.stride == (1, 1, 1)
+            and self.dilation == (1, 1, 1)
+            and self.groups == 1
+            and max(self._pad_low + self._pad_high) <= 2
+            and self.in_channels >= _MIN_CHANNELS
+        )
+
+    def _winograd3d_fits(self, n, out_size) -> bool:
+        """Whether this forward takes the Winograd path: the layer allows it, enough tiles."""
+        if not self._winograd3d:  # Conv2d among others: out_size has two axes there
+            return False
+        td, th, tw = ((s + 1) // 2 for s in out_size)
+        return tw >= _MIN_LINE and n * td * th * tw >= _MIN_TILES
+
+    def _winograd3d_work(self, n, out_size, dtype):
+        """Tile lines per chunk, the padded input and the per-block work arrays (V and M)."""
+        td, th, tw = ((s + 1) // 2 for s in out_size)
+        lines = max(1, _TILES // tw)
+        blocks = max(1, min(config.get_num_threads(), n))
+        shape = (n, self.in_channels, 2 * td + 2, 2 * th + 2, 2 * tw + 2)
+        xpad = self._buffer("xpad", shape, dtype)
+        v = self._buffer("v", (blocks, 64, _plane(self.in_channels * lines * tw, dtype)), dtype)
+        m = self._buffer("m", (blocks, 64, _plane(self.out_channels * lines * tw, dtype)), dtype)
+        return lines, xpad, v, m
+
+    def _winograd3d_weights(self, dtype):
+        """The weights in the Winograd domain, (G⊗G⊗G) g: (64, out_channels, in_channels)."""
+        weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
+        u = self._buffer("u", (64, self.out_channels, self.in_channels), dtype)
+        winograd3d.winograd3d_weight_transform(weight, u)
+        return u
+
+    def _winograd3d_forward(self, x, out_size, relu=False):
+        n, dtype = x.shape[0], x.dtype
+        bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
+        bias = bias.astype(dtype, copy=False)
+        lines, xpad, v, m = self._winograd3d_work(n, out_size, dtype)
+        out = np.empty((n, self.out_channels, *out_size), dtype=dtype)
+        with config.single_threaded_blas(), config.one_thread_if(v.shape[0] == 1):
+            winograd3d.winograd3d_forward(
+                x, self._winograd3d_weights(dtype), bias, relu, self._pad_low, lines, out,
+                xpad, v, m,
+            )  # fmt: skip
+        # The backward reads the input in this padded form (rewritten only by the next
+        # forward, which replaces self._x too); conv.py's backward dispatches on it.
+        self._x_padded = xpad
+        return out
+
+    def _winograd3d_backward(self, grad_out):
+        x = self._x
+        n, dtype = x.shape[0], x.dtype
+        lines, xpad, v, m = self._winograd3d_work(n, self._out_size, dtype)
+        u = self._winograd3d_weights(dtype)
+        blocks = v.shape[0]
+        gxpad = self._buffer("gxpad", xpad.shape, dtype)
+        partial_u = self._buffer("partial_u", (blocks, u.size), dtype)
+        partial_b = self._buffer("partial_b", (blocks, self.out_channels), dtype)
+        grad_u = self._buffer("grad_u", u.shape, dtype)
+        grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
+        grad_w = self._buffer("grad_w", self.weight.shape, dtype)
+        grad_x = np.empty_like(x)
+        with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
+            winograd3d.winograd3d_backward(
+                self._x_padded, u, grad_out, self._pad_low, lines, grad_x, grad_u, grad_b,
+                gxpad, v, m, partial_u, partial_b,
+            )  # fmt: skip
+        winograd3d.winograd3d_weight_transform_backward(grad_u, grad_w)
+        self.weight.grad += grad_w
+        if self.bias is not None:
+            self.bias.grad += grad_b
+        return grad_x
