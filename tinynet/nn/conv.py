@@ -4,8 +4,11 @@ out[n, o, p] = bias[o] + Σ_{c in o's group} Σ_{taps t} weight[o, c, t] · x[n,
 t·dilation − padding] (a cross-correlation, as in every deep-learning framework), with the
 input zero-padded. The layers only validate, keep state and pick a kernel; the loops live in
 ``tinynet/kernels/conv.py`` (vol2col + BLAS, or direct loops for depthwise convolutions),
-``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions) and
+``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions),
+``tinynet/kernels/winograd3d.py`` (its 3-D form, F(2×2×2, 3×3×3), for Conv3d) and
 ``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps).
+Each path's conditions and buffers are in a mixin beside this file (``conv_winograd.py``,
+``conv_winograd3d.py``, ``conv_planes.py``); which path a layer takes was decided by measurement.
 """
 
 from __future__ import annotations
