@@ -143,7 +143,8 @@ def test_bit_identical_reruns():
     [
         (dict(padding=1), (8, 16, 16, 16, 16), True),  # the target shape
         (dict(padding=1), (4, 16, 16, 16, 16), True),
-        (dict(padding=1), (2, 16, 16, 16, 16), False),  # too few tiles
+        (dict(padding=1), (1, 16, 16, 16, 16), True),
+        (dict(padding=1), (1, 16, 2, 2, 16), False),  # too few tiles
         (dict(padding=1), (16, 16, 8, 8, 8), False),  # lines of 4 tiles
         (dict(padding=1, stride=2), (8, 16, 16, 16, 16), False),
         (dict(padding=3), (8, 16, 16, 16, 16), False),
@@ -157,8 +158,8 @@ def test_path_taken(kwargs, shape, taken):
 
 
 def test_thin_channels_stay_on_the_plane_path():
-    assert not Conv3d(8, 32, 3, padding=1)._winograd3d
-    assert Conv3d(16, 32, 3, padding=1)._winograd3d
+    assert not Conv3d(3, 32, 3, padding=1)._winograd3d
+    assert Conv3d(4, 32, 3, padding=1)._winograd3d
     assert not Conv3d(16, 32, (3, 3, 1), padding=1)._winograd3d
 
 

@@ -1,7 +1,7 @@
 """Winograd F(2×2×2, 3×3×3) convolution kernels for Conv3d: 3×3×3, stride 1, one group.
 
 The 3-D form of ``winograd.py`` (read that first: the matrices Bᵀ, G, Aᵀ and the helpers
-``_bt``, ``_g``, ``_at`` and their transposes come from there). A 2×2×2 block of outputs reads a
+``_g``, ``_gt`` come from there). A 2×2×2 block of outputs reads a
 4×4×4 patch ``d`` of the input; the 1-D transforms are applied along each of the three axes
 (depth, height, width), so the "Winograd domain" has 4³ = 64 positions ξ = 16·i + 4·j + k:
 
@@ -15,15 +15,22 @@ T = 64 .. 512 tiles, as fast as large products). Backward is the transpose of th
 and (B⊗B⊗B) dV added onto the overlapping patches.
 
 Layout. A "line" is one row of tiles (tw of them) at one (sample, tile depth, tile row); lines
-are processed a chunk at a time (``lines`` of them). A chunk's V lives in v[t] (64, plane):
-plane ξ holds V[ξ] (C × tiles) row-major; likewise M in m[t]; planes are padded by the caller
-so that they are not a multiple of 4 KiB apart (see ``winograd.py``). The input is copied once
-into a zero-padded ``xpad`` (N, C, 2·td + 2, 2·th + 2, 2·tw + 2), so every tile reads a full
-patch; tiles hanging over an odd output edge compute values that are not stored.
+are processed a chunk at a time (``lines`` of them). Within a chunk, tile tx of line l is
+p = l·(tw + 1) + tx: one spare tile per line (computed, never stored; its output gradient is
+zero), which is what lets every transform run as long loops (below). A chunk's V lives in
+v[t] (64, plane): plane ξ holds V[ξ] (C × tiles) row-major; likewise M in m[t]; planes are
+padded by the caller so that they are not a multiple of 4 KiB apart (see ``winograd.py``).
+The input is copied once into a zero-padded ``xpad`` (N, C, 2·td + 2, 4, th + 1, tw + 1) with
+each depth plane split by (row, column) parity into four sub-planes, so every tile reads a
+full patch, and tile p reads entries p + (a constant) of each sub-plane; tiles hanging over
+an odd output edge compute values that are not stored.
 
-The output transforms (forward, and the output gradient's in backward) run over all tiles of a
-chunk at once, contiguous in each plane, so LLVM vectorises them; the input transforms work a
-tile at a time through a small 4×4×4 scratch array.
+Vectorising. A tile's transform touches 64 Winograd planes; LLVM will not vectorise a loop
+that writes many arrays (it needs a runtime no-alias test per pair, and gives up past a few),
+so each transform is split into separable 1-D passes, one axis at a time, through scratch
+rows, and every loop writes one stream over all tiles of a run (measured 2–3× faster than a
+tile at a time). Arrays are flattened and offsets unsigned (np.uint64): slices cost
+reference counting, and Numba's negative-index test on signed offsets stops LLVM too.
 
 Determinism: samples are split into fixed contiguous blocks, one per thread, and per-block
 partial weight gradients are added in block order.
@@ -39,7 +46,7 @@ from numba import njit, prange
 from .. import config
 from .conv import row_sum, sum_blocks, zero_fill
 from .conv_planes import gemm
-from .winograd import _a, _at, _b, _bt, _g, _gt
+from .winograd import _g, _gt
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -112,236 +119,329 @@ def _line_origin(line, td, th):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _bt_column(d, y, w):
-    """(Bᵀ⊗Bᵀ) of the 4×4 (depth, height) column d[0:4, y:y + 4, w]: 16 values, 4·i + j."""
-    z0 = _bt(d[0, y, w], d[1, y, w], d[2, y, w], d[3, y, w])
-    z1 = _bt(d[0, y + 1, w], d[1, y + 1, w], d[2, y + 1, w], d[3, y + 1, w])
-    z2 = _bt(d[0, y + 2, w], d[1, y + 2, w], d[2, y + 2, w], d[3, y + 2, w])
-    z3 = _bt(d[0, y + 3, w], d[1, y + 3, w], d[2, y + 3, w], d[3, y + 3, w])
-    i0 = _bt(z0[0], z1[0], z2[0], z3[0])
-    i1 = _bt(z0[1], z1[1], z2[1], z3[1])
-    i2 = _bt(z0[2], z1[2], z2[2], z3[2])
-    i3 = _bt(z0[3], z1[3], z2[3], z3[3])
-    return i0 + i1 + i2 + i3
+def _run(line, line1, td, th):
+    """(sample, first padded depth, first tile row, count) of the run of tile lines from
+    ``line`` (at most to line1) in one (sample, tile depth) slab: contiguous in xpad's
+    sub-planes."""
+    per_sample = td * th
+    n = line // per_sample
+    r = line - n * per_sample
+    ty = r % th
+    return n, 2 * (r // th), ty, min(line1 - line, th - ty)
+
+
+# Bᵀ row i reads two of the four inputs: (Bᵀ d)[i] = d[a] + d[b] if plus, else d[a] − d[b].
+_BT_ROWS = ((0, 2, False), (1, 2, True), (2, 1, False), (1, 3, False))
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE, inline="always")
+def _pair(src, i, j, plus, out, k, size):
+    """out[k + f] = src[i + f] ± src[j + f] for f < size: one output stream, so LLVM vectorises
+    it. Arrays are flat and offsets unsigned (np.uint64): Numba's negative-index test on
+    signed ones, and the reference counting of slices, measured several times slower.
+    Inlined (a call per loop measured 1.7× slower), at few call sites (compile time)."""
+    if plus:
+        for f in range(size):
+            out[k + f] = src[i + f] + src[j + f]
+    else:
+        for f in range(size):
+            out[k + f] = src[i + f] - src[j + f]
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _b_column_add(s, w, d, y, col):
-    """d[0:4, y:y + 4, col] += (B⊗B) of the 16 values s[4·i + j, w]: the transpose above."""
-    h0 = _b(s[0, w], s[1, w], s[2, w], s[3, w])
-    h1 = _b(s[4, w], s[5, w], s[6, w], s[7, w])
-    h2 = _b(s[8, w], s[9, w], s[10, w], s[11, w])
-    h3 = _b(s[12, w], s[13, w], s[14, w], s[15, w])
-    for b in range(4):
-        z0, z1, z2, z3 = _b(h0[b], h1[b], h2[b], h3[b])
-        d[0, y + b, col] += z0
-        d[1, y + b, col] += z1
-        d[2, y + b, col] += z2
-        d[3, y + b, col] += z3
-
-
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _input_transform(xpad, line0, line1, eo, v):
+def _input_transform(xpad, line0, line1, t, h, v):
     """V[ξ][c, p] = ((Bᵀ⊗Bᵀ⊗Bᵀ) d)[ξ] for the 4×4×4 patch d of tile p in lines line0 .. line1.
 
-    Shapes: xpad (N, C, 2·td + 2, 2·th + 2, 2·tw + 2); eo (2, 16, tw + 1) scratch; v (64,
-    ≥ C·tiles), tiles = (line1 − line0)·tw: plane ξ holds V[ξ] (C × tiles) row-major.
-    Per line, two passes that LLVM vectorises: (Bᵀ⊗Bᵀ) down every (depth, height) column of
-    the line's patches, even columns into eo[0] and odd ones into eo[1]; then Bᵀ along the
-    width, where tile tx reads columns 2·tx .. 2·tx + 3 = eo[0][tx], eo[1][tx], eo[0][tx + 1],
-    eo[1][tx + 1], contiguous across tiles. Indices are unsigned: Numba's negative-index test
-    on signed ones measured 6× slower (it keeps LLVM from vectorising).
+    Shapes: xpad (N, C, 2·td + 2, 4, th + 1, tw + 1), split by (row, column) parity (see
+    :func:`_pad`); t (16, ≥ (lines + 1)·(tw + 1)) and h (32, ≥ lines·(tw + 1)) scratch;
+    v (64, ≥ C·tiles), tiles = (line1 − line0)·(tw + 1): plane ξ holds V[ξ] (C × tiles).
+    Tile tx of a line reads, from each parity sub-plane, entries tx and tx + 1 of two rows, so
+    tile p = line·(tw + 1) + tx reads sub-plane entries p + constant: every pass is one long
+    loop with one output stream (LLVM will not vectorise a loop that needs many runtime
+    no-alias tests). The price is one spare tile per line (tx = tw, never stored; the run's
+    last one, which would read past the rows, is set to zero). Per run of lines in one slab:
+    Bᵀ along depth into t[4·i + sub-plane]; Bᵀ along height into h[2·(4·i + j) + column
+    parity]; Bᵀ along width into the V planes.
     """
-    one, two = np.uint64(1), np.uint64(2)
-    n_channels = xpad.shape[1]
-    td, th = (xpad.shape[2] - 2) // 2, (xpad.shape[3] - 2) // 2
-    tw = np.uint64((xpad.shape[4] - 2) // 2)
-    tiles = np.uint64(line1 - line0) * tw
-    even, odd = eo[0], eo[1]
-    for c in range(n_channels):
-        for line in range(line0, line1):
-            n, z, y = _line_origin(line, td, th)
-            d = xpad[n, c, z:]
-            for w in range(tw + one):
-                col = _bt_column(d, y, two * w)
-                for r in range(16):
-                    even[r, w] = col[r]
-                col = _bt_column(d, y, two * w + one)
-                for r in range(16):
-                    odd[r, w] = col[r]
-            base = np.uint64(c) * tiles + np.uint64(line - line0) * tw
-            for r in range(16):
-                e, o = even[r], odd[r]
-                x = 4 * r
-                for tx in range(tw):
-                    p = base + tx
-                    v[x, p], v[x + 1, p], v[x + 2, p], v[x + 3, p] = _bt(
-                        e[tx], o[tx], e[tx + one], o[tx + one]
-                    )
+    u = np.uint64
+    n_channels, depth = xpad.shape[1], xpad.shape[2]
+    td, th, rowlen = (depth - 2) // 2, xpad.shape[4] - 1, xpad.shape[5]
+    sub = (th + 1) * rowlen
+    x, tf, hf, vf = xpad.reshape(-1), t.reshape(-1), h.reshape(-1), v.reshape(-1)
+    ts, hs, vs = t.shape[1], h.shape[1], v.shape[1]
+    tiles = (line1 - line0) * rowlen
+    line = line0
+    while line < line1:
+        n, z, ty, count = _run(line, line1, td, th)
+        size = u((count + 1) * rowlen)  # the sub-plane rows the run reads
+        used = count * rowlen - 1  # its tiles but the last spare one
+        for c in range(n_channels):
+            plane0 = ((n * n_channels + c) * depth + z) * 4 * sub + ty * rowlen
+            for i in range(16):  # depth: input a is padded plane z + a
+                a, b, plus = _BT_ROWS[i // 4]
+                s = i % 4
+                pa, pb = plane0 + (4 * a + s) * sub, plane0 + (4 * b + s) * sub
+                _pair(x, u(pa), u(pb), plus, tf, u(i * ts), size)
+            for r in range(32):  # height: input a is row a // 2 of sub-plane parity a % 2
+                i, j, col = r // 8, (r // 2) % 4, r % 2
+                a, b, plus = _BT_ROWS[j]
+                ra = (4 * i + 2 * (a % 2) + col) * ts + (a // 2) * rowlen
+                rb = (4 * i + 2 * (b % 2) + col) * ts + (b // 2) * rowlen
+                _pair(tf, u(ra), u(rb), plus, hf, u(r * hs), u(used + 1))
+            base = c * tiles + (line - line0) * rowlen
+            for r in range(16):  # width: input a is entry p + a // 2 of column parity a % 2
+                d = 4 * r * vs + base
+                for k in range(4):
+                    a, b, plus = _BT_ROWS[k]
+                    ea = (2 * r + a % 2) * hs + a // 2
+                    eb = (2 * r + b % 2) * hs + b // 2
+                    _pair(hf, u(ea), u(eb), plus, vf, u(d + k * vs), u(used))
+                for k in range(4):
+                    vf[d + k * vs + used] = 0
+        line += count
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _input_transform_backward(v, line0, line1, eo, gxpad):
+def _input_transform_backward(v, line0, line1, t, h, gxpad):
     """gxpad[patch of tile p] += (B⊗B⊗B) dV[:][c, p]: the transpose of _input_transform.
 
-    Shapes as :func:`_input_transform`, with v holding dV. Patches of neighbouring tiles
-    overlap, so values accumulate (all in one sample: blocks of samples stay race-free).
-    B along the width first: tile tx adds onto columns 2·tx .. 2·tx + 3; two passes (the
-    first two columns, then the last two) keep each loop free of a carried dependence.
+    Shapes as :func:`_input_transform`, with v holding dV (zero on the spare tiles, whose dM
+    is zero). Patches of neighbouring tiles overlap, so values accumulate (all in one sample:
+    blocks of samples stay race-free). The passes run in reverse, each the transpose of its
+    forward one (B's row b gathers the Bᵀ outputs that read input b): along width into h,
+    along height into t, along depth onto gxpad. Flat arrays, unsigned offsets, one output
+    stream per loop, as there.
     """
-    one, two = np.uint64(1), np.uint64(2)
-    n_channels = gxpad.shape[1]
-    td, th = (gxpad.shape[2] - 2) // 2, (gxpad.shape[3] - 2) // 2
-    tw = np.uint64((gxpad.shape[4] - 2) // 2)
-    tiles = np.uint64(line1 - line0) * tw
-    even, odd = eo[0], eo[1]
-    for c in range(n_channels):
-        for line in range(line0, line1):
-            n, z, y = _line_origin(line, td, th)
-            d = gxpad[n, c, z:]
-            base = np.uint64(c) * tiles + np.uint64(line - line0) * tw
+    u = np.uint64
+    one = u(1)
+    n_channels, depth = gxpad.shape[1], gxpad.shape[2]
+    td, th, rowlen = (depth - 2) // 2, gxpad.shape[4] - 1, gxpad.shape[5]
+    sub = (th + 1) * rowlen
+    gx, tf, hf, vf = gxpad.reshape(-1), t.reshape(-1), h.reshape(-1), v.reshape(-1)
+    ts, hs, vs = t.shape[1], h.shape[1], v.shape[1]
+    tiles = (line1 - line0) * rowlen
+    line = line0
+    while line < line1:
+        n, z, ty, count = _run(line, line1, td, th)
+        size = u((count + 1) * rowlen)
+        used = u(count * rowlen - 1)
+        for c in range(n_channels):
+            base = c * tiles + (line - line0) * rowlen
             for r in range(16):
-                e, o = even[r], odd[r]
-                x = 4 * r
-                for tx in range(tw):
-                    p = base + tx
-                    e[tx], o[tx], _, _ = _b(v[x, p], v[x + 1, p], v[x + 2, p], v[x + 3, p])
-                e[tw] = 0
-                o[tw] = 0
-                for tx in range(tw):
-                    p = base + tx
-                    _, _, b2, b3 = _b(v[x, p], v[x + 1, p], v[x + 2, p], v[x + 3, p])
-                    e[tx + one] += b2
-                    o[tx + one] += b3
-            for w in range(tw + one):
-                _b_column_add(even, w, d, y, two * w)
-                _b_column_add(odd, w, d, y, two * w + one)
+                e, o = u(2 * r * hs), u((2 * r + 1) * hs)
+                d0 = u(4 * r * vs + base)
+                d1, d2, d3 = d0 + u(vs), d0 + u(2 * vs), d0 + u(3 * vs)
+                for p in range(used):
+                    hf[e + p] = vf[d0 + p]
+                hf[e + used] = 0
+                for p in range(used):
+                    hf[e + one + p] += vf[d1 + p] + vf[d2 + p] - vf[d0 + p]
+                for p in range(used):
+                    hf[o + p] = vf[d1 + p] - vf[d2 + p] + vf[d3 + p]
+                hf[o + used] = 0
+                for p in range(used):
+                    hf[o + one + p] -= vf[d3 + p]
+            for f in range(u(16 * ts)):
+                tf[f] = 0
+            for i in range(4):
+                for col in range(2):
+                    g0 = u((8 * i + col) * hs)
+                    g1, g2, g3 = g0 + u(2 * hs), g0 + u(4 * hs), g0 + u(6 * hs)
+                    r0, r1 = u((4 * i + col) * ts), u((4 * i + 2 + col) * ts)
+                    r2, r3 = r0 + u(rowlen), r1 + u(rowlen)
+                    for p in range(used + one):
+                        tf[r0 + p] += hf[g0 + p]
+                    for p in range(used + one):
+                        tf[r1 + p] += hf[g1 + p] - hf[g2 + p] + hf[g3 + p]
+                    for p in range(used + one):
+                        tf[r2 + p] += hf[g1 + p] + hf[g2 + p] - hf[g0 + p]
+                    for p in range(used + one):
+                        tf[r3 + p] -= hf[g3 + p]
+            for s in range(4):
+                p0 = u((((n * n_channels + c) * depth + z) * 4 + s) * sub + ty * rowlen)
+                p1, p2, p3 = p0 + u(4 * sub), p0 + u(8 * sub), p0 + u(12 * sub)
+                t0, t1, t2, t3 = u(s * ts), u((4 + s) * ts), u((8 + s) * ts), u((12 + s) * ts)
+                for f in range(size):
+                    gx[p0 + f] += tf[t0 + f]
+                for f in range(size):
+                    gx[p1 + f] += tf[t1 + f] - tf[t2 + f] + tf[t3 + f]
+                for f in range(size):
+                    gx[p2 + f] += tf[t1 + f] + tf[t2 + f] - tf[t0 + f]
+                for f in range(size):
+                    gx[p3 + f] -= tf[t3 + f]
+        line += count
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _out16(m, x, p):
-    """(Aᵀ · M · A) of the 4×4 slice in planes x .. x + 15 at column p: (y, x) = (0, 0), (0, 1),
-    (1, 0), (1, 1)."""
-    a0 = _at(m[x, p], m[x + 4, p], m[x + 8, p], m[x + 12, p])
-    a1 = _at(m[x + 1, p], m[x + 5, p], m[x + 9, p], m[x + 13, p])
-    a2 = _at(m[x + 2, p], m[x + 6, p], m[x + 10, p], m[x + 14, p])
-    a3 = _at(m[x + 3, p], m[x + 7, p], m[x + 11, p], m[x + 15, p])
-    r0 = _at(a0[0], a1[0], a2[0], a3[0])
-    r1 = _at(a0[1], a1[1], a2[1], a3[1])
-    return r0[0], r0[1], r1[0], r1[1]
-
-
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _output_transform(m, bias, relu, line0, line1, blocks, out):
+def _output_transform(m, bias, relu, line0, line1, w, y, blocks, out):
     """out[n, o, 2×2×2 block of tile p] = (Aᵀ⊗Aᵀ⊗Aᵀ) M[:][o, p] + bias[o], then max(·, 0) if
     ``relu``.
 
-    Shapes: m (64, ≥ Cout·tiles); blocks (8, ≥ tiles) scratch; out (N, Cout, OD, OH, OW).
-    Two passes per channel: the transform over all tiles of the chunk (contiguous: LLVM
-    vectorises it) into blocks[4·z + 2·y + x], then a scatter of each output row from two
-    rows of blocks (even and odd columns), dropping values past an odd output edge.
+    Shapes: m (64, ≥ Cout·tiles), tiles = (line1 − line0)·(tw + 1) (one spare per line);
+    w (32, ≥ tiles), y (16, ≥ tiles) and blocks (8, ≥ tiles) scratch; out (N, Cout, OD, OH,
+    OW). Per channel, over all tiles of the chunk at once (flat arrays, unsigned offsets, one
+    output stream per loop, as :func:`_input_transform`): Aᵀ along width into
+    w[2·(4·i + j) + x], along height into y[4·i + 2·y + x], along depth (+ bias) into
+    blocks[4·z + 2·y + x]; then a scatter of each output row from two rows of blocks (even
+    and odd columns), dropping the spare tiles and values past an odd output edge.
     """
-    one, two = np.uint64(1), np.uint64(2)
+    u = np.uint64
+    one, two = u(1), u(2)
     n_out, od, oh, ow = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
     td, th, tw = (od + 1) // 2, (oh + 1) // 2, (ow + 1) // 2
-    tiles = np.uint64((line1 - line0) * tw)
-    pairs = np.uint64(ow // 2)
+    tiles = (line1 - line0) * (tw + 1)
+    size = u(tiles)
+    mf, wf, yf, bf = m.reshape(-1), w.reshape(-1), y.reshape(-1), blocks.reshape(-1)
+    ms, ws, ys, bs = m.shape[1], w.shape[1], y.shape[1], blocks.shape[1]
+    pairs = u(ow // 2)
     zero = out.dtype.type(0)
     for o in range(n_out):
         b = bias[o]
-        base = np.uint64(o) * tiles
-        for t in range(tiles):
-            p = base + t
-            s0 = _out16(m, 0, p)
-            s1 = _out16(m, 16, p)
-            s2 = _out16(m, 32, p)
-            s3 = _out16(m, 48, p)
-            # Aᵀ along depth gives z = 0, 1 for each (y, x) of the block.
-            z0, z1 = _at(s0[0], s1[0], s2[0], s3[0])
-            blocks[0, t], blocks[4, t] = z0 + b, z1 + b
-            z0, z1 = _at(s0[1], s1[1], s2[1], s3[1])
-            blocks[1, t], blocks[5, t] = z0 + b, z1 + b
-            z0, z1 = _at(s0[2], s1[2], s2[2], s3[2])
-            blocks[2, t], blocks[6, t] = z0 + b, z1 + b
-            z0, z1 = _at(s0[3], s1[3], s2[3], s3[3])
-            blocks[3, t], blocks[7, t] = z0 + b, z1 + b
+        for r in range(16):
+            m0 = u(4 * r * ms + o * tiles)
+            m1, m2, m3 = m0 + u(ms), m0 + u(2 * ms), m0 + u(3 * ms)
+            w0 = u(2 * r * ws)
+            w1 = w0 + u(ws)
+            for p in range(size):
+                wf[w0 + p] = mf[m0 + p] + mf[m1 + p] + mf[m2 + p]
+            for p in range(size):
+                wf[w1 + p] = mf[m1 + p] - mf[m2 + p] - mf[m3 + p]
+        for i in range(4):
+            for x in range(2):
+                a0 = u((8 * i + x) * ws)
+                a1, a2, a3 = a0 + u(2 * ws), a0 + u(4 * ws), a0 + u(6 * ws)
+                y0 = u((4 * i + x) * ys)
+                y1 = y0 + u(2 * ys)
+                for p in range(size):
+                    yf[y0 + p] = wf[a0 + p] + wf[a1 + p] + wf[a2 + p]
+                for p in range(size):
+                    yf[y1 + p] = wf[a1 + p] - wf[a2 + p] - wf[a3 + p]
+        for r in range(4):  # (y, x) of the block
+            a0 = u(r * ys)
+            a1, a2, a3 = a0 + u(4 * ys), a0 + u(8 * ys), a0 + u(12 * ys)
+            z0, z1 = u(r * bs), u((4 + r) * bs)
+            for p in range(size):
+                bf[z0 + p] = yf[a0 + p] + yf[a1 + p] + yf[a2 + p] + b
+            for p in range(size):
+                bf[z1 + p] = yf[a1 + p] - yf[a2 + p] - yf[a3 + p] + b
+            if relu:  # max(·, 0) that keeps a NaN, as ReLU does
+                for p in range(size):
+                    e = bf[z0 + p]
+                    bf[z0 + p] = zero if e <= zero else e
+                for p in range(size):
+                    e = bf[z1 + p]
+                    bf[z1 + p] = zero if e <= zero else e
         for line in range(line0, line1):
-            n, z, y = _line_origin(line, td, th)
-            t0 = (line - line0) * tw
+            n, z, yy = _line_origin(line, td, th)
+            t0 = (line - line0) * (tw + 1)
             for dz in range(min(2, od - z)):
-                for dy in range(min(2, oh - y)):
-                    row = out[n, o, z + dz, y + dy]
-                    even = blocks[4 * dz + 2 * dy, t0:]
-                    odd = blocks[4 * dz + 2 * dy + 1, t0:]
+                for dy in range(min(2, oh - yy)):
+                    row = out[n, o, z + dz, yy + dy]
+                    even = u((4 * dz + 2 * dy) * bs + t0)
+                    odd = even + u(bs)
                     for q in range(pairs):
-                        e, f = even[q], odd[q]
-                        # max(·, 0) that keeps a NaN, as ReLU does
-                        row[two * q] = zero if relu and e <= zero else e
-                        row[two * q + one] = zero if relu and f <= zero else f
+                        row[two * q] = bf[even + q]
+                        row[two * q + one] = bf[odd + q]
                     if ow % 2:
-                        e = even[pairs]
-                        row[ow - 1] = zero if relu and e <= zero else e
+                        row[ow - 1] = bf[even + pairs]
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _grad_output_transform(grad_out, line0, line1, blocks, m):
-    """dM[ξ][o, p] = ((A⊗A⊗A) dy)[ξ] for the 2×2×2 gradient block dy of tile p (0 past edges).
+def _grad_output_transform(grad_out, line0, line1, w, y, blocks, m):
+    """dM[ξ][o, p] = ((A⊗A⊗A) dy)[ξ] for the 2×2×2 gradient block dy of tile p (0 past edges
+    and on the spare tiles).
 
-    Shapes: grad_out (N, Cout, OD, OH, OW); blocks (8, ≥ tiles) scratch; m (64, ≥ Cout·tiles).
-    Two passes per channel, the mirror of :func:`_output_transform`: a gather of the blocks,
-    then the transform over all tiles (vectorised).
+    Shapes: grad_out (N, Cout, OD, OH, OW); w, y, blocks scratch and m (64, ≥ Cout·tiles) as
+    :func:`_output_transform`, whose transpose this is: per channel a gather of the blocks,
+    then A along depth, height and width, each over all tiles of the chunk.
     """
-    one, two = np.uint64(1), np.uint64(2)
+    u = np.uint64
+    one, two = u(1), u(2)
     n_out, od, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3], grad_out.shape[4]
     td, th, tw = (od + 1) // 2, (oh + 1) // 2, (ow + 1) // 2
-    tiles = np.uint64((line1 - line0) * tw)
-    pairs = np.uint64(ow // 2)
+    tiles = (line1 - line0) * (tw + 1)
+    size = u(tiles)
+    mf, wf, yf, bf = m.reshape(-1), w.reshape(-1), y.reshape(-1), blocks.reshape(-1)
+    ms, ws, ys, bs = m.shape[1], w.shape[1], y.shape[1], blocks.shape[1]
+    pairs = u(ow // 2)
     for o in range(n_out):
         for r in range(8):
             zero_fill(blocks[r, :tiles])
         for line in range(line0, line1):
-            n, z, y = _line_origin(line, td, th)
-            t0 = (line - line0) * tw
+            n, z, yy = _line_origin(line, td, th)
+            t0 = (line - line0) * (tw + 1)
             for dz in range(min(2, od - z)):
-                for dy in range(min(2, oh - y)):
-                    row = grad_out[n, o, z + dz, y + dy]
-                    even = blocks[4 * dz + 2 * dy, t0:]
-                    odd = blocks[4 * dz + 2 * dy + 1, t0:]
+                for dy in range(min(2, oh - yy)):
+                    row = grad_out[n, o, z + dz, yy + dy]
+                    even = u((4 * dz + 2 * dy) * bs + t0)
+                    odd = even + u(bs)
                     for q in range(pairs):
-                        even[q] = row[two * q]
-                        odd[q] = row[two * q + one]
+                        bf[even + q] = row[two * q]
+                        bf[odd + q] = row[two * q + one]
                     if ow % 2:
-                        even[pairs] = row[ow - 1]
-        base = np.uint64(o) * tiles
-        for t in range(tiles):
-            p = base + t
-            # A along width, for the blocks' four (z, y) rows.
-            w00 = _a(blocks[0, t], blocks[1, t])
-            w01 = _a(blocks[2, t], blocks[3, t])
-            w10 = _a(blocks[4, t], blocks[5, t])
-            w11 = _a(blocks[6, t], blocks[7, t])
-            for k in range(4):
-                h0 = _a(w00[k], w01[k])  # along height, depth 0
-                h1 = _a(w10[k], w11[k])  # depth 1
-                for j in range(4):
-                    i0, i1, i2, i3 = _a(h0[j], h1[j])  # along depth
-                    x = 4 * j + k
-                    m[x, p], m[16 + x, p], m[32 + x, p], m[48 + x, p] = i0, i1, i2, i3
+                        bf[even + pairs] = row[ow - 1]
+        for r in range(4):  # (y, x) of the block: A along depth
+            z0, z1 = u(r * bs), u((4 + r) * bs)
+            a0 = u(r * ys)
+            a1, a2, a3 = a0 + u(4 * ys), a0 + u(8 * ys), a0 + u(12 * ys)
+            for p in range(size):
+                yf[a0 + p] = bf[z0 + p]
+            for p in range(size):
+                yf[a1 + p] = bf[z0 + p] + bf[z1 + p]
+            for p in range(size):
+                yf[a2 + p] = bf[z0 + p] - bf[z1 + p]
+            for p in range(size):
+                yf[a3 + p] = -bf[z1 + p]
+        for i in range(4):
+            for x in range(2):  # A along height
+                y0 = u((4 * i + x) * ys)
+                y1 = y0 + u(2 * ys)
+                a0 = u((8 * i + x) * ws)
+                a1, a2, a3 = a0 + u(2 * ws), a0 + u(4 * ws), a0 + u(6 * ws)
+                for p in range(size):
+                    wf[a0 + p] = yf[y0 + p]
+                for p in range(size):
+                    wf[a1 + p] = yf[y0 + p] + yf[y1 + p]
+                for p in range(size):
+                    wf[a2 + p] = yf[y0 + p] - yf[y1 + p]
+                for p in range(size):
+                    wf[a3 + p] = -yf[y1 + p]
+        for r in range(16):  # A along width
+            w0 = u(2 * r * ws)
+            w1 = w0 + u(ws)
+            m0 = u(4 * r * ms + o * tiles)
+            m1, m2, m3 = m0 + u(ms), m0 + u(2 * ms), m0 + u(3 * ms)
+            for p in range(size):
+                mf[m0 + p] = wf[w0 + p]
+            for p in range(size):
+                mf[m1 + p] = wf[w0 + p] + wf[w1 + p]
+            for p in range(size):
+                mf[m2 + p] = wf[w0 + p] - wf[w1 + p]
+            for p in range(size):
+                mf[m3 + p] = -wf[w1 + p]
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
 def _pad(x, padding, xpad):
-    """xpad = x placed at (front, top, left) in zeros. Shapes: x (C, D, H, W); xpad (C, ...)."""
+    """xpad = x placed at (front, top, left) in zeros, each plane split by parity: padded
+    (row, column) (y, w) at xpad[c, z, 2·(y % 2) + w % 2, y // 2, w // 2], so that the
+    transforms read neighbouring tiles contiguously. Shapes: x (C, D, H, W); xpad (C, ...)."""
     n_channels, depth, height, width = x.shape
     front, top, left = padding
+    first = left % 2  # x's first column that lands on an even padded one
+    evens, odds = (width - first + 1) // 2, (width + first) // 2
     zero_fill(xpad.reshape(-1))
     for c in range(n_channels):
         for z in range(depth):
             for i in range(height):
                 src = x[c, z, i]
-                dst = xpad[c, front + z, top + i, left:]
-                for j in range(width):
-                    dst[j] = src[j]
+                y = top + i
+                even = xpad[c, front + z, 2 * (y % 2), y // 2, (left + first) // 2 :]
+                odd = xpad[c, front + z, 2 * (y % 2) + 1, y // 2, (left + 1 - first) // 2 :]
+                for q in range(evens):
+                    even[q] = src[first + 2 * q]
+                for q in range(odds):
+                    odd[q] = src[1 - first + 2 * q]
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -349,13 +449,19 @@ def _crop(xpad, padding, x):
     """x = the (D, H, W) window of xpad at (front, top, left): the transpose of _pad."""
     n_channels, depth, height, width = x.shape
     front, top, left = padding
+    first = left % 2
+    evens, odds = (width - first + 1) // 2, (width + first) // 2
     for c in range(n_channels):
         for z in range(depth):
             for i in range(height):
-                src = xpad[c, front + z, top + i, left:]
                 dst = x[c, z, i]
-                for j in range(width):
-                    dst[j] = src[j]
+                y = top + i
+                even = xpad[c, front + z, 2 * (y % 2), y // 2, (left + first) // 2 :]
+                odd = xpad[c, front + z, 2 * (y % 2) + 1, y // 2, (left + 1 - first) // 2 :]
+                for q in range(evens):
+                    dst[first + 2 * q] = even[q]
+                for q in range(odds):
+                    dst[1 - first + 2 * q] = odd[q]
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -365,8 +471,8 @@ def winograd3d_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
 
     Shapes: x (N, C, D, H, W); u (64, Cout, C); bias (Cout,) (zeros for none); padding the
     (front, top, left) zero padding; out (N, Cout, OD, OH, OW) written. Work space: xpad
-    (N, C, 2·td + 2, 2·th + 2, 2·tw + 2) with td = ⌈OD/2⌉ (likewise th, tw);
-    v (T, 64, ≥ C·lines·tw), m (T, 64, ≥ Cout·lines·tw): one per block of samples.
+    (N, C, 2·td + 2, 4, th + 1, tw + 1) with td = ⌈OD/2⌉ (likewise th, tw), see :func:`_pad`;
+    v (T, 64, ≥ C·lines·(tw + 1)), m (T, 64, ≥ Cout·lines·(tw + 1)): one per block of samples.
     Loop nest: for block t: pad its samples into xpad; for chunk of ``lines`` tile lines:
     V = (Bᵀ⊗Bᵀ⊗Bᵀ) d; M[ξ] = U[ξ] @ V[ξ] (64 BLAS calls); out = (Aᵀ⊗Aᵀ⊗Aᵀ) M + bias.
     Parallel over: blocks of samples (block t writes only xpad[n] and out[n] of its own
@@ -375,19 +481,20 @@ def winograd3d_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
     n_batch, n_channels = x.shape[0], x.shape[1]
     n_out = u.shape[1]
     n_blocks = v.shape[0]
-    per_sample = ((xpad.shape[2] - 2) // 2) * ((xpad.shape[3] - 2) // 2)
-    tw = (xpad.shape[4] - 2) // 2
+    per_sample = ((xpad.shape[2] - 2) // 2) * (xpad.shape[4] - 1)
+    rowlen = xpad.shape[5]  # tiles per line, the spare one included
     for t in prange(n_blocks):
-        eo = np.empty((2, 16, tw + 1), dtype=x.dtype)
-        blocks = np.empty((8, lines * tw), dtype=x.dtype)
+        t_rows = np.empty((16, (lines + 1) * rowlen), dtype=x.dtype)
+        h_rows = np.empty((32, lines * rowlen), dtype=x.dtype)
+        blocks = np.empty((8, lines * rowlen), dtype=x.dtype)
         n0 = (t * n_batch) // n_blocks
         n1 = ((t + 1) * n_batch) // n_blocks
         for n in range(n0, n1):
             _pad(x[n], padding, xpad[n])
         for line0 in range(n0 * per_sample, n1 * per_sample, lines):
             line1 = min(line0 + lines, n1 * per_sample)
-            tiles = (line1 - line0) * tw
-            _input_transform(xpad, line0, line1, eo, v[t])
+            tiles = (line1 - line0) * rowlen
+            _input_transform(xpad, line0, line1, t_rows, h_rows, v[t])
             for k in range(64):
                 gemm(
                     False, False, n_out, tiles, n_channels,
@@ -395,7 +502,7 @@ def winograd3d_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
                     v[t, k], tiles,
                     0.0, m[t, k], tiles,
                 )  # fmt: skip
-            _output_transform(m[t], bias, relu, line0, line1, blocks, out)
+            _output_transform(m[t], bias, relu, line0, line1, h_rows, t_rows, blocks, out)
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -418,14 +525,15 @@ def winograd3d_backward(
     n_batch, n_channels = grad_x.shape[0], grad_x.shape[1]
     n_out = u.shape[1]
     n_blocks = v.shape[0]
-    per_sample = ((xpad.shape[2] - 2) // 2) * ((xpad.shape[3] - 2) // 2)
-    tw = (xpad.shape[4] - 2) // 2
+    per_sample = ((xpad.shape[2] - 2) // 2) * (xpad.shape[4] - 1)
+    rowlen = xpad.shape[5]  # tiles per line, the spare one included
     step = n_out * n_channels
     for t in prange(n_blocks):
         # Loops and serial helpers only: whole-array statements here would each become a
         # parallel loop of their own, slow to compile (see conv.py).
-        eo = np.empty((2, 16, tw + 1), dtype=u.dtype)
-        blocks = np.empty((8, lines * tw), dtype=u.dtype)
+        t_rows = np.empty((16, (lines + 1) * rowlen), dtype=u.dtype)
+        h_rows = np.empty((32, lines * rowlen), dtype=u.dtype)
+        blocks = np.empty((8, lines * rowlen), dtype=u.dtype)
         zero_fill(partial_u[t])
         zero_fill(partial_b[t])
         n0 = (t * n_batch) // n_blocks
@@ -436,9 +544,9 @@ def winograd3d_backward(
                 partial_b[t, o] += row_sum(grad_out[n, o].reshape(-1))
         for line0 in range(n0 * per_sample, n1 * per_sample, lines):
             line1 = min(line0 + lines, n1 * per_sample)
-            tiles = (line1 - line0) * tw
-            _input_transform(xpad, line0, line1, eo, v[t])
-            _grad_output_transform(grad_out, line0, line1, blocks, m[t])
+            tiles = (line1 - line0) * rowlen
+            _input_transform(xpad, line0, line1, t_rows, h_rows, v[t])
+            _grad_output_transform(grad_out, line0, line1, h_rows, t_rows, blocks, m[t])
             for k in range(64):
                 # dU[ξ] += dM[ξ] (Cout × tiles) @ V[ξ]ᵀ (tiles × C)
                 gemm(
@@ -455,7 +563,7 @@ def winograd3d_backward(
                     m[t, k], tiles,
                     0.0, v[t, k], tiles,
                 )  # fmt: skip
-            _input_transform_backward(v[t], line0, line1, eo, gxpad)
+            _input_transform_backward(v[t], line0, line1, t_rows, h_rows, gxpad)
         for n in range(n0, n1):
             _crop(gxpad[n], padding, grad_x[n])
     sum_blocks(partial_u, grad_u.reshape(-1))

@@ -17,8 +17,8 @@ from .conv_winograd import _plane
 _TILES = 128
 # Where Winograd beats the plane path (see _winograd3d_applies): channels, tiles per batch,
 # tiles per line (the transforms run along lines; shorter ones measured slower).
-_MIN_CHANNELS = 16
-_MIN_TILES = 2048
+_MIN_CHANNELS = 4
+_MIN_TILES = 512
 _MIN_LINE = 8
 
 
@@ -30,12 +30,12 @@ class Winograd3dMixin:
 
         It needs a 3×3×3, stride-1, undilated, ungrouped Conv3d (padding ≤ 2 per side).
         Measured (float32, 2 threads, padding 1, medians, ms, forward + backward, Winograd vs
-        planes; torch 2.13 alongside): (8, 16, 16³) → 32: 5.2 + 9.3 vs 6.3 + 12.0 (torch
-        3.8 + 8.4); (2, 16, 16³) → 16: 1.0 + 2.1 vs 1.1 + 1.9; (16, 16, 8³) → 32:
-        1.5 + 3.0 vs 1.3 + 3.2; (4, 32, 8³) → 32: 1.2 + 2.3 vs 1.0 + 1.9; (8, 8, 8³) → 16:
-        0.45 + 0.80 vs 0.29 + 0.65. The 64 products are fast (~95 GFLOP/s a core even with
-        K = C = 16); the transforms are what costs, and on lines of 4 tiles (8³ outputs) they
-        lose. Hence in_channels ≥ 16, lines of ≥ 8 tiles and ≥ 2048 tiles per batch.
+        planes; torch 2.13 alongside): (8, 16, 16³) → 32: 4.0 + 6.7 vs 6.7 + 12.2 (torch
+        4.0 + 8.6); (8, 8, 16³) → 16: 1.6 + 2.5 vs 2.1 + 3.9; (4, 4, 16³) → 8: 0.38 + 0.55 vs
+        0.53 + 0.56; (1, 8, 16³) → 8: 0.28 + 0.43 vs 0.40 + 0.68. On lines of 4 tiles (8³
+        outputs) the forward loses ((16, 16, 8³) → 32: 1.5 + 2.3 vs 1.3 + 3.2; (2, 16, 8³) →
+        16: 0.23 + 0.37 vs 0.18 + 0.42) and on 3 (6³) both do. Hence in_channels ≥ 4, lines
+        of ≥ 8 tiles and ≥ 512 tiles per batch.
         """
         return (
             self._dims == 3
@@ -59,10 +59,12 @@ class Winograd3dMixin:
         td, th, tw = ((s + 1) // 2 for s in out_size)
         lines = max(1, _TILES // tw)
         blocks = max(1, min(config.get_num_threads(), n))
-        shape = (n, self.in_channels, 2 * td + 2, 2 * th + 2, 2 * tw + 2)
+        # The padded input split by (row, column) parity, see winograd3d._pad.
+        shape = (n, self.in_channels, 2 * td + 2, 4, th + 1, tw + 1)
         xpad = self._buffer("xpad", shape, dtype)
-        v = self._buffer("v", (blocks, 64, _plane(self.in_channels * lines * tw, dtype)), dtype)
-        m = self._buffer("m", (blocks, 64, _plane(self.out_channels * lines * tw, dtype)), dtype)
+        tiles = lines * (tw + 1)  # one spare tile per line
+        v = self._buffer("v", (blocks, 64, _plane(self.in_channels * tiles, dtype)), dtype)
+        m = self._buffer("m", (blocks, 64, _plane(self.out_channels * tiles, dtype)), dtype)
         return lines, xpad, v, m
 
     def _winograd3d_weights(self, dtype):
