@@ -144,7 +144,9 @@ class _BatchNorm(Module):
         return out.reshape(shape)
 
     def _update_running_stats(self, mean, var, count) -> None:
-        self.num_batches_tracked += 1
+        # In place on the 0-d buffer: "self.num_batches_tracked += 1" would also re-register
+        # the buffer through Module.__setattr__, 10x the cost of the addition.
+        self.num_batches_tracked[()] += 1
         if self.momentum is None:
             factor = 1.0 / float(self.num_batches_tracked)
         else:
