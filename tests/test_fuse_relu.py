@@ -132,8 +132,9 @@ def test_summary_shows_a_fused_layer_as_one_row_with_its_parameters():
 
 
 def test_fused_relu_rejects_a_layer_it_cannot_fuse():
-    with pytest.raises(TypeError, match="FusedReLU expected a Conv2d, Conv3d or Linear"):
-        nn.FusedReLU(nn.Sigmoid())
+    for layer in (nn.Sigmoid(), nn.BatchNorm1d(3), nn.Sequential(nn.Linear(2, 2))):
+        with pytest.raises(TypeError, match="FusedReLU expected a Conv2d, Conv3d or Linear"):
+            nn.FusedReLU(layer)
 
 
 @pytest.mark.parametrize("cin", [2, 8])  # the vol2col + GEMM path and the Winograd path

@@ -13,6 +13,8 @@ import numpy as np
 
 from .. import config
 from ..kernels import elementwise
+from .conv import Conv2d, Conv3d
+from .linear import Linear
 from .module import Module
 from .validation import check_grad, require_forward
 
@@ -25,7 +27,8 @@ class FusedReLU(Module):
 
     def __init__(self, layer: Module):
         super().__init__()
-        if not hasattr(layer, "_forward"):
+        # The layers whose kernels can apply the max as they write their output.
+        if not isinstance(layer, (Conv2d, Conv3d, Linear)):
             raise TypeError(
                 f"FusedReLU expected a Conv2d, Conv3d or Linear layer, got {type(layer).__name__}"
             )
