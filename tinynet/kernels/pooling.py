@@ -28,12 +28,21 @@ from .. import config
 def _challenge(best, best_i, v, i):
     """The running maximum after tap value ``v`` (at flat index ``i``) challenges it.
 
-    PyTorch's CPU rule: ``v`` wins only when strictly greater, so among ties the first
-    maximum in scan order wins, or when it is NaN, so a NaN in the window gives NaN (and the
-    index of the last NaN). ``v != v`` is a reliable NaN test here because config.FASTMATH
-    leaves out the "nnan" flag. Written as selects, not branches, so LLVM can vectorise the
-    loop around it.
+    ``v`` wins only when strictly greater, so among ties the first maximum in scan order
+    wins (PyTorch's CPU rule). NaN is left to :func:`_challenge_nan`: the two tests in one
+    select made LLVM emit a branch per tap on AVX2 machines, mispredicted on random data
+    (measured 6x slower 2x2 pooling); the kernels instead watch the window's sum and redo
+    the rare window that holds a NaN.
     """
+    take = v > best
+    return (v if take else best), (i if take else best_i)
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _challenge_nan(best, best_i, v, i):
+    """:func:`_challenge` with PyTorch's NaN rule: a NaN always wins, so a NaN in the window
+    gives NaN (and the index of the last NaN). ``v != v`` is a reliable NaN test because
+    config.FASTMATH leaves out the "nnan" flag."""
     take = (v > best) | (v != v)
     return (v if take else best), (i if take else best_i)
 
@@ -67,7 +76,9 @@ def max_pool_forward(x, win_d, win_h, win_w, dilation, out, argmax):
                     best_i = (z0 * height + y0) * width + x0
                     if taps_d == 0 or taps_h == 0 or taps_w == 0:
                         best_i = -1  # every tap is padding: backward skips this output
+                    first_i = best_i
                     best = -np.inf
+                    total = 0.0  # NaN after a NaN tap (or +inf and -inf): then redo the window
                     for i in range(taps_d):
                         z = z0 + i * dd
                         for j in range(taps_h):
@@ -75,7 +86,21 @@ def max_pool_forward(x, win_d, win_h, win_w, dilation, out, argmax):
                             row = (z * height + y) * width
                             for k in range(taps_w):
                                 xx = x0 + k * dw
-                                best, best_i = _challenge(best, best_i, x[p, z, y, xx], row + xx)
+                                v = x[p, z, y, xx]
+                                total += v
+                                best, best_i = _challenge(best, best_i, v, row + xx)
+                    if total != total:
+                        best_i = first_i
+                        best = -np.inf
+                        for i in range(taps_d):
+                            z = z0 + i * dd
+                            for j in range(taps_h):
+                                y = y0 + j * dh
+                                row = (z * height + y) * width
+                                for k in range(taps_w):
+                                    xx = x0 + k * dw
+                                    v = x[p, z, y, xx]
+                                    best, best_i = _challenge_nan(best, best_i, v, row + xx)
                     out[p, od, oh, ow] = best
                     argmax[p, od, oh, ow] = best_i
 
@@ -89,24 +114,33 @@ def max_pool2d_2x2_forward(x, out, argmax):
     Loop nest: for p, oh, ow: the four taps, unrolled, in scan order.
     Parallel over: planes (each iteration writes out[p] and argmax[p] only: race-free).
 
-    Why a kernel of its own: with the taps unrolled the innermost loop runs over ow with
-    no inner loop of unknown length, so LLVM vectorises it; the generic kernel's
-    variable-length tap loops prevent that and make it several times slower.
+    Why a kernel of its own: with the taps unrolled the innermost loop over ow is straight-
+    line selects with no inner loop of unknown length; the generic kernel's variable-length
+    tap loops make it several times slower.
     """
     planes, height, width = x.shape
     out_h = out.shape[1]
     out_w = out.shape[2]
+    # int32 flat indices (argmax's type): with int64 ones LLVM vectorised the loop into
+    # slower code on AVX2 (rows of 14 outputs leave the vector loop little to do).
+    w = np.int32(width)
+    one = np.int32(1)
     for p in prange(planes):
         for oh in range(out_h):
             top = x[p, 2 * oh]
             bottom = x[p, 2 * oh + 1]
-            row = 2 * oh * width  # flat index of the top row's first input
+            row = np.int32(2 * oh * width)  # flat index of the top row's first input
             for ow in range(out_w):
-                j = 2 * ow
-                best, best_i = top[j], row + j
-                best, best_i = _challenge(best, best_i, top[j + 1], row + j + 1)
-                best, best_i = _challenge(best, best_i, bottom[j], row + width + j)
-                best, best_i = _challenge(best, best_i, bottom[j + 1], row + width + j + 1)
+                j = np.int32(2 * ow)
+                t0, t1, b0, b1 = top[j], top[j + 1], bottom[j], bottom[j + 1]
+                best, best_i = _challenge(t0, row + j, t1, row + j + one)
+                best, best_i = _challenge(best, best_i, b0, row + w + j)
+                best, best_i = _challenge(best, best_i, b1, row + w + j + one)
+                total = t0 + t1 + b0 + b1
+                if total != total:  # a NaN (or +inf and -inf) in the window: rare
+                    best, best_i = _challenge_nan(t0, row + j, t1, row + j + one)
+                    best, best_i = _challenge_nan(best, best_i, b0, row + w + j)
+                    best, best_i = _challenge_nan(best, best_i, b1, row + w + j + one)
                 out[p, oh, ow] = best
                 argmax[p, oh, ow] = best_i
 
