@@ -36,6 +36,39 @@ from .. import config
 from .im2col import col2vol, valid_range, vol2col
 
 
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def store_row(src, b, relu, dst):
+    """dst = src + b, then max(·, 0) if ``relu`` (a fused ReLU). src and dst must not overlap.
+
+    Two plain loops, not one with ``0 if relu and v <= 0 else v``, so each vectorises on
+    every machine. "v <= 0" is false for NaN: a NaN stays NaN, as in ReLU.
+    """
+    if relu:
+        for p in range(dst.shape[0]):
+            v = src[p] + b
+            dst[p] = 0 if v <= 0 else v
+    else:
+        for p in range(dst.shape[0]):
+            dst[p] = src[p] + b
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def bias_row_in_place(row, b, relu):
+    """row += b, then max(·, 0) if ``relu``: :func:`store_row` with src = dst.
+
+    Its own function because LLVM guards a two-array loop with a runtime overlap test and
+    runs a scalar copy when the arrays overlap: called on one array, store_row ran at one
+    element per cycle (measured a third of a 1 → 32 channel convolution's forward).
+    """
+    if relu:
+        for p in range(row.shape[0]):
+            v = row[p] + b
+            row[p] = 0 if v <= 0 else v
+    else:
+        for p in range(row.shape[0]):
+            row[p] += b
+
+
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def conv_forward_gemm(
     x,
@@ -93,16 +126,15 @@ def conv_forward_gemm(
                     )
                     p0 = line0 * out_size[2]
                     if width == out.shape[2]:  # one tile: BLAS writes straight into out
-                        y = out[n, rows]
+                        np.dot(weight[rows], col, out[n, rows])
+                        for oc in range(g * cout_g, (g + 1) * cout_g):
+                            bias_row_in_place(out[n, oc], bias[oc], relu)
                     else:
                         y = tiles[t, : cout_g * width].reshape(cout_g, width)
-                    np.dot(weight[rows], col, y)
-                    for o in range(cout_g):
-                        oc = g * cout_g + o
-                        for p in range(width):
-                            v = y[o, p] + bias[oc]
-                            # "v <= 0" is false for NaN: a NaN stays NaN, as in ReLU.
-                            out[n, oc, p0 + p] = 0 if relu and v <= 0 else v
+                        np.dot(weight[rows], col, y)
+                        for o in range(cout_g):
+                            oc = g * cout_g + o
+                            store_row(y[o], bias[oc], relu, out[n, oc, p0 : p0 + width])
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
