@@ -129,56 +129,89 @@ def get_num_threads() -> int:
 SERIAL_BELOW = 1 << 15
 
 
+def _fast_thread_count():
+    """(get, set) of Numba's thread count for the calling thread, without the locking.
+
+    ``numba.get_num_threads`` and ``set_num_threads`` take two locks on every call, to start
+    Numba's threads the first time (~4 µs for a get and two sets, paid by every small kernel
+    call below). Once the threads run, the C functions behind them are what they call; they
+    are internal to Numba, so the public functions stand in if they move.
+    """
+    numba.get_num_threads()  # starts Numba's threads, once
+    from numba.np.ufunc import parallel
+
+    get = getattr(parallel, "_get_num_threads", None)
+    set_ = getattr(parallel, "_set_num_threads", None)
+    if get is None or set_ is None:  # pragma: no cover - a Numba that moved them
+        return numba.get_num_threads, numba.set_num_threads
+    return get, set_
+
+
 class _OneThread:
     """Numba on one thread inside the ``with`` block, the previous count restored after."""
 
     __slots__ = ("_previous",)
+    _get = _set = None  # _fast_thread_count(), found on first use
 
     def __enter__(self):
-        self._previous = numba.get_num_threads()
-        numba.set_num_threads(1)
+        if _OneThread._get is None:
+            _OneThread._get, _OneThread._set = _fast_thread_count()
+        self._previous = self._get()
+        self._set(1)
 
     def __exit__(self, *exc):
-        numba.set_num_threads(self._previous)
+        self._set(self._previous)
 
 
 _UNCHANGED = contextlib.nullcontext()
 
 
-class _SingleThreadedBlas:
-    """BLAS on the calling thread only inside the ``with`` block; see single_threaded_blas."""
+def _kernel_blas():
+    """threadpoolctl's handles on the BLAS that Numba's ``np.dot`` calls: SciPy's.
 
-    _libraries = None  # threadpoolctl's handles on the loaded BLAS libraries, found once
+    NumPy may ship a BLAS of its own (NumPy's wheels do); that one serves the user's
+    ``a @ b`` and is left alone. When no loaded BLAS lies in SciPy's folders (a shared
+    system or conda BLAS), every BLAS is taken.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    blas = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    scipy = [c for c in blas if "scipy" in os.path.dirname(c.filepath).lower()]
+    return scipy or blas
+
+
+class _SingleThreadedBlas:
+    """SciPy's BLAS on one thread; see single_threaded_blas."""
+
+    _libraries = None  # found once (threadpoolctl only sees libraries already loaded)
 
     def __enter__(self):
         if _SingleThreadedBlas._libraries is None:
-            from threadpoolctl import ThreadpoolController
-
-            controllers = ThreadpoolController().lib_controllers
-            _SingleThreadedBlas._libraries = [c for c in controllers if c.user_api == "blas"]
-        self._previous = []
+            _SingleThreadedBlas._libraries = _kernel_blas()
         for library in self._libraries:
-            n = library.get_num_threads()
-            if n != 1:
+            if library.get_num_threads() != 1:
                 library.set_num_threads(1)
-                self._previous.append((library, n))
 
     def __exit__(self, *exc):
-        for library, n in self._previous:
-            library.set_num_threads(n)
+        pass
+
+
+_SINGLE_THREADED_BLAS = _SingleThreadedBlas()
 
 
 def single_threaded_blas():
-    """A context in which BLAS runs on the calling thread only.
+    """A context in which the BLAS that kernels call runs on the calling thread only.
 
     Kernels call BLAS from each of Numba's threads; a multi-threaded BLAS would start threads
     of its own on the same cores, which spin-wait after each call while Numba needs the cores
-    (and OpenBLAS warns it may hang inside an OpenMP region). Numba's ``np.dot`` calls the BLAS
-    SciPy ships, which ``tinynet.nn`` imports first: threadpoolctl only sees loaded libraries.
-    Calls the libraries' own get/set functions (about 1 µs) rather than
-    ``threadpoolctl.threadpool_limits`` (about 12 µs), as layers enter it on every call.
+    (and OpenBLAS warns it may hang inside an OpenMP region: measured 8 ms instead of 30 µs
+    for a small product). Numba's ``np.dot`` calls the BLAS SciPy ships, which ``tinynet.nn``
+    imports first. That BLAS is left on one thread afterwards, not restored: switching it
+    back and forth cost ~5 µs per layer call, and only SciPy's own linear algebra shares it
+    (NumPy's ``a @ b`` uses NumPy's BLAS, which keeps its threads). One ``get`` per call
+    (~1 µs) notices when something else raised it.
     """
-    return _SingleThreadedBlas()
+    return _SINGLE_THREADED_BLAS
 
 
 def one_thread_if(serial: bool):
