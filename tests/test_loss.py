@@ -200,3 +200,14 @@ def test_mse_casts_target_and_checks_shapes():
         MSELoss().backward()
     with pytest.raises(TypeError, match="MSELoss expected a real-valued"):
         crit(x, np.array(["a", "b"]))
+
+
+def test_cross_entropy_empty_batch_and_no_classes():
+    # The mean over no samples is NaN (as torch); no classes is a clear error, not a read
+    # past the end of a row.
+    crit = CrossEntropyLoss()
+    assert np.isnan(crit(np.zeros((0, 3), np.float32), np.zeros(0, np.int64)))
+    assert crit.backward().shape == (0, 3)
+    assert CrossEntropyLoss(reduction="sum")(np.zeros((0, 3)), np.zeros(0, np.int64)) == 0
+    with pytest.raises(ValueError, match="at least one class"):
+        crit(np.zeros((2, 0), np.float32), np.zeros(2, np.int64))
