@@ -477,3 +477,21 @@ def test_load_state_dict_errors_leave_optimizer_unchanged():
     with pytest.raises(ValueError, match="state for parameter 17"):
         opt.load_state_dict(bad)
     unchanged()
+
+
+def test_sgd_updates_a_non_contiguous_parameter():
+    # The fused kernel works on flat views; a parameter whose data is a transposed view must
+    # still be updated in place, exactly as a contiguous one.
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((4, 3))
+    g = rng.standard_normal((3, 4))
+    p, q = Parameter(a.T), Parameter(np.ascontiguousarray(a.T))
+    assert not p.data.flags.c_contiguous
+    p.grad[...] = g
+    q.grad[...] = g
+    for param in (p, q):
+        opt = optim.SGD([param], lr=0.1, momentum=0.9, weight_decay=0.01)
+        opt.step()
+        opt.step()
+    np.testing.assert_array_equal(p.data, q.data)
+    assert not np.array_equal(q.data, a.T)

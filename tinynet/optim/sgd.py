@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import optim as kernels
 from .optimizer import Optimizer, check_number
 
 
@@ -54,36 +55,42 @@ class SGD(Optimizer):
         """Update every parameter once from its gradient; returns ``closure()`` if given."""
         loss = None if closure is None else closure()
         for group in self.param_groups:
-            # float(): a NumPy float64 scalar would promote float32 arithmetic to float64.
-            lr = float(group["lr"])
-            momentum = float(group["momentum"])
-            dampening = float(group["dampening"])
-            weight_decay = float(group["weight_decay"])
-            nesterov = group["nesterov"]
+            momentum = group["momentum"]
             for p in group["params"]:
-                grad = p.grad
-                if weight_decay != 0:
-                    # A new array (p.grad must stay the gradient), made with out= because for
-                    # a 0-d parameter a ufunc would return a scalar.
-                    grad = np.multiply(p.data, weight_decay, out=np.empty_like(p.data))
-                    grad += p.grad
-                update = grad
+                buf, first = np.empty(0, p.data.dtype), False  # no buffer without momentum
                 if momentum != 0:
-                    state = self.state.get(p)
-                    buf = None if state is None else state.get("momentum_buffer")
-                    if buf is None:
-                        buf = grad.copy()
-                        self.state.setdefault(p, {})["momentum_buffer"] = buf
-                    else:
-                        buf *= momentum
-                        if dampening == 0:
-                            buf += grad
-                        else:
-                            buf += grad * (1 - dampening)
-                    if nesterov:
-                        update = np.multiply(buf, momentum, out=np.empty_like(buf))
-                        update += grad
-                    else:
-                        update = buf
-                p.data -= update * lr
+                    state = self.state.setdefault(p, {})
+                    buf = state.get("momentum_buffer")
+                    if buf is None:  # torch starts the buffer at the first gradient
+                        buf = state["momentum_buffer"] = np.empty(p.data.shape, p.data.dtype)
+                        first = True
+                # The scalars in p's dtype: a float64 one would make the float32 update
+                # run (and round) in float64.
+                scalar = p.data.dtype.type
+                _update(
+                    p.data,
+                    p.grad,
+                    buf,
+                    scalar(group["lr"]),
+                    scalar(momentum),
+                    scalar(group["dampening"]),
+                    scalar(group["weight_decay"]),
+                    bool(group["nesterov"]),
+                    first,
+                )
         return loss
+
+
+def _update(data, grad, buf, *args):
+    """kernels.sgd_update on flat views of the arrays. An array that is not C-contiguous
+    (a parameter replaced by a transposed view, a restored buffer) goes through a flat copy
+    that is written back."""
+    flat_data, flat_buf = _flat(data), _flat(buf)
+    kernels.sgd_update(flat_data, grad.ravel(), flat_buf, *args)
+    for array, flat in ((data, flat_data), (buf, flat_buf)):
+        if not array.flags.c_contiguous:
+            array[...] = flat.reshape(array.shape)
+
+
+def _flat(array):
+    return array.reshape(-1) if array.flags.c_contiguous else array.ravel()
