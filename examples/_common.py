@@ -128,7 +128,7 @@ def train_step(model, loss_fn, optimizer, x, y) -> float:
     """One optimizer step on one mini-batch; returns the loss."""
     optimizer.zero_grad()
     loss = loss_fn(model(x), y)
-    model.backward(loss_fn.backward())
+    model.backward(loss_fn.backward(), input_grad=False)  # no gradient for the data
     optimizer.step()
     return loss
 

@@ -239,7 +239,7 @@ def _train(args) -> int:
             output = model(x)
             loss = criterion(output, y)
             optimizer.zero_grad()
-            model.backward(criterion.backward())
+            model.backward(criterion.backward(), input_grad=False)
             optimizer.step()
             step += 1
             progress.update(loss, output, y)

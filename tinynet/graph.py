@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .nn.module import Module, Sequential
+from .nn.module import Module, Sequential, backward_into
 
 INPUT = "input"
 
@@ -147,19 +147,26 @@ class Graph(Module):
                 del values[name]
         return values[self._output]
 
-    def backward(self, grad_out):
+    skips_input_grad = True  # backward takes input_grad (see nn.module.backward_into)
+
+    def backward(self, grad_out, input_grad: bool = True):
+        """The gradient with respect to the graph's input; with ``input_grad=False``, None,
+        and the layers that read only the input compute just their parameter gradients."""
         grads = {self._output: grad_out}
         for node in reversed(self.nodes):
             grad = grads.pop(node.name, None)
             if grad is None:
                 continue  # the node does not reach the output: no gradient flows through it
+            if not input_grad and node.inputs == (INPUT,):
+                backward_into(node.module, grad, input_grad=False)
+                continue
             grad_in = node.module.backward(grad)
             if len(node.inputs) == 1:
                 grad_in = (grad_in,)
             for source, g in zip(node.inputs, grad_in):
                 # A fresh sum, never +=: layers may hand back the same array twice (Add).
                 grads[source] = g if source not in grads else grads[source] + g
-        return grads.get(INPUT)
+        return grads.get(INPUT) if input_grad else None
 
     # -- printing ------------------------------------------------------------------------------
 

@@ -308,7 +308,7 @@ class TinyModel:
             self.opt = sgd(self.model.parameters(), lr=LR, momentum=MOMENTUM)
         self.opt.zero_grad()
         loss = self.crit(self.model(self.x), self.target)
-        self.model.backward(self.crit.backward())
+        self.model.backward(self.crit.backward(), input_grad=False)  # as torch: x needs none
         self.opt.step()
         return loss
 

@@ -142,6 +142,7 @@ def conv_backward_gemm(
     x,
     weight,
     grad_out,
+    input_grad,
     groups,
     kernel,
     stride,
@@ -162,7 +163,7 @@ def conv_backward_gemm(
     Shapes: x, grad_x (N, C, D, H, W); weight, grad_w (Cout, K); grad_out (N, Cout, P);
     grad_b (Cout,) or (0,); work space cols, tiles as in the forward, partial_w (T, Cout, K),
     partial_b (T, Cout). grad_x, grad_w and grad_b are overwritten (the layer adds them to
-    the parameters' .grad).
+    the parameters' .grad); without ``input_grad`` grad_x is not computed (left as it is).
     Loop nest: for block t: for n in block: for g: for output tile: dy = grad_out tile;
     col = vol2col(x[n]); partial_w[t] += dy @ colᵀ; col = W_gᵀ @ dy; grad_x[n] += col2vol(col);
     then grad_w = Σ_t partial_w[t] in block order.
@@ -180,7 +181,8 @@ def conv_backward_gemm(
         zero_fill(partial_w[t].reshape(-1))
         zero_fill(partial_b[t])
         for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
-            zero_fill(grad_x[n].reshape(-1))
+            if input_grad:
+                zero_fill(grad_x[n].reshape(-1))
             for g in range(groups):
                 rows = slice(g * cout_g, (g + 1) * cout_g)
                 for line0 in range(0, n_lines, tile):
@@ -210,6 +212,8 @@ def conv_backward_gemm(
                     )
                     np.dot(dy, col.T, product)
                     add_into(product, partial_w[t, rows])
+                    if not input_grad:
+                        continue
                     # col is free again: reuse it for the column gradient.
                     np.dot(weight[rows].T, dy, col)
                     col2vol(

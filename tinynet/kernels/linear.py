@@ -29,8 +29,9 @@ def linear_forward(x, weight, blocks, out):
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
-def linear_backward(x, weight, grad_out, grad_out_t, blocks, grad_x, grad_w):
-    """grad_x = grad_out @ weight and grad_w = grad_outᵀ @ x (overwritten, not added).
+def linear_backward(x, weight, grad_out, grad_out_t, blocks, input_grad, grad_x, grad_w):
+    """grad_x = grad_out @ weight (skipped, grad_x left as it is, unless ``input_grad``) and
+    grad_w = grad_outᵀ @ x, overwritten, not added.
 
     Shapes: x (N, in), weight (out, in), grad_out (N, out), grad_out_t its (out, N) transpose
     in C order, grad_x (N, in), grad_w (out, in). Parallel over: 2·blocks tasks, the row
@@ -40,7 +41,7 @@ def linear_backward(x, weight, grad_out, grad_out_t, blocks, grad_x, grad_w):
     """
     n = x.shape[0]
     m = weight.shape[0]
-    for task in prange(2 * blocks):
+    for task in prange(0 if input_grad else blocks, 2 * blocks):
         b = task % blocks
         if task < blocks:
             r0 = b * n // blocks

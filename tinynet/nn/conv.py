@@ -216,7 +216,15 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
                 )
         return out.reshape(n, self.out_channels, *out_size)
 
-    def backward(self, grad_out):
+    skips_input_grad = True  # backward(grad_out, input_grad=False): parameter gradients only
+
+    def backward(self, grad_out, input_grad: bool = True):
+        """The input gradient, or None with ``input_grad=False`` (the GEMM path then skips
+        computing it; the Winograd and plane paths compute it anyway and drop it)."""
+        grad_x = self._backward(grad_out, input_grad)
+        return grad_x if input_grad else None
+
+    def _backward(self, grad_out, input_grad):
         require_forward(self, self._x)
         x = self._x
         n, dtype = x.shape[0], x.dtype
@@ -250,6 +258,7 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
                     volume,
                     weight,
                     grad_out,
+                    input_grad,
                     self.groups,
                     *geometry,
                     tile,

@@ -77,7 +77,9 @@ class Linear(Module):
             np.maximum(y, 0, out=y)
         return y.reshape(x.shape[:-1] + (self.out_features,))
 
-    def backward(self, grad_out):
+    skips_input_grad = True  # backward(grad_out, input_grad=False): parameter gradients only
+
+    def backward(self, grad_out, input_grad: bool = True):
         require_forward(self, self._x)
         x2 = self._x  # leading dimensions folded into one batch axis: dW = Σ_n gₙ xₙᵀ
         out_shape = self._shape[:-1] + (self.out_features,)
@@ -91,14 +93,14 @@ class Linear(Module):
             blocks = self._blocks(x2)
             with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
                 g2t = np.ascontiguousarray(g2.T)
-                kernels.linear_backward(x2, w, g2, g2t, blocks, grad_x, grad_w)
+                kernels.linear_backward(x2, w, g2, g2t, blocks, input_grad, grad_x, grad_w)
         else:
             grad_x = np.zeros(x2.shape, dtype=x2.dtype)
             grad_w = np.zeros(w.shape, dtype=w.dtype)
         self.weight.grad += grad_w
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
-        return grad_x.reshape(self._shape)
+        return grad_x.reshape(self._shape) if input_grad else None
 
     def _blocks(self, x2) -> int:
         """Row blocks for the kernels: one per thread, or one when the product is small."""

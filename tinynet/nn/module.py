@@ -8,6 +8,12 @@ A tinynet layer is a Python object with two methods:
 
 There is no tape and no autograd: the chain rule is applied by calling ``backward`` on the
 layers in reverse order, which ``Sequential`` (and the graph in ``tinynet.graph``) do.
+
+A training step rarely needs the gradient with respect to the data: PyTorch skips it because
+the input does not require a gradient. Here ``model.backward(grad, input_grad=False)`` says
+so: layers before the first one with parameters are not visited, and that layer computes
+only its parameter gradients when it can (Linear and Conv2d/Conv3d on their GEMM paths do;
+for the first layer of an MLP that is a third of its backward). It returns None.
 """
 
 from __future__ import annotations
@@ -326,6 +332,8 @@ class Sequential(Module):
     Children are named "0", "1", ... as in PyTorch, so state_dict keys match.
     """
 
+    skips_input_grad = True  # backward takes input_grad (see backward_into)
+
     def __init__(self, *layers: Module):
         super().__init__()
         for index, layer in enumerate(layers):
@@ -348,10 +356,18 @@ class Sequential(Module):
             x = layer(x)
         return x
 
-    def backward(self, grad_out):
-        for layer in reversed(self._layers):
+    def backward(self, grad_out, input_grad: bool = True):
+        """The input gradient; with ``input_grad=False`` only the parameter gradients (and
+        None is returned): see the module docstring."""
+        layers = self._layers
+        first = 0
+        if not input_grad:
+            first = next((i for i, m in enumerate(layers) if _has_parameters(m)), len(layers))
+        for layer in reversed(layers[first + 1 :]):
             grad_out = layer.backward(grad_out)
-        return grad_out
+        if first == len(layers):  # no parameters at all: nothing to compute
+            return None
+        return backward_into(layers[first], grad_out, input_grad)
 
     def append(self, layer: Module) -> Sequential:
         setattr(self, str(len(self._layers)), layer)
@@ -367,3 +383,19 @@ class Sequential(Module):
         if isinstance(index, slice):
             return Sequential(*self._layers[index])
         return self._layers[index]
+
+
+def _has_parameters(module: Module) -> bool:
+    return next(iter(module.parameters()), None) is not None
+
+
+def backward_into(module: Module, grad_out, input_grad: bool = True):
+    """``module.backward(grad_out)``, or, when ``input_grad`` is False, the parameter
+    gradients only (None returned) from modules that can skip the input gradient
+    (those whose backward takes ``input_grad``: Linear, Conv, Sequential, Graph)."""
+    if input_grad:
+        return module.backward(grad_out)
+    if getattr(module, "skips_input_grad", False):
+        return module.backward(grad_out, input_grad=False)
+    module.backward(grad_out)
+    return None
