@@ -41,7 +41,9 @@ def linear_backward(x, weight, grad_out, grad_out_t, blocks, input_grad, grad_x,
     """
     n = x.shape[0]
     m = weight.shape[0]
-    for task in prange(0 if input_grad else blocks, 2 * blocks):
+    first = 0 if input_grad else blocks  # the grad_x tasks come first: skipped without it
+    for i in prange(2 * blocks - first):
+        task = first + i
         b = task % blocks
         if task < blocks:
             r0 = b * n // blocks
