@@ -190,6 +190,21 @@ def test_large_mean_small_spread_normalises(cls, shape):
     assert_close(mean, np.zeros(shape[1]), atol=1e-5, name="output mean")
     assert_close(var, 1.0 / (1.0 + 1e-5 / batch_norm_stats(x)[1]), rtol=1e-4, name="output var")
     assert_close(bn.running_mean, 0.9 * 0 + 0.1 * batch_norm_stats(x)[0], rtol=1e-6)
+    # The backward subtracts the mean too: a float32-rounded mean would be off by up to 5% of
+    # the spread in every (x − mean) there.
+    g = data(shape, seed=7, dtype=np.float32)
+    expected_dx, _, _ = batch_norm_backward(x.astype(np.float64), g, np.ones(shape[1]), 1e-5)
+    dx = bn.backward(g)
+    assert_close(dx, expected_dx, rtol=1e-3, atol=1e-3 * np.abs(expected_dx).max(), name="dx")
+    # Eval mode with population statistics near the batch's (rounded to the float32 buffers,
+    # which the expected values use too).
+    mean, var = batch_norm_stats(x)
+    bn.running_mean[...] = mean
+    bn.running_var[...] = var
+    y = bn.eval()(x)
+    mean, var = bn.running_mean.astype(np.float64), bn.running_var.astype(np.float64)
+    expected = batch_norm_forward(x, np.ones(shape[1]), np.zeros(shape[1]), 1e-5, mean, var)
+    assert_close(y, expected, rtol=1e-4, atol=2e-3, name="eval y")
 
 
 # -- gradients --------------------------------------------------------------------------------
