@@ -17,6 +17,8 @@ from .validation import check_grad, check_input, positive_int, require_forward
 
 # Products smaller than this run as one BLAS call: splitting them costs more than it saves.
 _PARALLEL_FLOPS = 4_000_000
+# Any rank NumPy allows: (N, in), or (*, in) with leading dimensions folded into the batch.
+_RANKS = range(1, 33)
 
 
 class Linear(Module):
@@ -54,7 +56,7 @@ class Linear(Module):
         x = check_input(
             self,
             x,
-            tuple(range(1, 33)),
+            _RANKS,
             "(N, {C})",
             channels=self.in_features,
             channel_axis=-1,

@@ -53,10 +53,11 @@ def check_input(
     ``{C}`` is replaced by the expected channel count.
     """
     x = cast_input(layer, x, dtype)
-    shown = layout.format(C=channels if channels is not None else "C")
     if x.ndim not in ndims:
+        shown = layout.format(C=channels if channels is not None else "C")
         raise ValueError(f"{layer_name(layer)} expected input {shown}, got shape {x.shape}")
     if channels is not None and x.shape[channel_axis] != channels:
+        shown = layout.format(C=channels)
         hint = ""
         if x.ndim >= 3 and x.shape[-1] == channels:
             hint = "; is it channels-last? tinynet is channels-first"

@@ -56,35 +56,49 @@ class SGD(Optimizer):
         loss = None if closure is None else closure()
         for group in self.param_groups:
             momentum = group["momentum"]
+            scalars = {}  # per dtype: the hyper-parameters in that dtype (see below)
             for p in group["params"]:
-                buf, first = np.empty(0, p.data.dtype), False  # no buffer without momentum
+                data = p.data
+                dtype = data.dtype
+                args = scalars.get(dtype)
+                if args is None:
+                    # The scalars in p's dtype: a float64 one would make the float32 update
+                    # run (and round) in float64.
+                    cast = dtype.type
+                    args = scalars[dtype] = (
+                        cast(group["lr"]),
+                        cast(momentum),
+                        cast(group["dampening"]),
+                        cast(group["weight_decay"]),
+                        bool(group["nesterov"]),
+                    )
+                first = False
                 if momentum != 0:
-                    state = self.state.setdefault(p, {})
-                    buf = state.get("momentum_buffer")
+                    state = self.state.get(p)
+                    buf = None if state is None else state.get("momentum_buffer")
                     if buf is None:  # torch starts the buffer at the first gradient
-                        buf = state["momentum_buffer"] = np.empty(p.data.shape, p.data.dtype)
+                        buf = np.empty(data.shape, dtype)
+                        self.state.setdefault(p, {})["momentum_buffer"] = buf
                         first = True
-                # The scalars in p's dtype: a float64 one would make the float32 update
-                # run (and round) in float64.
-                scalar = p.data.dtype.type
-                _update(
-                    p.data,
-                    p.grad,
-                    buf,
-                    scalar(group["lr"]),
-                    scalar(momentum),
-                    scalar(group["dampening"]),
-                    scalar(group["weight_decay"]),
-                    bool(group["nesterov"]),
-                    first,
-                )
+                else:
+                    buf = _NO_BUFFER.get(dtype)
+                    if buf is None:
+                        buf = _NO_BUFFER[dtype] = np.empty(0, dtype)
+                _update(data, p.grad, buf, *args, first)
         return loss
+
+
+# An empty buffer per dtype, passed when there is no momentum.
+_NO_BUFFER: dict = {}
 
 
 def _update(data, grad, buf, *args):
     """kernels.sgd_update on flat views of the arrays. An array that is not C-contiguous
     (a parameter replaced by a transposed view, a restored buffer) goes through a flat copy
     that is written back."""
+    if data.flags.c_contiguous and buf.flags.c_contiguous:  # the common case, kept short
+        kernels.sgd_update(data.reshape(-1), grad.ravel(), buf.reshape(-1), *args)
+        return
     flat_data, flat_buf = _flat(data), _flat(buf)
     kernels.sgd_update(flat_data, grad.ravel(), flat_buf, *args)
     for array, flat in ((data, flat_data), (buf, flat_buf)):
