@@ -95,11 +95,11 @@ class Linear(Module):
             blocks = self._blocks(x2)
             with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
                 g2t = np.ascontiguousarray(g2.T)
-                kernels.linear_backward(x2, w, g2, g2t, blocks, input_grad, grad_x, grad_w)
+                kernels.linear_backward(
+                    x2, w, g2, g2t, blocks, input_grad, grad_x, grad_w, self.weight.grad
+                )
         else:
-            grad_x = np.zeros(x2.shape, dtype=x2.dtype)
-            grad_w = np.zeros(w.shape, dtype=w.dtype)
-        self.weight.grad += grad_w
+            grad_x = np.zeros(x2.shape, dtype=x2.dtype)  # empty sums: nothing to add to .grad
         if self.bias is not None:
             self.bias.grad += g2.sum(axis=0)
         return grad_x.reshape(self._shape) if input_grad else None
