@@ -90,6 +90,8 @@ def max_pool_forward(x, win_d, win_h, win_w, dilation, out, argmax):
                                 total += v
                                 best, best_i = _challenge(best, best_i, v, row + xx)
                     if total != total:
+                        # The tap loop again, with NaN's rule. Written out twice on purpose:
+                        # one helper taking the rule as a flag measured 40% slower.
                         best_i = first_i
                         best = -np.inf
                         for i in range(taps_d):
