@@ -519,3 +519,37 @@ def test_winograd_dispatch_rule():
     x = make_input(1, 8, (5, 5), "contiguous", seed=1)
     check_against_reference(layer, x)
     assert layer._x_padded is None
+
+
+# -- the direct 3×3 forward for few input channels (kernels/conv_small.py) --------------------
+
+
+@given(
+    cin=st.integers(1, 4),
+    cout=st.integers(1, 9),
+    padding=st.sampled_from([0, 1, 2, (2, 0), "same"]),
+    height=st.integers(3, 9),
+    width=st.integers(3, 11),
+    batch=st.integers(1, 5),
+    bias=st.booleans(),
+    threads=st.sampled_from([1, 2]),
+)
+@settings(max_examples=40, deadline=None)
+def test_small_channel_3x3_forward_matches_reference(
+    cin, cout, padding, height, width, batch, bias, threads
+):
+    tinynet.manual_seed(0)
+    layer = Conv2d(cin, cout, 3, padding=padding, bias=bias).double()
+    assert layer._small  # this path, not vol2col
+    x = np.random.default_rng(1).standard_normal((batch, cin, height, width))
+    with tinynet.set_num_threads(threads):
+        check_against_reference(layer, x, rtol=1e-11, atol=1e-11)
+
+
+def test_small_channel_path_only_where_it_applies():
+    assert Conv2d(3, 8, 3, padding=1)._small
+    assert not Conv2d(8, 8, 3, padding=1)._small  # Winograd or vol2col
+    assert not Conv2d(3, 8, 3, stride=2)._small
+    assert not Conv2d(3, 8, 5)._small
+    assert not Conv2d(4, 8, 3, groups=2)._small
+    assert not Conv3d(1, 8, 3)._small

@@ -5,8 +5,9 @@ t·dilation − padding] (a cross-correlation, as in every deep-learning framewo
 input zero-padded. The layers only validate, keep state and pick a kernel; the loops live in
 ``tinynet/kernels/conv.py`` (vol2col + BLAS, or direct loops for depthwise convolutions),
 ``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions),
-``tinynet/kernels/winograd3d.py`` (its 3-D form, F(2×2×2, 3×3×3), for Conv3d) and
-``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps).
+``tinynet/kernels/winograd3d.py`` (its 3-D form, F(2×2×2, 3×3×3), for Conv3d),
+``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps)
+and ``tinynet/kernels/conv_small.py`` (the direct forward of 3×3 layers with few channels).
 Each path's conditions and buffers are in a mixin beside this file (``conv_winograd.py``,
 ``conv_winograd3d.py``, ``conv_planes.py``); which path a layer takes was decided by measurement.
 """
@@ -23,6 +24,7 @@ import scipy.linalg.cython_blas  # noqa: F401
 
 from .. import config
 from ..kernels import conv as kernels
+from ..kernels import conv_small
 from ..random import get_generator
 from .conv_planes import PlanesMixin
 from .conv_winograd import WinogradMixin
@@ -35,6 +37,9 @@ _LAYOUTS = {2: "(N, {C}, H, W)", 3: "(N, {C}, D, H, W)"}
 # this many columns (tuned by measurement on the Conv3d and CIFAR shapes).
 _TILE_BYTES = 512 * 1024
 _MIN_TILE_COLUMNS = 256
+# Input channels up to which a 3×3 stride-1 forward is computed directly (conv_small.py):
+# its cost grows with the channels, the GEMM's efficiency with them too.
+_SMALL_MAX_CHANNELS = 4
 
 
 class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
@@ -83,6 +88,16 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         # One input channel per group (depthwise): a GEMM per group would be a few hundred
         # flops, so direct loops are faster there.
         self._direct = groups > 1 and in_channels == groups
+        # A 3×3 convolution of few channels (a first layer): the direct forward of
+        # kernels/conv_small.py beats the thin GEMM (measured faster for 1 and 3 channels).
+        self._small = (
+            self._dims == 2
+            and self.kernel_size == (3, 3)
+            and self.stride == (1, 1)
+            and self.dilation == (1, 1)
+            and groups == 1
+            and in_channels <= _SMALL_MAX_CHANNELS
+        )
         self._winograd = self._winograd_applies()
         self._winograd3d = self._winograd3d_applies()
         self._planes = self._planes_applies()
@@ -167,6 +182,24 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         tiles = self._buffer("tiles", (blocks, self.out_channels // self.groups * tile * ow), dtype)
         return tile, cols, tiles
 
+    def _small_forward(self, x, out_size, relu):
+        """The direct 3×3 forward for few input channels (kernels/conv_small.py)."""
+        n, dtype = x.shape[0], x.dtype
+        oh, ow = out_size
+        blocks = max(1, min(config.get_num_threads(), n))
+        plane = (oh + 2) * (ow + 2)
+        xpad = self._buffer("small_xpad", (blocks, self.in_channels * plane + 2), dtype)
+        acc = self._buffer("small_acc", (blocks, oh * (ow + 2)), dtype)
+        weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
+        weight = weight.reshape(self.out_channels, self.in_channels, 9)
+        bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
+        out = np.empty((n, self.out_channels, oh, ow), dtype=dtype)
+        with config.one_thread_if(blocks == 1):
+            conv_small.conv2d_3x3_forward(
+                x, weight, bias.astype(dtype, copy=False), relu, self._pad_low, out, xpad, acc
+            )
+        return out
+
     def _on_dtype_change(self):
         self._work = {}
         self._x = None
@@ -197,6 +230,8 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
             return self._winograd3d_forward(x, out_size, relu)
         if self._planes:
             return _relu_in_place(self._planes_forward(x, out_size), relu)
+        if self._small:
+            return self._small_forward(x, out_size, relu)
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype).reshape(self.out_channels, -1)
         if self.bias is None:  # the direct kernel skips an empty bias, the GEMM one adds zeros
             bias = np.empty(0, dtype) if self._direct else np.zeros(self.out_channels, dtype)
