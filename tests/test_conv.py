@@ -525,7 +525,7 @@ def test_winograd_dispatch_rule():
 
 
 @given(
-    cin=st.integers(1, 4),
+    cin=st.integers(1, 7),
     cout=st.integers(1, 9),
     padding=st.sampled_from([0, 1, 2, (2, 0), "same"]),
     height=st.integers(3, 9),
@@ -551,5 +551,6 @@ def test_small_channel_path_only_where_it_applies():
     assert not Conv2d(8, 8, 3, padding=1)._small  # Winograd or vol2col
     assert not Conv2d(3, 8, 3, stride=2)._small
     assert not Conv2d(3, 8, 5)._small
+    assert Conv2d(7, 8, 3)._small
     assert not Conv2d(4, 8, 3, groups=2)._small
     assert not Conv3d(1, 8, 3)._small
