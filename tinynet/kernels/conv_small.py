@@ -57,38 +57,26 @@ def _plane(xpad, weight, o, hp, wp, length, acc):
     """
     one = np.uint64(1)
     two = np.uint64(2)
+    for p in range(np.uint64(length)):
+        acc[p] = 0
     for c in range(weight.shape[1]):
         w = weight[o, c]
         w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
         r0 = np.uint64(c * hp * wp)  # the first, second and third row of the 3×3 window
         r1 = r0 + np.uint64(wp)
         r2 = r1 + np.uint64(wp)
-        if c == 0:  # the first channel writes, the others add
-            for p in range(np.uint64(length)):
-                acc[p] = (
-                    w0 * xpad[r0 + p]
-                    + w1 * xpad[r0 + p + one]
-                    + w2 * xpad[r0 + p + two]
-                    + w3 * xpad[r1 + p]
-                    + w4 * xpad[r1 + p + one]
-                    + w5 * xpad[r1 + p + two]
-                    + w6 * xpad[r2 + p]
-                    + w7 * xpad[r2 + p + one]
-                    + w8 * xpad[r2 + p + two]
-                )
-        else:
-            for p in range(np.uint64(length)):
-                acc[p] += (
-                    w0 * xpad[r0 + p]
-                    + w1 * xpad[r0 + p + one]
-                    + w2 * xpad[r0 + p + two]
-                    + w3 * xpad[r1 + p]
-                    + w4 * xpad[r1 + p + one]
-                    + w5 * xpad[r1 + p + two]
-                    + w6 * xpad[r2 + p]
-                    + w7 * xpad[r2 + p + one]
-                    + w8 * xpad[r2 + p + two]
-                )
+        for p in range(np.uint64(length)):
+            acc[p] += (
+                w0 * xpad[r0 + p]
+                + w1 * xpad[r0 + p + one]
+                + w2 * xpad[r0 + p + two]
+                + w3 * xpad[r1 + p]
+                + w4 * xpad[r1 + p + one]
+                + w5 * xpad[r1 + p + two]
+                + w6 * xpad[r2 + p]
+                + w7 * xpad[r2 + p + one]
+                + w8 * xpad[r2 + p + two]
+            )
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
