@@ -492,3 +492,23 @@ def test_kernels_run_without_jit():
         [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_2x2x2_kernel_matches_generic_kernel(dtype):
+    # Ties, -inf, +inf and NaN: the unrolled 3-D kernel must keep the generic kernel's
+    # scan-order rule (depth, then rows, then columns) and its NaN rule.
+    rng = np.random.default_rng(4)
+    x = rng.integers(-1, 2, (5, 6, 7, 9)).astype(dtype)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    x[rng.random(x.shape) < 0.05] = -np.inf
+    x[rng.random(x.shape) < 0.02] = np.inf
+    out_shape = (5, 3, 3, 4)
+    out_fast, out_generic = np.empty(out_shape, dtype), np.empty(out_shape, dtype)
+    arg_fast, arg_generic = np.zeros(out_shape, np.int32), np.zeros(out_shape, np.int32)
+    kernels.max_pool3d_2x2x2_forward(x, out_fast, arg_fast)
+    windows = [np.stack([np.arange(k) * 2, np.full(k, 2)]) for k in out_shape[1:]]
+    kernels.max_pool_forward(x, *windows, (1, 1, 1), out_generic, arg_generic)
+    np.testing.assert_array_equal(out_fast, out_generic)
+    np.testing.assert_array_equal(arg_fast, arg_generic)
+    assert np.isnan(out_fast).any() and (out_fast == np.inf).any()  # the cases were exercised

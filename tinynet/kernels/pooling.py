@@ -148,6 +148,58 @@ def max_pool2d_2x2_forward(x, out, argmax):
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def max_pool3d_2x2x2_forward(x, out, argmax):
+    """max_pool_forward for 2×2×2 windows, stride 2, no padding: the 3-D max_pool2d_2x2_forward.
+
+    Shapes: x (P, D, H, W); outputs out and argmax (P, OD, OH, OW) with 2·O ≤ size on every
+    axis. Loop nest: for p, od, oh, ow: the eight taps, unrolled, in scan order (depth, then
+    rows, then columns). Parallel over: planes (iteration p writes out[p], argmax[p] only).
+    """
+    planes, depth, height, width = x.shape
+    out_d, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
+    w = np.int32(width)
+    plane = np.int32(height * width)
+    one = np.int32(1)
+    for p in prange(planes):
+        for od in range(out_d):
+            for oh in range(out_h):
+                a = x[p, 2 * od, 2 * oh]  # rows (z, y), (z, y + 1), (z + 1, y), (z + 1, y + 1)
+                b = x[p, 2 * od, 2 * oh + 1]
+                c = x[p, 2 * od + 1, 2 * oh]
+                d = x[p, 2 * od + 1, 2 * oh + 1]
+                ia = np.int32((2 * od * height + 2 * oh) * width)  # flat index of a[0]
+                ib = ia + w
+                ic = ia + plane
+                id_ = ic + w
+                for ow in range(out_w):
+                    j = np.int32(2 * ow)
+                    taps = (a[j], a[j + 1], b[j], b[j + 1], c[j], c[j + 1], d[j], d[j + 1])
+                    where = (ia + j, ia + j + one, ib + j, ib + j + one)
+                    where2 = (ic + j, ic + j + one, id_ + j, id_ + j + one)
+                    best, best_i = taps[0], where[0]
+                    best, best_i = _challenge(best, best_i, taps[1], where[1])
+                    best, best_i = _challenge(best, best_i, taps[2], where[2])
+                    best, best_i = _challenge(best, best_i, taps[3], where[3])
+                    best, best_i = _challenge(best, best_i, taps[4], where2[0])
+                    best, best_i = _challenge(best, best_i, taps[5], where2[1])
+                    best, best_i = _challenge(best, best_i, taps[6], where2[2])
+                    best, best_i = _challenge(best, best_i, taps[7], where2[3])
+                    total = taps[0] + taps[1] + taps[2] + taps[3]
+                    total += taps[4] + taps[5] + taps[6] + taps[7]
+                    if total != total:  # a NaN (or +inf and -inf) in the window: rare
+                        best, best_i = taps[0], where[0]
+                        best, best_i = _challenge_nan(best, best_i, taps[1], where[1])
+                        best, best_i = _challenge_nan(best, best_i, taps[2], where[2])
+                        best, best_i = _challenge_nan(best, best_i, taps[3], where[3])
+                        best, best_i = _challenge_nan(best, best_i, taps[4], where2[0])
+                        best, best_i = _challenge_nan(best, best_i, taps[5], where2[1])
+                        best, best_i = _challenge_nan(best, best_i, taps[6], where2[2])
+                        best, best_i = _challenge_nan(best, best_i, taps[7], where2[3])
+                    out[p, od, oh, ow] = best
+                    argmax[p, od, oh, ow] = best_i
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def max_pool_backward(grad_out, argmax, grad_x):
     """Route each output's gradient to the input that was the maximum.
 
