@@ -495,3 +495,15 @@ def test_sgd_updates_a_non_contiguous_parameter():
         opt.step()
     np.testing.assert_array_equal(p.data, q.data)
     assert not np.array_equal(q.data, a.T)
+
+
+def test_sgd_rejects_a_gradient_of_the_wrong_shape():
+    # The fused kernel reads the gradient with the parameter's indices: a gradient someone
+    # replaced by another shape must be a clear error, not a read past its end.
+    p = Parameter(np.zeros((4, 3)))
+    p.grad = np.ones(5)
+    opt = optim.SGD([p], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"SGD expected .* shape \(4, 3\).* got \(5,\)"):
+        opt.step()
+    np.testing.assert_array_equal(p.data, 0)  # nothing was updated
+    assert p not in opt.state  # and no momentum buffer started

@@ -59,6 +59,13 @@ class SGD(Optimizer):
             scalars = {}  # per dtype: the hyper-parameters in that dtype (see below)
             for p in group["params"]:
                 data = p.data
+                # The kernel indexes parameter, gradient and buffer by one counter: another
+                # shape would read past an array's end (NumPy raised for the same mistake).
+                if p.grad.shape != data.shape:
+                    raise ValueError(
+                        f"SGD expected the gradient of a parameter of shape {data.shape} to "
+                        f"have that shape, got {p.grad.shape}"
+                    )
                 dtype = data.dtype
                 args = scalars.get(dtype)
                 if args is None:
@@ -76,6 +83,11 @@ class SGD(Optimizer):
                 if momentum != 0:
                     state = self.state.get(p)
                     buf = None if state is None else state.get("momentum_buffer")
+                    if buf is not None and buf.shape != data.shape:
+                        raise ValueError(
+                            f"SGD expected the momentum buffer of a parameter of shape "
+                            f"{data.shape} to have that shape, got {buf.shape}"
+                        )
                     if buf is None:  # torch starts the buffer at the first gradient
                         buf = np.empty(data.shape, dtype)
                         self.state.setdefault(p, {})["momentum_buffer"] = buf
