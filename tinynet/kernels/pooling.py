@@ -147,6 +147,19 @@ def max_pool2d_2x2_forward(x, out, argmax):
                 argmax[p, oh, ow] = best_i
 
 
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _best_of_8(challenge, taps, where, where2):
+    """The maximum of eight taps (scan order) and its index, by ``challenge``'s rule."""
+    best, best_i = taps[0], where[0]
+    best, best_i = challenge(best, best_i, taps[1], where[1])
+    best, best_i = challenge(best, best_i, taps[2], where[2])
+    best, best_i = challenge(best, best_i, taps[3], where[3])
+    best, best_i = challenge(best, best_i, taps[4], where2[0])
+    best, best_i = challenge(best, best_i, taps[5], where2[1])
+    best, best_i = challenge(best, best_i, taps[6], where2[2])
+    return challenge(best, best_i, taps[7], where2[3])
+
+
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def max_pool3d_2x2x2_forward(x, out, argmax):
     """max_pool_forward for 2×2×2 windows, stride 2, no padding: the 3-D max_pool2d_2x2_forward.
@@ -176,25 +189,11 @@ def max_pool3d_2x2x2_forward(x, out, argmax):
                     taps = (a[j], a[j + 1], b[j], b[j + 1], c[j], c[j + 1], d[j], d[j + 1])
                     where = (ia + j, ia + j + one, ib + j, ib + j + one)
                     where2 = (ic + j, ic + j + one, id_ + j, id_ + j + one)
-                    best, best_i = taps[0], where[0]
-                    best, best_i = _challenge(best, best_i, taps[1], where[1])
-                    best, best_i = _challenge(best, best_i, taps[2], where[2])
-                    best, best_i = _challenge(best, best_i, taps[3], where[3])
-                    best, best_i = _challenge(best, best_i, taps[4], where2[0])
-                    best, best_i = _challenge(best, best_i, taps[5], where2[1])
-                    best, best_i = _challenge(best, best_i, taps[6], where2[2])
-                    best, best_i = _challenge(best, best_i, taps[7], where2[3])
+                    best, best_i = _best_of_8(_challenge, taps, where, where2)
                     total = taps[0] + taps[1] + taps[2] + taps[3]
                     total += taps[4] + taps[5] + taps[6] + taps[7]
                     if total != total:  # a NaN (or +inf and -inf) in the window: rare
-                        best, best_i = taps[0], where[0]
-                        best, best_i = _challenge_nan(best, best_i, taps[1], where[1])
-                        best, best_i = _challenge_nan(best, best_i, taps[2], where[2])
-                        best, best_i = _challenge_nan(best, best_i, taps[3], where[3])
-                        best, best_i = _challenge_nan(best, best_i, taps[4], where2[0])
-                        best, best_i = _challenge_nan(best, best_i, taps[5], where2[1])
-                        best, best_i = _challenge_nan(best, best_i, taps[6], where2[2])
-                        best, best_i = _challenge_nan(best, best_i, taps[7], where2[3])
+                        best, best_i = _best_of_8(_challenge_nan, taps, where, where2)
                     out[p, od, oh, ow] = best
                     argmax[p, od, oh, ow] = best_i
 
