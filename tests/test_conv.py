@@ -521,13 +521,14 @@ def test_winograd_dispatch_rule():
     assert layer._x_padded is None
 
 
-# -- the direct 3×3 forward for few input channels (kernels/conv_small.py) --------------------
+# -- the direct 3×3 path for few input channels (kernels/conv_small.py) -----------------------
 
 
 @given(
     cin=st.integers(1, 7),
     cout=st.integers(1, 9),
-    padding=st.sampled_from([0, 1, 2, (2, 0), "same"]),
+    # Padding 3 leaves the direct input gradient (it needs ≤ 2) for the vol2col one.
+    padding=st.sampled_from([0, 1, 2, (2, 0), (0, 3), 3, "same"]),
     height=st.integers(3, 9),
     width=st.integers(3, 11),
     batch=st.integers(1, 5),
@@ -535,7 +536,7 @@ def test_winograd_dispatch_rule():
     threads=st.sampled_from([1, 2]),
 )
 @settings(max_examples=40, deadline=None)
-def test_small_channel_3x3_forward_matches_reference(
+def test_small_channel_3x3_matches_reference(
     cin, cout, padding, height, width, batch, bias, threads
 ):
     tinynet.manual_seed(0)
@@ -544,6 +545,15 @@ def test_small_channel_3x3_forward_matches_reference(
     x = np.random.default_rng(1).standard_normal((batch, cin, height, width))
     with tinynet.set_num_threads(threads):
         check_against_reference(layer, x, rtol=1e-11, atol=1e-11)
+        # Parameter gradients alone (a first layer in training) take the same kernel.
+        gw, gb = layer.weight.grad.copy(), None if layer.bias is None else layer.bias.grad.copy()
+        layer.zero_grad()
+        y = layer(x)
+        grad_out = np.random.default_rng(1).standard_normal(y.shape)
+        assert layer.backward(grad_out, input_grad=False) is None
+    assert_close(layer.weight.grad, gw, rtol=1e-12, atol=1e-12, name="grad weight")
+    if bias:
+        assert_close(layer.bias.grad, gb, rtol=1e-12, atol=1e-12, name="grad bias")
 
 
 def test_small_channel_path_only_where_it_applies():

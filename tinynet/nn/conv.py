@@ -7,7 +7,7 @@ input zero-padded. The layers only validate, keep state and pick a kernel; the l
 ``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions),
 ``tinynet/kernels/winograd3d.py`` (its 3-D form, F(2×2×2, 3×3×3), for Conv3d),
 ``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps)
-and ``tinynet/kernels/conv_small.py`` (the direct forward of 3×3 layers with few channels).
+and ``tinynet/kernels/conv_small.py`` (direct 3×3 loops for layers with few input channels).
 Each path's conditions and buffers are in a mixin beside this file (``conv_winograd.py``,
 ``conv_winograd3d.py``, ``conv_planes.py``); which path a layer takes was decided by measurement.
 """
@@ -203,6 +203,46 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
             )
         return out
 
+    def _small_backward(self, grad_out, input_grad):
+        """The backward of the direct 3×3 path: weight and bias gradients by the direct kernel;
+        the input gradient, when asked for, is the same direct forward run on grad_out with the
+        filters flipped and in and out channels swapped (a full correlation: padding 2 − p)."""
+        x = self._x
+        n, dtype = x.shape[0], x.dtype
+        oh, ow = self._out_size
+        n_out, n_in = self.out_channels, self.in_channels
+        blocks = max(1, min(config.get_num_threads(), n))
+        xpad = self._buffer("small_xpad", (blocks, n_in * (oh + 2) * (ow + 2) + 2), dtype)
+        gyw = self._buffer("small_acc", (blocks, oh * (ow + 2)), dtype)
+        partial_w = self._buffer("partial_w", (blocks, n_out, n_in, 9), dtype)
+        partial_b = self._buffer("partial_b", (blocks, n_out), dtype)
+        with config.one_thread_if(blocks == 1):
+            conv_small.conv2d_3x3_backward_weight(
+                x, grad_out, self._pad_low, partial_w, partial_b, xpad, gyw
+            )
+        grad_w = self._buffer("grad_w", (n_out * n_in * 9,), dtype)
+        kernels.sum_blocks(partial_w.reshape(blocks, -1), grad_w)
+        self.weight.grad += grad_w.reshape(self.weight.grad.shape)
+        if self.bias is not None:
+            grad_b = self._buffer("grad_b", (n_out,), dtype)
+            kernels.sum_blocks(partial_b, grad_b)
+            self.bias.grad += grad_b
+        if not input_grad:
+            return None
+        height, width = x.shape[2:]
+        flipped = self.weight.data.astype(dtype, copy=False).reshape(n_out, n_in, 9)[:, :, ::-1]
+        flipped = np.ascontiguousarray(flipped.transpose(1, 0, 2))
+        plane = (height + 2) * (width + 2)
+        gpad = self._buffer("small_gpad", (blocks, n_out * plane + 2), dtype)
+        gacc = self._buffer("small_gacc", (blocks, height * (width + 2)), dtype)
+        grad_x = np.empty_like(x)
+        padding = (2 - self._pad_low[0], 2 - self._pad_low[1])
+        with config.one_thread_if(blocks == 1):
+            conv_small.conv2d_3x3_forward(
+                grad_out, flipped, np.zeros(n_in, dtype), False, padding, grad_x, gpad, gacc
+            )
+        return grad_x
+
     def _on_dtype_change(self):
         self._work = {}
         self._x = None
@@ -257,8 +297,8 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
     skips_input_grad = True  # backward(grad_out, input_grad=False): parameter gradients only
 
     def backward(self, grad_out, input_grad: bool = True):
-        """The input gradient, or None with ``input_grad=False`` (the GEMM path then skips
-        computing it; the Winograd and plane paths compute it anyway and drop it)."""
+        """The input gradient, or None with ``input_grad=False`` (the GEMM and direct 3×3
+        paths then skip computing it; the Winograd and plane paths compute it and drop it)."""
         grad_x = self._backward(grad_out, input_grad)
         return grad_x if input_grad else None
 
@@ -274,6 +314,9 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
             return self._winograd_backward(grad_out)
         if self._planes:
             return self._planes_backward(grad_out)
+        # The direct input gradient pads grad_out by 2 − p: it needs padding ≤ 2 on every side.
+        if self._small and (not input_grad or max(self._pad_low + self._pad_high) <= 2):
+            return self._small_backward(grad_out, input_grad)
         grad_out = grad_out.reshape(n, self.out_channels, math.prod(self._out_size))
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype).reshape(self.out_channels, -1)
         volume = x.reshape(self._as_volume(x.shape))
