@@ -20,7 +20,10 @@ def sgd_update(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first
     ``buf`` is unused (may be empty) when μ = 0. The scalars arrive in p's dtype, so float32
     parameters are updated in float32 arithmetic, as PyTorch does.
     """
-    keep = 1 - dampening
+    # 1 − τ with a literal 1 (an int64) would be a float64, and pull the update into float64
+    # arithmetic: rounded unlike PyTorch's float32 update, and 2x slower (the loop mixed
+    # widths instead of running in float32 vectors).
+    keep = p.dtype.type(1) - dampening
     for i in range(p.shape[0]):
         d = g[i]
         if weight_decay != 0:
