@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .module import Module
 from .validation import cast_input, check_grad, require_forward
 
@@ -30,7 +32,10 @@ class Flatten(Module):
             )
         self._shape = x.shape
         self._dtype = x.dtype
-        y = x.reshape(x.shape[:start] + (-1,) + x.shape[end + 1 :])
+        # The merged size written out, not -1: NumPy cannot infer it when another dimension
+        # is 0 (an empty batch), where torch gives (0, C·H·W).
+        merged = math.prod(x.shape[start : end + 1])
+        y = x.reshape(x.shape[:start] + (merged,) + x.shape[end + 1 :])
         self._out_shape = y.shape
         return y
 
