@@ -82,7 +82,8 @@ from tinynet import nn
 tinynet.set_num_threads(int(sys.argv[1]))
 rng = np.random.default_rng(0)
 groups = {
-    "conv2d vol2col+GEMM": [(nn.Conv2d(3, 8, 3, padding=1), (2, 3, 8, 8))],
+    "conv2d vol2col+GEMM": [(nn.Conv2d(8, 8, 3, stride=2, padding=1), (2, 8, 8, 8))],
+    "conv2d direct 3x3": [(nn.Conv2d(3, 8, 3, padding=1), (2, 3, 8, 8))],
     "conv2d Winograd": [(nn.Conv2d(8, 8, 3, padding=1), (8, 8, 16, 16))],
     "conv2d depthwise": [(nn.Conv2d(4, 4, 3, padding=1, groups=4), (2, 4, 8, 8))],
     "conv3d planes": [(nn.Conv3d(4, 8, 3, padding=1), (2, 4, 6, 6, 6))],
