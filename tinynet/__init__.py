@@ -4,6 +4,7 @@ from . import data, models, nn, optim
 from .checkpoint import load_checkpoint, load_torch_state_dict, save_checkpoint
 from .config import get_default_dtype, get_num_threads, set_default_dtype, set_num_threads
 from .graph import Graph
+from .kernel_cache import precompile
 from .model_summary import summary
 from .passes import fold_bn, fuse_relu, recalibrate_bn, remove_dropout
 from .random import manual_seed
@@ -23,6 +24,7 @@ __all__ = [
     "models",
     "nn",
     "optim",
+    "precompile",
     "recalibrate_bn",
     "remove_dropout",
     "save_checkpoint",

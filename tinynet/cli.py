@@ -106,6 +106,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_common(train)
     train.add_argument("--checkpoint", metavar="PATH", help="save a checkpoint every epoch")
     train.add_argument(
+        "--precompile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on a first run, compile the kernels in parallel processes (default: on)",
+    )
+    train.add_argument(
         "--resume",
         action="store_true",
         help="continue the run saved in --checkpoint with its settings, bit for bit",
@@ -187,6 +193,7 @@ def _non_negative_float(text: str) -> float:
 def _train(args) -> int:
     from . import config as tn_config
     from .data import DataLoader
+    from .kernel_cache import precompile
     from .nn import CrossEntropyLoss
     from .random import manual_seed
 
@@ -229,6 +236,17 @@ def _train(args) -> int:
     )
     if start_epoch:
         print(f"resuming after epoch {start_epoch} from {args.checkpoint}")
+    if args.precompile:
+        # A first run compiles its kernels; a later one finds them in Numba's cache.
+        shape = (min(batch_size, samples), *data["train"][0].shape[1:])
+        report = precompile(model, shape, optimizer=settings["optimizer"])
+        if report.workers:
+            print(
+                f"compiled the kernels in {report.workers} processes in {report.seconds:.0f} s "
+                f"(first run only: cached from now on)"
+                + (f"; failed: {'; '.join(report.errors)}" if report.errors else ""),
+                flush=True,
+            )
     criterion = CrossEntropyLoss()
     started = time.perf_counter()
     test_accuracy = None

@@ -170,15 +170,18 @@ def _extra_sections(results: dict) -> list[str]:
     compile_info = results.get("compile")
     if compile_info:
         lines += ["", "compile time (fresh processes, LeNet-BN train step + eval forward):"]
-        for key in ("cold", "warm", "torch"):
+        for key in ("cold", "precompiled", "warm", "torch"):
             c = compile_info.get(key)
             if not c:
                 continue
             if "error" in c:
                 lines.append(f"  {key}: error {c['error']}")
                 continue
+            ahead = c.get("precompile_s", 0.0)
             lines.append(
-                f"  {key:5s}: import {c['import_s']:.2f} s, first train step "
+                f"  {key:5s}: import {c['import_s']:.2f} s, "
+                + (f"tinynet.precompile {ahead:.2f} s, " if ahead else "")
+                + "first train step "
                 f"{c['first_step_s']:.2f} s, first eval {c['first_eval_s']:.2f} s, "
                 f"steady step {1e3 * c['steady_step_s']:.1f} ms, "
                 f"process total {c['process_s']:.2f} s"
