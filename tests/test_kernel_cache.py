@@ -105,12 +105,16 @@ def test_group_keys_name_the_path_the_layer_takes():
     assert key(wino, (8, 8, 16, 16)) == "Conv2d:winograd"
     wino(np.zeros((8, 8, 16, 16), np.float32))
     assert wino._x_padded is not None  # the forward did take the Winograd path
-    assert key(wino, (1, 8, 4, 4)) == "Conv2d:gemm"  # too few tiles for Winograd
-    assert key(nn.Conv2d(4, 4, 3, groups=4), (2, 4, 6, 6)) == "Conv2d:direct"
+    assert key(wino, (1, 8, 4, 4)) == "Conv:gemm"  # too few tiles for Winograd
+    assert key(nn.Conv2d(4, 4, 3, groups=4), (2, 4, 6, 6)) == "Conv:direct"
+    # Kernels shared across ranks are one group (one worker compiles them).
+    assert key(nn.Conv2d(8, 8, 3, stride=2), (2, 8, 8, 8)) == "Conv:gemm"
+    assert key(nn.Conv3d(8, 8, 3, groups=2), (2, 8, 5, 5, 5)) == "Conv:gemm"
+    assert key(nn.BatchNorm1d(4), (2, 4)) == key(nn.BatchNorm3d(4), (2, 4, 2, 2, 2))
     assert key(nn.Conv3d(4, 8, 3, padding=1), (2, 4, 6, 6, 6)) == "Conv3d:planes"
     assert key(nn.FusedReLU(nn.Conv2d(1, 8, 3)), (2, 1, 8, 8)) == "Conv2d:small"
     assert key(nn.MaxPool2d(2), (2, 3, 8, 8)) == "MaxPool2d:2"
-    assert key(nn.MaxPool2d(3), (2, 3, 8, 8)) == "MaxPool2d"
+    assert key(nn.MaxPool2d(3), (2, 3, 8, 8)) == key(nn.MaxPool3d(3), (2, 3, 4, 4, 4))
     assert key(nn.Flatten(), (2, 3, 8, 8)) is None
     assert key(nn.Dropout(), (2, 3)) is None
 
@@ -122,7 +126,7 @@ def test_nothing_runs_without_the_cache(monkeypatch):
 
 
 def test_a_failing_worker_is_reported_not_raised(monkeypatch, tmp_path):
-    stamp = tmp_path / "job.stamp"
+    stamp = tmp_path / "cache" / "job.stamp"
     monkeypatch.setattr(kernel_cache, "_stamp_path", lambda groups, dtype: stamp)
 
     def failing(job):
@@ -194,3 +198,35 @@ def test_the_first_step_after_precompile_compiles_nothing(tmp_path):
     warm = run()
     assert warm["workers"] == 0 and warm["skipped"] == "cached"
     assert warm["compiled"] == []
+
+
+def test_cache_saves_wait_for_the_lock(tmp_path):
+    # A worker's Numba cache save must block while another process holds the lock.
+    fcntl = pytest.importorskip("fcntl")
+    lock = tmp_path / "tinynet-precompile.lock"
+    script = (
+        "import sys, time\n"
+        "from numba.core import caching\n"
+        "from tinynet import kernel_cache\n"
+        "caching.IndexDataCacheFile.save = lambda self, key, data: print('saved', flush=True)\n"
+        "kernel_cache._lock_cache_saves(sys.argv[1])\n"
+        "t = time.perf_counter()\n"
+        "caching.IndexDataCacheFile.save(None, None, None)\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    with open(lock, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True, env=env
+        )
+        try:
+            proc.wait(timeout=3)
+            finished_while_locked = True
+        except subprocess.TimeoutExpired:
+            finished_while_locked = False
+        fcntl.flock(held, fcntl.LOCK_UN)
+    out, _ = proc.communicate(timeout=60)
+    assert not finished_while_locked
+    assert out.splitlines()[0] == "saved"

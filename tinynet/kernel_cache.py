@@ -43,26 +43,20 @@ from .graph import INPUT, Graph
 # Cold compile seconds per kernel group, measured in the workers (2-core AVX2 machine, two
 # workers at once), used only to share the groups out evenly; others count DEFAULT_COST.
 COSTS = {
-    "Conv2d:gemm": 18.0,
+    "Conv:gemm": 18.0,
     "Conv2d:winograd": 20.0,
     "Conv2d:small": 10.0,
-    "Conv2d:direct": 11.0,
-    "Conv3d:gemm": 18.0,
+    "Conv:direct": 11.0,
     "Conv3d:planes": 17.5,
     "Conv3d:winograd3d": 20.0,
-    "BatchNorm1d": 2.8,
-    "BatchNorm2d": 6.5,
-    "BatchNorm3d": 6.5,
+    "BatchNorm": 9.0,
     "Linear": 2.9,
     "ReLU": 3.0,
     "MaxPool2d:2": 2.2,
     "MaxPool3d:2": 2.2,
-    "MaxPool2d": 5.0,
-    "MaxPool3d": 5.0,
-    "AvgPool2d": 3.0,
-    "AvgPool3d": 3.0,
-    "AdaptiveAvgPool2d": 3.0,
-    "AdaptiveAvgPool3d": 3.0,
+    "MaxPool": 5.0,
+    "AvgPool": 3.0,
+    "AdaptiveAvgPool": 3.0,
     "loss": 0.6,
 }
 DEFAULT_COST = 3.0
@@ -155,8 +149,15 @@ def precompile(
         report.skipped = "one process is as fast" if groups else "no kernels"
         return report
     stamp = _stamp_path(groups, dtype)
-    if stamp is not None and stamp.exists():
+    if stamp is None:
+        report.skipped = "Numba's cache folder not found"
+        return report
+    if stamp.exists():
         report.skipped = "cached"
+        return report
+    lock = _save_lock(stamp.parent)
+    if lock is None:
+        report.skipped = "no file lock for Numba's cache on this system"
         return report
 
     # Longest compile first, each to the least loaded worker.
@@ -171,7 +172,7 @@ def precompile(
     started = time.perf_counter()
     procs = []
     for keys in bins:
-        job = {"dtype": dtype.name, "groups": {k: groups[k] for k in keys}}
+        job = {"dtype": dtype.name, "lock": lock, "groups": {k: groups[k] for k in keys}}
         procs.append((keys, _start_worker(job)))
     for keys, proc in procs:
         try:
@@ -187,7 +188,7 @@ def precompile(
         else:
             report.group_seconds.update(json.loads(out.strip().splitlines()[-1]))
     report.seconds = time.perf_counter() - started
-    if stamp is not None and not report.errors:
+    if not report.errors:
         try:
             stamp.parent.mkdir(parents=True, exist_ok=True)
             stamp.write_text(json.dumps(report.groups))
@@ -275,6 +276,9 @@ def group_key(layer, shape) -> str | None:
         return group_key(layer.layer, shape)
     if isinstance(layer, _NO_KERNELS):
         return None
+    # Conv2d and Conv3d share the vol2col and depthwise kernels (an image is a volume of
+    # depth 1), the BatchNorms and poolings of either rank theirs: one group each, so that
+    # one worker compiles them.
     name = type(layer).__name__
     if isinstance(layer, (nn.Conv2d, nn.Conv3d)):
         out_size = layer._output_size(shape[2:])
@@ -282,12 +286,18 @@ def group_key(layer, shape) -> str | None:
             return f"{name}:winograd"
         if layer._winograd3d_fits(shape[0], out_size):
             return f"{name}:winograd3d"
-        for path in ("planes", "small", "direct"):
+        for path in ("planes", "small"):
             if getattr(layer, f"_{path}"):
                 return f"{name}:{path}"
-        return f"{name}:gemm"
-    if isinstance(layer, (nn.MaxPool2d, nn.MaxPool3d)) and layer._plain_2:
-        return f"{name}:2"
+        return "Conv:direct" if layer._direct else "Conv:gemm"
+    if isinstance(layer, (nn.MaxPool2d, nn.MaxPool3d)):
+        return f"{name}:2" if layer._plain_2 else "MaxPool"
+    if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+        return "BatchNorm"
+    if isinstance(layer, (nn.AvgPool2d, nn.AvgPool3d)):
+        return "AvgPool"
+    if isinstance(layer, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
+        return "AdaptiveAvgPool"
     return name
 
 
@@ -318,6 +328,8 @@ def run_job(job: dict) -> None:
     at the real shapes (so it takes the real run's path); then the loss and SGD kernels."""
     from . import optim
 
+    if job.get("lock"):
+        _lock_cache_saves(job["lock"])
     config.set_num_threads(1)  # compiling is the work; the layers' arithmetic is incidental
     dtype = np.dtype(job["dtype"])
     rng = np.random.default_rng(0)
@@ -347,6 +359,48 @@ def run_job(job: dict) -> None:
             layer(x)
         seconds[key] = round(time.perf_counter() - started, 2)
     return seconds
+
+
+def _save_lock(folder: Path) -> str | None:
+    """The lock file that serialises the workers' cache writes (see _lock_cache_saves), or
+    None where there is no file lock (Windows) or Numba saves differently than expected."""
+    try:
+        import fcntl  # noqa: F401
+
+        from numba.core import caching
+
+        if not callable(getattr(caching.IndexDataCacheFile, "save", None)):
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+    except (ImportError, OSError):
+        return None
+    return str(folder / "tinynet-precompile.lock")
+
+
+def _lock_cache_saves(lock_path: str) -> None:
+    """Make this process's Numba cache saves exclusive among the workers.
+
+    A save reads a function's cache index, adds its entry under the first free data-file
+    name and rewrites the index, without a lock: two processes saving different signatures
+    of one function (a helper that several kernel groups call) at the same moment could both
+    take the same name, and the index could end up pointing one signature at the other's
+    code. Under an exclusive file lock each save sees the one before it.
+    """
+    import fcntl
+
+    from numba.core import caching
+
+    save = caching.IndexDataCacheFile.save
+
+    def locked_save(self, key, data):
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                save(self, key, data)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    caching.IndexDataCacheFile.save = locked_save
 
 
 def _stamp_path(groups: dict, dtype) -> Path | None:
