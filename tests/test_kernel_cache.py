@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -119,10 +120,14 @@ def test_group_keys_name_the_path_the_layer_takes():
     assert key(nn.Dropout(), (2, 3)) is None
 
 
-def test_nothing_runs_without_the_cache(monkeypatch):
+def test_nothing_runs_without_the_cache_or_the_jit(monkeypatch):
     monkeypatch.setattr(tinynet.config, "CACHE", False)
     report = tinynet.precompile(tinynet.models.lenet_bn(), (2, 1, 28, 28))
     assert report.workers == 0 and report.skipped == "Numba's cache is off"
+    monkeypatch.setattr(tinynet.config, "CACHE", True)
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    report = tinynet.precompile(tinynet.models.lenet_bn(), (2, 1, 28, 28))
+    assert report.workers == 0 and report.skipped == "NUMBA_DISABLE_JIT is set"
 
 
 def test_a_failing_worker_is_reported_not_raised(monkeypatch, tmp_path):

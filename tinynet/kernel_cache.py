@@ -35,6 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from . import config, models, nn
@@ -119,6 +120,9 @@ def precompile(
     report = PrecompileReport()
     if not config.CACHE:
         report.skipped = "Numba's cache is off"
+        return report
+    if numba.config.DISABLE_JIT:  # plain Python kernels: nothing to compile
+        report.skipped = "NUMBA_DISABLE_JIT is set"
         return report
     dtype = np.dtype(model.dtype if dtype is None else dtype)
     leaves = []
@@ -412,8 +416,6 @@ def _stamp_path(groups: dict, dtype) -> Path | None:
     folder = getattr(cache, "_cache_path", None)
     if folder is None:
         return None
-    import numba
-
     sources = sorted(
         (p.name, p.stat().st_mtime_ns, p.stat().st_size)
         for p in Path(conv_kernels.__file__).parent.glob("*.py")
