@@ -151,6 +151,7 @@ def test_a_failing_worker_is_reported_not_raised(monkeypatch, tmp_path):
 
 _SCRIPT = r"""
 import json, sys
+sys.path.insert(0, sys.argv[1])  # the tinynet under test, not the decoy in the folder
 import numpy as np
 from numba.core import event
 import tinynet
@@ -188,11 +189,20 @@ print(json.dumps({"workers": report.workers, "errors": report.errors,
 
 def test_the_first_step_after_precompile_compiles_nothing(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    # Run from a folder holding another "tinynet" (as a source checkout beside an installed
+    # copy): the workers must import the caller's tinynet, or they fill another cache.
+    decoy = tmp_path / "tinynet"
+    decoy.mkdir()
+    (decoy / "__init__.py").write_text("raise ImportError('the decoy tinynet was imported')\n")
 
     def run():
         proc = subprocess.run(
-            [sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=600
+            [sys.executable, "-c", _SCRIPT, str(ROOT)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=600,
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -10,7 +10,7 @@ processes can. ``precompile(model, input_shape)``:
    below, the same arithmetic the layers use);
 2. groups the leaves by the kernels they will call (a Conv2d on the Winograd path, the
    BatchNorm2d kernels, ...), so that no kernel is compiled by two processes;
-3. shares the groups among worker processes (``python -m tinynet.kernel_cache``, longest
+3. shares the groups among worker processes (``kernel_cache.worker_main``, longest
    compile first), each of which builds its layers from their specs (``models.to_spec``), runs
    a training forward and backward and an eval forward at the real shapes (so each layer takes
    the same path as in the real run), and so fills Numba's cache;
@@ -177,6 +177,7 @@ def precompile(
     procs = []
     for keys in bins:
         job = {"dtype": dtype.name, "lock": lock, "groups": {k: groups[k] for k in keys}}
+        job["tinynet"] = str(Path(__file__).resolve())  # the worker must import this one
         procs.append((keys, _start_worker(job)))
     for keys, proc in procs:
         try:
@@ -308,18 +309,24 @@ def group_key(layer, shape) -> str | None:
 # -- the workers ----------------------------------------------------------------------------------
 
 
+# The worker's command: this same tinynet first on the path. ``python -m`` would put the
+# current folder first, and from a source checkout that is another copy of tinynet than the
+# installed one the caller uses, with a cache of its own (seen in CI: every kernel compiled
+# twice).
+_WORKER = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from tinynet.kernel_cache import worker_main; worker_main()"
+)
+
+
 def _start_worker(job: dict) -> subprocess.Popen:
-    env = dict(os.environ)
-    # The worker imports this same tinynet, wherever it was imported from.
     root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tinynet.kernel_cache"],
+        [sys.executable, "-c", _WORKER, root],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
     )
     proc.stdin.write(json.dumps(job))
     proc.stdin.close()
@@ -432,5 +439,9 @@ def _stamp_path(groups: dict, dtype) -> Path | None:
     return Path(folder) / f"tinynet-precompiled-{digest}.stamp"
 
 
-if __name__ == "__main__":
-    print(json.dumps(run_job(json.loads(sys.stdin.read()))))
+def worker_main() -> None:
+    """A worker process: the job on stdin, the seconds per group on stdout."""
+    job = json.loads(sys.stdin.read())
+    if job.get("tinynet") != str(Path(__file__).resolve()):
+        raise SystemExit(f"worker imported another tinynet: {__file__}")
+    print(json.dumps(run_job(job)))
