@@ -245,3 +245,9 @@ def test_cache_saves_wait_for_the_lock(tmp_path):
     out, _ = proc.communicate(timeout=60)
     assert not finished_while_locked
     assert out.splitlines()[0] == "saved"
+
+
+@pytest.mark.parametrize("shape", [64, (64, 0, 28, 28), (64, 1.5, 28, 28), "64", None, ()])
+def test_a_bad_input_shape_is_a_clear_error(shape):
+    with pytest.raises(ValueError, match="precompile expected input_shape as a tuple"):
+        tinynet.precompile(tinynet.models.lenet_bn(), shape)

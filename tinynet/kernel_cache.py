@@ -124,31 +124,17 @@ def precompile(
     if numba.config.DISABLE_JIT:  # plain Python kernels: nothing to compile
         report.skipped = "NUMBA_DISABLE_JIT is set"
         return report
+    dims = tuple(input_shape) if isinstance(input_shape, (tuple, list)) else None
+    if not dims or not all(
+        isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in dims
+    ):
+        raise ValueError(
+            f"precompile expected input_shape as a tuple of positive ints, batch included "
+            f"(e.g. (64, 1, 28, 28)), got {input_shape!r}"
+        )
     dtype = np.dtype(model.dtype if dtype is None else dtype)
-    leaves = []
-    out_shape = leaf_inputs(model, tuple(int(s) for s in input_shape), leaves, report.uncovered)
-    groups: dict[str, list[dict]] = {}
-    for layer, shape, first in leaves:
-        key = group_key(layer, shape)
-        if key is None:
-            continue
-        try:
-            spec = models.to_spec(layer)
-        except ValueError:  # a user's subclass: a spec cannot rebuild it in a worker
-            report.uncovered.append(type(layer).__name__)
-            continue
-        task = {"spec": spec, "shape": list(shape), "first": first}
-        if task not in groups.setdefault(key, []):
-            groups[key].append(task)
-    extras = []
-    if loss and out_shape is not None and len(out_shape) == 2:
-        extras.append({"loss": list(out_shape)})
-    if optimizer == "sgd":
-        extras.append({"sgd": True})
-    if extras:
-        groups["loss"] = extras
-    cores = os.cpu_count() or 1
-    count = min(workers or cores, len(groups))
+    groups = _plan(model, tuple(int(s) for s in dims), loss, optimizer, report.uncovered)
+    count = min(workers or os.cpu_count() or 1, len(groups))
     if count < 2:
         report.skipped = "one process is as fast" if groups else "no kernels"
         return report
@@ -163,19 +149,64 @@ def precompile(
     if lock is None:
         report.skipped = "no file lock for Numba's cache on this system"
         return report
+    report.groups = _share(groups, count)
+    report.workers = count
+    started = time.perf_counter()
+    _run_workers(report, groups, dtype, lock, timeout)
+    report.seconds = time.perf_counter() - started
+    if not report.errors:
+        try:
+            stamp.write_text(json.dumps(report.groups))
+        except OSError:
+            pass  # a read-only cache folder: the next start runs the workers again
+    return report
 
-    # Longest compile first, each to the least loaded worker.
+
+def _plan(model, input_shape, loss, optimizer, uncovered) -> dict[str, list[dict]]:
+    """The work, by kernel group: a task per distinct (layer spec, input shape), plus the
+    loss and optimizer kernels as a group of their own."""
+    leaves = []
+    out_shape = leaf_inputs(model, input_shape, leaves, uncovered)
+    groups: dict[str, list[dict]] = {}
+    for layer, shape, first in leaves:
+        key = group_key(layer, shape)
+        if key is None:
+            continue
+        try:
+            spec = models.to_spec(layer)
+        except ValueError:  # a user's subclass: a spec cannot rebuild it in a worker
+            uncovered.append(type(layer).__name__)
+            continue
+        task = {"spec": spec, "shape": list(shape), "first": first}
+        if task not in groups.setdefault(key, []):
+            groups[key].append(task)
+    extras = []
+    if loss and out_shape is not None and len(out_shape) == 2:
+        extras.append({"loss": list(out_shape)})
+    if optimizer == "sgd":
+        extras.append({"sgd": True})
+    if extras:
+        groups["loss"] = extras
+    return groups
+
+
+def _share(groups: dict, count: int) -> list[list[str]]:
+    """The groups shared among ``count`` workers: longest compile first, each to the least
+    loaded worker (by COSTS)."""
     bins = [[] for _ in range(count)]
     loads = [0.0] * count
     for key in sorted(groups, key=lambda k: -COSTS.get(k, DEFAULT_COST)):
         i = loads.index(min(loads))
         bins[i].append(key)
         loads[i] += COSTS.get(key, DEFAULT_COST)
-    report.groups = bins
-    report.workers = count
-    started = time.perf_counter()
+    return bins
+
+
+def _run_workers(report: PrecompileReport, groups: dict, dtype, lock: str, timeout) -> None:
+    """Start one worker per bin of report.groups, all at once; wait for them, collecting
+    their seconds per group, or their errors (never raised: the lazy compile still works)."""
     procs = []
-    for keys in bins:
+    for keys in report.groups:
         job = {"dtype": dtype.name, "lock": lock, "groups": {k: groups[k] for k in keys}}
         job["tinynet"] = str(Path(__file__).resolve())  # the worker must import this one
         procs.append((keys, _start_worker(job)))
@@ -192,14 +223,6 @@ def precompile(
             report.errors.append(f"{', '.join(keys)}: {last[0]}")
         else:
             report.group_seconds.update(json.loads(out.strip().splitlines()[-1]))
-    report.seconds = time.perf_counter() - started
-    if not report.errors:
-        try:
-            stamp.parent.mkdir(parents=True, exist_ok=True)
-            stamp.write_text(json.dumps(report.groups))
-        except OSError:
-            pass  # a read-only cache folder: the next start runs the workers again
-    return report
 
 
 # -- shapes without running a kernel ------------------------------------------------------------
