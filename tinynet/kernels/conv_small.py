@@ -42,6 +42,14 @@ from .. import config
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _padded_plane(out_h, out_w):
+    """(hp, wp, length) for an OH × OW output: the padded plane's rows and row length, and how
+    far the flat loops run (every output row in the padded row length, junk columns too)."""
+    wp = out_w + 2
+    return out_h + 2, wp, out_h * wp
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
 def _pad_flat(x, top, left, hp, wp, xpad):
     """xpad[c·hp·wp + r·wp + q] = x[c, r − top, q − left], zero elsewhere (and in the tail).
 
@@ -104,9 +112,7 @@ def conv2d_3x3_forward(x, weight, bias, relu, padding, out, xpad, acc):
     n_batch = x.shape[0]
     n_out = weight.shape[0]
     out_h, out_w = out.shape[2], out.shape[3]
-    hp = out_h + 2
-    wp = out_w + 2
-    length = out_h * wp
+    hp, wp, length = _padded_plane(out_h, out_w)
     n_blocks = xpad.shape[0]
     for t in prange(n_blocks):
         work = acc[t]
@@ -184,9 +190,7 @@ def conv2d_3x3_backward_weight(x, grad_out, padding, partial_w, partial_b, xpad,
     n_batch, n_channels = x.shape[0], x.shape[1]
     n_out = grad_out.shape[1]
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
-    hp = out_h + 2
-    wp = out_w + 2
-    length = out_h * wp
+    hp, wp, length = _padded_plane(out_h, out_w)
     n_blocks = xpad.shape[0]
     for t in prange(n_blocks):
         gy = gyw[t]
