@@ -507,3 +507,22 @@ def test_sgd_rejects_a_gradient_of_the_wrong_shape():
         opt.step()
     np.testing.assert_array_equal(p.data, 0)  # nothing was updated
     assert p not in opt.state  # and no momentum buffer started
+
+
+def test_float32_sgd_kernel_has_no_float64_arithmetic():
+    # A literal 1 in "1 - dampening" once made the float32 update run in float64 (slower, and
+    # rounded unlike PyTorch). A fresh compile (cached code cannot be inspected) of the kernel
+    # for float32 arguments must do all its arithmetic in float.
+    import re
+
+    import numba
+
+    from tinynet import config
+    from tinynet.kernels.optim import sgd_update
+
+    kernel = numba.njit(fastmath=config.FASTMATH)(sgd_update.py_func)
+    a, f = np.zeros(4, np.float32), np.float32
+    kernel(a, a.copy(), a.copy(), f(0.1), f(0.9), f(0.1), f(0.01), True, False)
+    ir = "\n".join(kernel.inspect_llvm().values())
+    assert re.findall(r"= f(?:add|sub|mul)[a-z ]* float", ir)  # the update is there
+    assert not re.findall(r"= f(?:add|sub|mul|div)[a-z ]* double", ir)
