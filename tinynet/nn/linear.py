@@ -69,8 +69,11 @@ class Linear(Module):
         y = np.empty((x2.shape[0], self.out_features), dtype=w.dtype)
         if x2.size and y.size:
             blocks = self._blocks(x2)
-            with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
-                kernels.linear_forward(x2, w, blocks, y)
+            with config.single_threaded_blas():
+                if blocks == 1:  # no parallel region to start for one block
+                    kernels.forward_rows(x2, w, y)
+                else:
+                    kernels.linear_forward(x2, w, blocks, y)
         else:
             y[...] = 0  # an empty sum; BLAS is not called with an empty dimension
         if self.bias is not None:
@@ -93,11 +96,14 @@ class Linear(Module):
             grad_x = np.empty(x2.shape, dtype=x2.dtype)
             grad_w = np.empty(w.shape, dtype=w.dtype)
             blocks = self._blocks(x2)
-            with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
-                g2t = np.ascontiguousarray(g2.T)
-                kernels.linear_backward(
-                    x2, w, g2, g2t, blocks, input_grad, grad_x, grad_w, self.weight.grad
-                )
+            g2t = np.ascontiguousarray(g2.T)
+            args = (x2, w, g2, g2t)
+            outs = (grad_x, grad_w, self.weight.grad)
+            with config.single_threaded_blas():
+                if blocks == 1:
+                    kernels.linear_backward_serial(*args, input_grad, *outs)
+                else:
+                    kernels.linear_backward(*args, blocks, input_grad, *outs)
         else:
             grad_x = np.zeros(x2.shape, dtype=x2.dtype)  # empty sums: nothing to add to .grad
         if self.bias is not None:
