@@ -152,6 +152,7 @@ def test_a_failing_worker_is_reported_not_raised(monkeypatch, tmp_path):
 _SCRIPT = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])  # the tinynet under test, not the decoy in the folder
+import numba
 import numpy as np
 from numba.core import event
 import tinynet
@@ -167,9 +168,12 @@ class Listener(event.Listener):
         pass
 
 tinynet.manual_seed(0)
+# Two threads if there are two: Linear(64, 4096) on 8 rows is then split across threads (its
+# parallel kernel), Linear(4096, 3) is not (its serial one); the workers must pick the same.
+tinynet.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
 model = nn.Sequential(
     nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-    nn.Flatten(), nn.Linear(4 * 4 * 4, 3),
+    nn.Flatten(), nn.Linear(4 * 4 * 4, 4096), nn.ReLU(), nn.Linear(4096, 3),
 )
 report = tinynet.precompile(model, (8, 1, 8, 8), workers=2)
 event.register("numba:compile", Listener())

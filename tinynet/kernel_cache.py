@@ -209,6 +209,9 @@ def _run_workers(report: PrecompileReport, groups: dict, dtype, lock: str, timeo
     for keys in report.groups:
         job = {"dtype": dtype.name, "lock": lock, "groups": {k: groups[k] for k in keys}}
         job["tinynet"] = str(Path(__file__).resolve())  # the worker must import this one
+        # The caller's thread count: some layers pick a kernel by it (one block of work runs
+        # a serial kernel, several a parallel one), and the worker must pick the same.
+        job["threads"] = config.get_num_threads()
         procs.append((keys, _start_worker(job)))
     for keys, proc in procs:
         try:
@@ -364,7 +367,7 @@ def run_job(job: dict) -> None:
 
     if job.get("lock"):
         _lock_cache_saves(job["lock"])
-    config.set_num_threads(1)  # compiling is the work; the layers' arithmetic is incidental
+    config.set_num_threads(min(job["threads"], numba.config.NUMBA_NUM_THREADS))
     dtype = np.dtype(job["dtype"])
     rng = np.random.default_rng(0)
     seconds = {}
