@@ -220,18 +220,18 @@ def test_the_first_step_after_precompile_compiles_nothing(tmp_path):
 
 
 def test_cache_saves_wait_for_the_lock(tmp_path):
-    # A worker's Numba cache save must block while another process holds the lock.
+    # A worker's Numba cache save must block while another process holds the lock. The child
+    # says "ready" once its lock is installed, so a slow import cannot pass for a wait.
     fcntl = pytest.importorskip("fcntl")
     lock = tmp_path / "tinynet-precompile.lock"
     script = (
-        "import sys, time\n"
+        "import sys\n"
         "from numba.core import caching\n"
         "from tinynet import kernel_cache\n"
         "caching.IndexDataCacheFile.save = lambda self, key, data: print('saved', flush=True)\n"
         "kernel_cache._lock_cache_saves(sys.argv[1])\n"
-        "t = time.perf_counter()\n"
+        "print('ready', flush=True)\n"
         "caching.IndexDataCacheFile.save(None, None, None)\n"
-        "print(time.perf_counter() - t)\n"
     )
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
@@ -240,18 +240,24 @@ def test_cache_saves_wait_for_the_lock(tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-c", script, str(lock)], stdout=subprocess.PIPE, text=True, env=env
         )
+        assert proc.stdout.readline().strip() == "ready"
         try:
-            proc.wait(timeout=3)
+            proc.wait(timeout=2)
             finished_while_locked = True
         except subprocess.TimeoutExpired:
             finished_while_locked = False
         fcntl.flock(held, fcntl.LOCK_UN)
     out, _ = proc.communicate(timeout=60)
     assert not finished_while_locked
-    assert out.splitlines()[0] == "saved"
+    assert out.splitlines() == ["saved"]
 
 
 @pytest.mark.parametrize("shape", [64, (64, 0, 28, 28), (64, 1.5, 28, 28), "64", None, ()])
 def test_a_bad_input_shape_is_a_clear_error(shape):
     with pytest.raises(ValueError, match="precompile expected input_shape as a tuple"):
         tinynet.precompile(tinynet.models.lenet_bn(), shape)
+
+
+def test_a_model_that_is_not_a_module_is_a_clear_error():
+    with pytest.raises(TypeError, match="precompile expected a tinynet Module, got list"):
+        tinynet.precompile([nn.ReLU()], (2, 3))

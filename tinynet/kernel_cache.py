@@ -117,6 +117,8 @@ def precompile(
     one worker (or one core) nothing runs: a single process compiles as fast in place.
     The model is not touched: workers build their own layers from its spec.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"precompile expected a tinynet Module, got {type(model).__name__}")
     report = PrecompileReport()
     if not config.CACHE:
         report.skipped = "Numba's cache is off"
