@@ -193,6 +193,47 @@ def test_nested_containers_and_custom_modules():
     assert_folded_equal(model, np.random.default_rng(1).normal(size=(5, 3)), np.float64)
 
 
+@pytest.mark.parametrize("features", [3, 4])
+def test_linear_batchnorm1d_on_3d_data_is_refused_or_kept_apart(features):
+    """BatchNorm1d on (N, C, L) normalises C while the Linear's features are L: merging the
+    two is right only for 2-D data (features == C made the wrong merge look plausible)."""
+    tinynet.manual_seed(0)
+    rng = np.random.default_rng(0)
+    model = nn.Sequential(
+        nn.Linear(4, features), nn.BatchNorm1d(3), nn.ReLU(), nn.Flatten(),
+        nn.Linear(3 * features, 5), nn.BatchNorm1d(5),
+    ).double()  # fmt: skip
+    randomize_bn(model, rng)
+    x = rng.normal(size=(6, 3, 4))
+    expected = model.eval()(x)
+    if features == 3:  # without the shape the pass merges; the merged layer refuses 3-D
+        with pytest.raises(ValueError, match=r"Linear\(in_features=4\).*fold_bn merged a Batch"):
+            fold_bn(model)(x)
+    else:  # features != C: no merge to get wrong
+        np.testing.assert_allclose(fold_bn(model)(x), expected, rtol=1e-10, atol=1e-12)
+    folded, report = fold_bn(model, input_shape=x.shape, report=True)
+    assert report.merged == [("4", "5")] and report.to_affine == ["1"]
+    np.testing.assert_allclose(folded(x), expected, rtol=1e-10, atol=1e-12)
+    # 2-D data still merges, and through fuse_relu too (it calls the layer's inner forward)
+    flat = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU()).double()
+    randomize_bn(flat, rng)
+    fused = tinynet.fuse_relu(fold_bn(flat, input_shape=(6, 4)))
+    x2 = rng.normal(size=(6, 4))
+    np.testing.assert_allclose(fused(x2), flat.eval()(x2), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="fold_bn merged"):
+        fused(x)
+
+
+def test_a_layer_used_twice_gets_each_places_batchnorm_only():
+    tinynet.manual_seed(0)
+    conv = nn.Conv2d(3, 3, 3, padding=1)
+    model = nn.Sequential(conv, nn.BatchNorm2d(3), nn.ReLU(), conv, nn.BatchNorm2d(3)).double()
+    randomize_bn(model, np.random.default_rng(0))
+    x = np.random.default_rng(1).normal(size=(2, 3, 6, 6))
+    folded = assert_folded_equal(model, x, np.float64)
+    assert folded[0] is not folded[2] and len(folded) == 3
+
+
 def test_untracked_batchnorm_is_refused():
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False))
     with pytest.raises(ValueError, match="track_running_stats=False"):

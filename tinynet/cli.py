@@ -482,8 +482,11 @@ def _fold(args) -> int:
     checkpoint = _load_checkpoint(args.checkpoint)
     model, data_name, data = _checkpoint_data(checkpoint, args)
     model.eval()
+    x = data["test"][0][:EVAL_BATCH]
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255
     try:
-        folded = fold_bn(model)
+        folded = fold_bn(model, input_shape=x.shape)  # the shape tells 2-D BatchNorm1d inputs
     except ValueError as exc:
         raise UsageError(f"cannot fold {args.checkpoint}: {exc}") from None
     fused = ""
@@ -491,9 +494,6 @@ def _fold(args) -> int:
         relus = _count(folded, tinynet.nn.ReLU)
         folded = tinynet.fuse_relu(folded)
         fused = f" and fused {relus - _count(folded, tinynet.nn.ReLU)} ReLUs"
-    x = data["test"][0][:EVAL_BATCH]
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / 255
     reference = model(x)
     result = folded(x)
     difference = float(np.max(np.abs(reference.astype(np.float64) - result)))

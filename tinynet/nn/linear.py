@@ -44,6 +44,9 @@ class Linear(Module):
         else:
             self.register_parameter("bias", None)
         self._x = None
+        # Set by fold_bn when it merged a BatchNorm1d into this layer: that BatchNorm scaled
+        # axis 1, which is this layer's feature axis only for (N, features) inputs.
+        self.merged_batchnorm = False
 
     def describe(self) -> str:
         return f"Linear(in_features={self.in_features})"
@@ -53,6 +56,13 @@ class Linear(Module):
 
     def _forward(self, x, relu=False):
         """y = x Wᵀ + b, then max(y, 0) when ``relu`` (for FusedReLU, see nn/fused.py)."""
+        if self.merged_batchnorm and np.ndim(x) != 2:
+            raise ValueError(
+                f"{self.describe()} expected input (N, {self.in_features}), got shape "
+                f"{np.shape(x)}: fold_bn merged a BatchNorm1d into it, and a BatchNorm1d "
+                f"normalises axis 1, which is this layer's feature axis only for 2-D inputs "
+                f"(fold with tinynet.fold_bn(model, input_shape=...) to keep it apart)"
+            )
         x = check_input(
             self,
             x,

@@ -67,7 +67,7 @@ class FoldReport:
         return "\n".join(lines)
 
 
-def fold_bn(model: Module, *, report: bool = False):
+def fold_bn(model: Module, *, input_shape=None, report: bool = False):
     """Return an eval-mode copy of ``model`` with every BatchNorm folded away.
 
     A BatchNorm reading only from a Conv2d, Conv3d or Linear that feeds nothing else is
@@ -75,6 +75,12 @@ def fold_bn(model: Module, *, report: bool = False):
     BatchNorm becomes a :class:`ChannelAffine`. The population (running) statistics are used,
     whatever mode ``model`` is in; ``model`` itself is not modified. With ``report=True``
     returns ``(folded_model, FoldReport)``.
+
+    Linear → BatchNorm1d merges only for (N, features) data: on (N, C, L) the BatchNorm
+    normalises C while the Linear's features are L. The pass cannot see the data's rank, so
+    a merged Linear refuses other ranks with a ValueError; given ``input_shape`` (the model's
+    input, batch included), the pass works out each BatchNorm1d's input rank and keeps those
+    that see 3-D data as ChannelAffine layers instead.
     """
     for name, m in model.named_modules():
         if isinstance(m, _BatchNorm) and not m.track_running_stats:
@@ -86,6 +92,7 @@ def fold_bn(model: Module, *, report: bool = False):
     # The copy's modules by the original's names, for the report.
     new_names = {id(m): name for (name, m) in new.named_modules()}
     log = FoldReport()
+    not_2d = _batchnorms_not_2d(new, input_shape)
 
     def rule(graph: Graph) -> dict:
         changes = {}
@@ -95,7 +102,11 @@ def fold_bn(model: Module, *, report: bool = False):
                 continue
             source = node.inputs[0]
             layer = None if source == INPUT else graph[source]
-            if _can_merge(layer, bn) and single_consumer(graph, source) == node.name:
+            if (
+                _can_merge(layer, bn)
+                and single_consumer(graph, source) == node.name
+                and not (isinstance(layer, Linear) and id(bn) in not_2d)
+            ):
                 changes[source] = _merged(changes.get(source, layer), bn)
                 changes[node.name] = None
                 log.merged.append((new_names.get(id(layer), source), new_names.get(id(bn), "")))
@@ -118,6 +129,18 @@ def fold_bn(model: Module, *, report: bool = False):
     return (folded, log) if report else folded
 
 
+def _batchnorms_not_2d(model: Module, input_shape) -> set:
+    """ids of the BatchNorm1d layers that see inputs of rank other than 2 (by the shape rules
+    of kernel_cache, which precompile uses too); empty without ``input_shape``."""
+    if input_shape is None:
+        return set()
+    from ..kernel_cache import leaf_inputs  # the shape rules; imported late (it imports nn)
+
+    leaves: list = []
+    leaf_inputs(model, tuple(int(s) for s in input_shape), leaves, [])
+    return {id(m) for m, shape, _ in leaves if isinstance(m, BatchNorm1d) and len(shape) != 2}
+
+
 def _can_merge(layer, bn) -> bool:
     expected = _FOLDS_INTO.get(type(layer))
     if expected is None or not isinstance(bn, expected):
@@ -127,7 +150,12 @@ def _can_merge(layer, bn) -> bool:
 
 
 def _merged(layer: Module, bn: _BatchNorm) -> Module:
-    """``layer`` (a copy the pass owns) with ``bn`` folded into its weight and bias."""
+    """A copy of ``layer`` with ``bn`` folded into its weight and bias.
+
+    A copy even though the pass owns ``layer``: a model may call one layer object in two
+    places, and only this place's BatchNorm belongs in this place's weights.
+    """
+    layer = copy.deepcopy(layer)
     bias = None if layer.bias is None else layer.bias.data
     gamma = np.ones(bn.num_features) if bn.weight is None else bn.weight.data
     beta = np.zeros(bn.num_features) if bn.bias is None else bn.bias.data
@@ -136,6 +164,8 @@ def _merged(layer: Module, bn: _BatchNorm) -> Module:
     )
     layer.weight = Parameter(w)
     layer.bias = Parameter(b)
+    if isinstance(layer, Linear):
+        layer.merged_batchnorm = True  # its BatchNorm1d scaled axis 1: 2-D inputs only
     return layer
 
 
