@@ -527,7 +527,9 @@ def test_winograd_dispatch_rule():
 @given(
     cin=st.integers(1, 7),
     cout=st.integers(1, 9),
-    # Padding 3 leaves the direct input gradient (it needs ≤ 2) for the vol2col one.
+    # Grouped: channels per group as drawn, times the groups (depthwise when cin is 1).
+    groups=st.sampled_from([1, 1, 2, 3]),
+    # Padding 3 leaves the direct input gradient (it needs ≤ 2) for another path.
     padding=st.sampled_from([0, 1, 2, (2, 0), (0, 3), 3, "same"]),
     height=st.integers(3, 9),
     width=st.integers(3, 11),
@@ -535,13 +537,14 @@ def test_winograd_dispatch_rule():
     bias=st.booleans(),
     threads=st.sampled_from([1, 2]),
 )
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=50, deadline=None)
 def test_small_channel_3x3_matches_reference(
-    cin, cout, padding, height, width, batch, bias, threads
+    cin, cout, groups, padding, height, width, batch, bias, threads
 ):
     tinynet.manual_seed(0)
-    layer = Conv2d(cin, cout, 3, padding=padding, bias=bias).double()
-    assert layer._small  # this path, not vol2col
+    cin, cout = cin * groups, cout * groups
+    layer = Conv2d(cin, cout, 3, padding=padding, groups=groups, bias=bias).double()
+    assert layer._small  # this path, not vol2col or the general direct loops
     x = np.random.default_rng(1).standard_normal((batch, cin, height, width))
     with tinynet.set_num_threads(threads):
         check_against_reference(layer, x, rtol=1e-11, atol=1e-11)
@@ -562,5 +565,9 @@ def test_small_channel_path_only_where_it_applies():
     assert not Conv2d(3, 8, 3, stride=2)._small
     assert not Conv2d(3, 8, 5)._small
     assert Conv2d(7, 8, 3)._small
-    assert not Conv2d(4, 8, 3, groups=2)._small
+    assert Conv2d(4, 8, 3, groups=2)._small
+    assert Conv2d(64, 64, 3, padding=1, groups=64)._small  # depthwise
+    assert Conv2d(32, 64, 3, groups=2)._small  # 16 channels per group
+    assert not Conv2d(64, 64, 3, groups=2)._small  # 32 per group: a GEMM per group wins
+    assert not Conv2d(64, 64, 3, stride=2, groups=64)._small
     assert not Conv3d(1, 8, 3)._small
