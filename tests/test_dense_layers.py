@@ -3,6 +3,11 @@ central differences, plus their initialisation, dtype rules and error messages."
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -252,6 +257,58 @@ def test_sigmoid_and_tanh_saturate_without_overflow():
         t = Tanh()(x)
     assert_close(s, [0, 0, 0.5, 1, 1], atol=0)
     assert_close(t, [-1, -1, 0, 1, 1], atol=0)
+
+
+# Where the float32 kernels' exp polynomial, its range reduction and tanh's switch between
+# its two formulas could go wrong: zeros, tiny values, the 0.625 switch, the ends of the
+# exponent range, infinities.
+_EDGES = [0.0, -0.0, 1e-30, -1e-8, 1e-4, 0.6249, 0.625, 0.6251, -0.625, 1.0, 9.0, 17.0, 43.9,
+          44.1, 87.0, 88.0, 88.5, 89.0, 103.0, 1e30, np.inf]  # fmt: skip
+
+
+@given(
+    values=st.lists(st.floats(-120, 120, width=32), min_size=1, max_size=300),
+    scale=st.sampled_from([1e-3, 1.0, 30.0]),
+)
+@settings(max_examples=60, deadline=None)
+def test_float32_sigmoid_and_tanh_are_within_a_few_ulp(values, scale):
+    """The float32 forwards are kernels with their own exp (kernels/elementwise.py): checked
+    against float64 NumPy, in units in the last place of the float32 result."""
+    edges = np.array(_EDGES, dtype=np.float32)
+    x = np.concatenate([np.float32(scale) * np.array(values, np.float32), edges, -edges])
+    for layer, exact, tolerance in ((Sigmoid(), ref.sigmoid, 3), (Tanh(), ref.tanh, 2)):
+        y = layer(x)
+        assert y.dtype == np.float32
+        expected = exact(x)[0]  # float64
+        normal = np.abs(expected) >= np.finfo(np.float32).tiny  # σ(x) below 1e-38: flushed
+        ulp = np.spacing(expected.astype(np.float32)).astype(np.float64)
+        error = np.abs(y.astype(np.float64) - expected)[normal] / ulp[normal]
+        assert error.max() <= tolerance, (type(layer).__name__, x[normal][error.argmax()])
+        assert np.all(y[~normal] <= np.finfo(np.float32).tiny)  # below the normal range
+    assert Sigmoid()(np.float32([0.0]))[0] == 0.5  # an exact division, not a reciprocal
+    nan = np.float32([np.nan, -np.nan])
+    assert np.isnan(Sigmoid()(nan)).all() and np.isnan(Tanh()(nan)).all()
+
+
+def test_float32_sigmoid_and_tanh_run_without_jit():
+    """Under NUMBA_DISABLE_JIT the kernels are Python, with a NumPy stand-in for the LLVM bit
+    cast: the same results but for rounding (Python has no fused multiply-add)."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from tinynet.nn import Sigmoid, Tanh
+        x = np.linspace(-100, 100, 2001, dtype=np.float32)
+        sys.stdout.buffer.write(np.stack([Sigmoid()(x), Tanh()(x)]).tobytes())
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", PYTHONPATH=root)
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    python = np.frombuffer(result.stdout, dtype=np.float32).reshape(2, -1)
+    x = np.linspace(-100, 100, 2001, dtype=np.float32)
+    np.testing.assert_allclose(python, np.stack([Sigmoid()(x), Tanh()(x)]), rtol=3e-7, atol=0)
 
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))

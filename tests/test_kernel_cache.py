@@ -119,6 +119,7 @@ def test_group_keys_name_the_path_the_layer_takes():
     assert key(nn.MaxPool2d(3), (2, 3, 8, 8)) == key(nn.MaxPool3d(3), (2, 3, 4, 4, 4))
     assert key(nn.Flatten(), (2, 3, 8, 8)) is None
     assert key(nn.Dropout(), (2, 3)) is None
+    assert key(nn.Sigmoid(), (2, 3)) == key(nn.ReLU(), (2, 3, 4)) == "elementwise"
 
 
 def test_nothing_runs_without_the_cache_or_the_jit(monkeypatch):

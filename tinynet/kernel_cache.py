@@ -52,7 +52,7 @@ COSTS = {
     "Conv3d:winograd3d": 20.0,
     "BatchNorm": 9.0,
     "Linear": 2.9,
-    "ReLU": 3.0,
+    "elementwise": 4.0,
     "MaxPool2d:2": 2.2,
     "MaxPool3d:2": 2.2,
     "MaxPool": 5.0,
@@ -63,7 +63,7 @@ COSTS = {
 DEFAULT_COST = 3.0
 
 # Leaves whose forward and backward are NumPy only: nothing to compile.
-_NO_KERNELS = (nn.Flatten, nn.Dropout, nn.Sigmoid, nn.Tanh, nn.Identity, nn.ChannelAffine)
+_NO_KERNELS = (nn.Flatten, nn.Dropout, nn.Identity, nn.ChannelAffine)
 # Leaves that keep their input's shape.
 _SAME_SHAPE = (
     nn.BatchNorm1d,
@@ -331,6 +331,8 @@ def group_key(layer, shape) -> str | None:
         return "AvgPool"
     if isinstance(layer, (nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)):
         return "AdaptiveAvgPool"
+    if isinstance(layer, (nn.ReLU, nn.Sigmoid, nn.Tanh)):
+        return "elementwise"  # one serial and one parallel loop for all three
     return name
 
 

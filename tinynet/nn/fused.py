@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import config
 from ..kernels import elementwise
 from .conv import Conv2d, Conv3d
 from .linear import Linear
@@ -44,7 +43,5 @@ class FusedReLU(Module):
         require_forward(self, self._y)
         grad_out = check_grad(self, grad_out, self._y.shape, self._y.dtype)
         # ReLU's derivative: pass the gradient where the output is positive.
-        y = self._y
-        with config.threads_for(y.size):
-            grad = elementwise.relu_backward(y, np.ascontiguousarray(grad_out), np.empty_like(y))
+        grad = elementwise.apply(elementwise.RELU_GRAD, self._y, np.ascontiguousarray(grad_out))
         return self.layer.backward(grad)
