@@ -38,8 +38,27 @@ def _windows(xp, kernel, stride, dilation):
     return win[index]
 
 
-def conv_forward(x, w, b, stride, padding, dilation):
-    """N-d convolution (Conv2d for 4-d x, Conv3d for 5-d x) as im2col + matmul."""
+def conv_forward(x, w, b, stride, padding, dilation, groups=1):
+    """N-d convolution (Conv2d for 4-d x, Conv3d for 5-d x) as im2col + matmul; a grouped one
+    as one such convolution per group (a depthwise layer: one per channel)."""
+    if groups > 1:
+        cin, cout = x.shape[1] // groups, w.shape[0] // groups
+        parts = [
+            _conv_forward(
+                x[:, g * cin : (g + 1) * cin],
+                w[g * cout : (g + 1) * cout],
+                None if b is None else b[g * cout : (g + 1) * cout],
+                stride,
+                padding,
+                dilation,
+            )
+            for g in range(groups)
+        ]
+        return np.concatenate([y for y, _ in parts], axis=1), [c for _, c in parts]
+    return _conv_forward(x, w, b, stride, padding, dilation)
+
+
+def _conv_forward(x, w, b, stride, padding, dilation):
     nd = x.ndim - 2
     n, c = x.shape[:2]
     oc = w.shape[0]
@@ -61,6 +80,16 @@ def conv_forward(x, w, b, stride, padding, dilation):
 
 def conv_backward(g, cache):
     """Gradients (input, weight, bias) of :func:`conv_forward`; bias gradient None if no bias."""
+    if isinstance(cache, list):  # grouped: one cache per group
+        step = g.shape[1] // len(cache)
+        parts = [_conv_backward(g[:, i * step : (i + 1) * step], c) for i, c in enumerate(cache)]
+        gb = None if parts[0][2] is None else np.concatenate([p[2] for p in parts])
+        gx = np.concatenate([p[0] for p in parts], axis=1)
+        return gx, np.concatenate([p[1] for p in parts]), gb
+    return _conv_backward(g, cache)
+
+
+def _conv_backward(g, cache):
     xp_shape, cols, w, stride, padding, dilation, out_spatial, has_bias = cache
     nd = len(out_spatial)
     n, c = xp_shape[:2]
@@ -284,7 +313,13 @@ class _Layer:
         kind, s, p = self.kind, self.spec, self.params
         if kind.startswith("Conv"):
             y, self.cache = conv_forward(
-                x, p["weight"], p.get("bias"), s["stride"], s["padding"], s["dilation"]
+                x,
+                p["weight"],
+                p.get("bias"),
+                s["stride"],
+                s["padding"],
+                s["dilation"],
+                s.get("groups", 1),
             )
         elif kind.startswith("BatchNorm"):
             use_batch = self.training or self.buffers.get("running_mean") is None

@@ -94,7 +94,7 @@ def cnn3d_bn_spec(rng: np.random.Generator, num_classes: int = 10) -> list[dict]
     )
 
 
-def _conv(nd, cin, cout, k, stride=1, padding=0, bias=True):
+def _conv(nd, cin, cout, k, stride=1, padding=0, bias=True, groups=1):
     return {
         "type": f"Conv{nd}d",
         "in_channels": cin,
@@ -103,7 +103,7 @@ def _conv(nd, cin, cout, k, stride=1, padding=0, bias=True):
         "stride": (stride,) * nd,
         "padding": (padding,) * nd,
         "dilation": (1,) * nd,
-        "groups": 1,
+        "groups": groups,
         "bias": bias,
     }
 
@@ -187,8 +187,6 @@ def spec_from_tinynet(model) -> list[dict]:
                 weight=w,
                 bias=_array(getattr(layer, "bias", None)),
             )
-            if s["groups"] != 1:
-                raise NotImplementedError("grouped convolution")
         elif kind in _BN:
             if getattr(layer, "momentum", 0.1) is None:
                 raise NotImplementedError("BatchNorm with momentum=None (cumulative average)")

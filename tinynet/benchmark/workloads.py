@@ -205,6 +205,7 @@ def layer_workloads(quick: bool) -> list[Workload]:
         convs2d = [
             ("conv2d lenet1 1->4 3x3 p1 (2,1,8,8)", c2(2, 1, 4, 3, padding=1), (2, 1, 8, 8)),
             ("conv2d s2 3->4 3x3 s2 p1 (2,3,8,8)", c2(2, 3, 4, 3, 2, 1), (2, 3, 8, 8)),
+            ("conv2d dw 4 3x3 p1 (2,4,8,8)", c2(2, 4, 4, 3, padding=1, groups=4), (2, 4, 8, 8)),
         ]
         conv3d = ("conv3d 2->3 3x3x3 p1 (2,2,4,4,4)", c3(3, 2, 3, 3, padding=1), (2, 2, 4, 4, 4))
         bns = [
@@ -243,6 +244,11 @@ def layer_workloads(quick: bool) -> list[Workload]:
                 c2(2, 128, 128, 3, padding=1),
                 (16, 128, 8, 8),
             ),
+            (
+                "conv2d depthwise 64 3x3 p1 (32,64,16,16)",
+                c2(2, 64, 64, 3, padding=1, groups=64),
+                (32, 64, 16, 16),
+            ),
         ]
         conv3d = (
             "conv3d 16->32 3x3x3 p1 (8,16,16,16,16)",
@@ -263,7 +269,7 @@ def layer_workloads(quick: bool) -> list[Workload]:
     lin_spec = {"type": "Linear", "in_features": fin, "out_features": fout, "bias": True}
     work += _layer_workloads(name, lin_spec, (batch, fin), "compute", _linear_flops)
     for name, s, shape in [*convs2d, conv3d]:
-        flops = _conv_flops(s["in_channels"], s["kernel_size"])
+        flops = _conv_flops(s["in_channels"] // s["groups"], s["kernel_size"])
         work += _layer_workloads(name, s, shape, "compute", flops)
     for name, s, shape in bns:
         work += _layer_workloads(name, s, shape, "memory", bytes_fn=_memory_bytes)
