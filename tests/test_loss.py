@@ -104,6 +104,17 @@ def test_cross_entropy_large_logits_are_stable(dtype):
     assert_close(loss, tloss.item(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_gradient_is_rounded_once(dtype):
+    """softmax − one_hot in float64, then one rounding into the gradient's dtype: with one
+    class the gradient is exactly 0 (a float32 store before subtracting left 2^-26/N)."""
+    crit = CrossEntropyLoss()
+    x = np.random.default_rng(0).standard_normal((5, 1)).astype(dtype)
+    assert crit(x, np.zeros(5, dtype=np.int64)) == 0
+    grad = crit.backward()
+    assert grad.dtype == dtype and np.all(grad == 0)
+
+
 def test_cross_entropy_accepts_any_integer_target_dtype():
     x, t = logits_and_target()
     expected = CrossEntropyLoss()(x, t)

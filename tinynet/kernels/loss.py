@@ -45,7 +45,9 @@ def cross_entropy(x, target, smoothing, scale, grad):
             nll = (1 - smoothing) * nll + smoothing * (log_s - mean / c)
         total += nll
         inv = 1.0 / s
+        # (softmax − q) in float64, rounded once into grad's dtype: subtracting q_t after a
+        # float32 store left a rounding error where the gradient is exactly 0 (C = 1).
         for j in range(c):
-            g[j] = (g[j] * inv - uniform) * scale
-        g[t] -= (1 - smoothing) * scale
+            q = uniform + (1 - smoothing) if j == t else uniform
+            g[j] = (g[j] * inv - q) * scale
     return total * scale
