@@ -122,6 +122,49 @@ def test_nodes_may_use_any_name_not_only_free_attributes():
     assert g(np.array([[-1.0, 2.0]]))[0, 1] == 2.0 and g["add"] is g.nodes[0].module
 
 
+def test_concat_of_one_input_passes_the_gradient_through():
+    g = Graph()
+    g.add("relu", nn.ReLU())
+    g.add("cat", nn.Concat(1), "relu")
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4))
+    y = g(x)
+    np.testing.assert_array_equal(g.backward(np.ones_like(y)), (x > 0).astype(float))
+
+
+def test_iterating_a_graph_gives_its_layers_in_order():
+    g = Graph()
+    conv = g.add("conv", nn.Conv2d(1, 2, 3))
+    g.add("flat", nn.Flatten(), conv)
+    assert [type(m).__name__ for m in g] == ["Conv2d", "Flatten"] and list(Graph()) == []
+
+
+def test_one_layer_at_two_places_refuses_backward_and_tied_weights_work():
+    """A layer keeps its last forward's state, so the same object at two places would give
+    the first place the second's input: an error. Tying weights means two layers sharing
+    Parameters, whose gradient is the sum of both places' (as in torch)."""
+    tinynet.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(4, 3))
+    lin = nn.Linear(3, 3).double()
+    g = Graph()
+    g.add("a", lin)
+    g.add("t", nn.Tanh(), "a")
+    g.add("b", lin, "t")
+    for model, names in ((g, "'a' and 'b'"), (nn.Sequential(lin, nn.Tanh(), lin), "'0' and '2'")):
+        y = model(x)  # forward (inference) is fine
+        with pytest.raises(ValueError, match=f"positions {names} hold the same layer object"):
+            model.backward(np.ones_like(y))
+    first, second = nn.Linear(3, 3).double(), nn.Linear(3, 3).double()
+    second.weight, second.bias = first.weight, first.bias
+    tied = nn.Sequential(first, nn.Tanh(), second)
+    untied = nn.Sequential(copy.deepcopy(first), nn.Tanh(), copy.deepcopy(first))  # two copies
+    assert len(list(tied.parameters())) == 2 and len(list(untied.parameters())) == 4
+    for model in (tied, untied):
+        model.zero_grad()
+        model.backward(np.ones((4, 3)) + 0 * model(x))
+    np.testing.assert_allclose(first.weight.grad, untied[0].weight.grad + untied[2].weight.grad)
+    np.testing.assert_allclose(first.bias.grad, untied[0].bias.grad + untied[2].bias.grad)
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [

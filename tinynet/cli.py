@@ -556,7 +556,7 @@ def _checkpoint_data(checkpoint, args):
     model_name = settings.get("model") if settings.get("model") in models.MODELS else None
     data = _load_data(name, None, model_name, train=False)
     model = checkpoint.model.eval()
-    first = next(iter(model), None)
+    first = next((m for m in model.modules() if not any(True for _ in m.children())), None)
     if model_name is None and name != "shapes3d" and type(first).__name__ == "Linear":
         data["test"] = _flat(data["test"])
     # One image through the model first: a model that does not fit the data (--data shapes3d

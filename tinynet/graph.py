@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .nn.module import Module, Sequential, backward_into
+from .nn.module import Module, Sequential, backward_into, shared_layer_message
 
 INPUT = "input"
 
@@ -120,6 +120,10 @@ class Graph(Module):
     def __len__(self) -> int:
         return len(self.nodes)
 
+    def __iter__(self):
+        """The nodes' layers in order (as a Sequential iterates; ``g[name]`` reads one)."""
+        return (node.module for node in self.nodes)
+
     # -- running -------------------------------------------------------------------------------
 
     def _schedule(self):
@@ -138,6 +142,17 @@ class Graph(Module):
         object.__setattr__(self, "_plan", plan)
         return plan
 
+    def _check_not_shared(self) -> None:
+        """backward cannot run through one layer object placed at two nodes: a layer keeps
+        what its last forward saved (its input, say), so the first node's backward would
+        use the second node's. Raised rather than computing wrong gradients."""
+        where: dict[int, list[str]] = {}
+        for node in self.nodes:
+            where.setdefault(id(node.module), []).append(node.name)
+        shared = [names for names in where.values() if len(names) > 1]
+        if shared:
+            raise ValueError(shared_layer_message("Graph", shared[0]))
+
     def forward(self, x):
         plan = self._plan or self._schedule()
         values = {INPUT: x}
@@ -152,6 +167,7 @@ class Graph(Module):
     def backward(self, grad_out, input_grad: bool = True):
         """The gradient with respect to the graph's input; with ``input_grad=False``, None,
         and the layers that read only the input compute just their parameter gradients."""
+        self._check_not_shared()
         grads = {self._output: grad_out}
         for node in reversed(self.nodes):
             grad = grads.pop(node.name, None)
@@ -161,7 +177,7 @@ class Graph(Module):
                 backward_into(node.module, grad, input_grad=False)
                 continue
             grad_in = node.module.backward(grad)
-            if len(node.inputs) == 1:
+            if not isinstance(grad_in, tuple):  # a layer; merges (Add, Concat) give tuples
                 grad_in = (grad_in,)
             for source, g in zip(node.inputs, grad_in):
                 # A fresh sum, never +=: layers may hand back the same array twice (Add).

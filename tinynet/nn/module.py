@@ -360,6 +360,10 @@ class Sequential(Module):
         """The input gradient; with ``input_grad=False`` only the parameter gradients (and
         None is returned): see the module docstring."""
         layers = self._layers
+        if len({id(layer) for layer in layers}) < len(layers):
+            shared = next(i for i, m in enumerate(layers) if any(m is n for n in layers[:i]))
+            first_use = next(i for i, m in enumerate(layers) if m is layers[shared])
+            raise ValueError(shared_layer_message("Sequential", [str(first_use), str(shared)]))
         first = 0
         if not input_grad:
             first = next((i for i, m in enumerate(layers) if _has_parameters(m)), len(layers))
@@ -387,6 +391,17 @@ class Sequential(Module):
 
 def _has_parameters(module: Module) -> bool:
     return next(iter(module.parameters()), None) is not None
+
+
+def shared_layer_message(container: str, places: list[str]) -> str:
+    """The error for one layer object placed twice in a container that is asked for backward."""
+    return (
+        f"{container}.backward: positions {' and '.join(map(repr, places))} hold the same layer "
+        f"object; a layer keeps what its last forward saved (its input, say), so the earlier "
+        f"position's backward would use the later one's. Use a layer per position "
+        f"(copy.deepcopy), sharing weights if wanted by assigning the same Parameter: "
+        f"second.weight = first.weight"
+    )
 
 
 def backward_into(module: Module, grad_out, input_grad: bool = True):
