@@ -3,6 +3,7 @@ files rejected without running code, and PyTorch weights."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -61,6 +62,33 @@ def test_model_round_trip(tmp_path, dtype):
     assert (checkpoint.epoch, checkpoint.step, checkpoint.extra) == (3, 17, {"note": "hi"})
     x = np.random.default_rng(1).standard_normal((4, 784))
     np.testing.assert_array_equal(model.eval()(x), checkpoint.model.eval()(x))
+
+
+def test_float64_layers_in_a_float32_container_keep_their_values(tmp_path):
+    """The dtype recorded is the parameters' (a Sequential built around .double() layers
+    still says float32 itself)."""
+    model = nn.Sequential(nn.Linear(3, 2).double())
+    model[0].weight.data[...] = np.random.default_rng(0).normal(size=(2, 3))
+    save_checkpoint(tmp_path / "m.npz", model)
+    loaded = load_checkpoint(tmp_path / "m.npz").model
+    assert loaded[0].weight.data.dtype == np.float64
+    np.testing.assert_array_equal(loaded[0].weight.data, model[0].weight.data)
+
+
+def test_a_layer_used_twice_is_saved_without_a_spec(tmp_path):
+    """A spec would rebuild two layers where the model has one (and state_dict one set of
+    weights): saved like a custom model, loaded into a model the caller builds."""
+    lin = nn.Linear(4, 4)
+    graph = tinynet.Graph()
+    graph.add("a", lin)
+    graph.add("r", nn.ReLU(), "a")
+    graph.add("b", lin, "r")
+    save_checkpoint(tmp_path / "g.npz", graph)
+    assert load_checkpoint(tmp_path / "g.npz").model is None
+    other = copy.deepcopy(graph)
+    other["a"].weight.data[...] = 0
+    loaded = load_checkpoint(tmp_path / "g.npz", model=other).model
+    np.testing.assert_array_equal(loaded["b"].weight.data, lin.weight.data)
 
 
 def test_plain_data_keeps_its_types(tmp_path):
@@ -307,8 +335,26 @@ HOSTILE_META = {
     ),
     "huge-layer": (
         _set("spec", [{"type": "Linear", "kwargs": {"in_features": 2**22, "out_features": 2**22}}]),
-        "more memory than there is",
+        "needs more weights than there are",
     ),
+    # Allocatable (0.6 GB), but more than the file holds: refused before it is allocated.
+    "large-layer": (
+        _set("spec", [{"type": "Linear", "kwargs": {"in_features": 12000, "out_features": 12000}}]),
+        r"layer 0 \(Linear\) needs more weights than there are",
+    ),
+    "large-conv": (
+        _set(
+            "spec",
+            [
+                {
+                    "type": "Conv3d",
+                    "kwargs": {"in_channels": 512, "out_channels": 512, "kernel_size": [9, 9, 9]},
+                }
+            ],
+        ),
+        r"\(Conv3d\) needs more weights",
+    ),  # fmt: skip
+    "deep-nesting": (_set("extra", json.loads("[" * 900 + "1" + "]" * 900)), "recursion"),
     "empty-metadata": (lambda meta: meta.clear(), "not a tinynet checkpoint"),
     "dtype": (_set("dtype", "object"), "not float32 or float64"),
 }
@@ -422,6 +468,15 @@ def test_truncated_and_corrupted_files(valid, tmp_path):
     bad.write_bytes(bytes(corrupted))
     with pytest.raises(ValueError, match="bad.npz"):
         load_checkpoint(bad)
+    # zipfile's own refusals (a compression method or version it lacks, encryption) too.
+    # Central-directory fields: method 99 (AES), the "encrypted" flag, version needed 25.5.
+    for field, value in ((10, 99), (8, 1), (6, 255)):
+        odd = bytearray(data)
+        entry = odd.find(b"PK\x01\x02")  # the first central-directory entry
+        odd[entry + field] = value
+        bad.write_bytes(bytes(odd))
+        with pytest.raises(ValueError, match="bad.npz"):
+            load_checkpoint(bad)
     np.save(tmp_path / "plain.npy", np.zeros(3))
     with pytest.raises(ValueError, match="single .npy array"):
         load_checkpoint(tmp_path / "plain.npy")

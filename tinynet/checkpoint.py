@@ -25,6 +25,7 @@ import math
 import os
 import tempfile
 import zipfile
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -121,7 +122,7 @@ def save_checkpoint(
         "format": FORMAT,
         "version": VERSION,
         "spec": spec,
-        "dtype": str(model.dtype),
+        "dtype": _weights_dtype(model),
         "model_keys": list(state),
         "optimizer": _object_state(optimizer, encoder),
         "scheduler": _object_state(scheduler, encoder),
@@ -135,6 +136,15 @@ def save_checkpoint(
     arrays["meta"] = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
     with atomic_write(path) as f:
         np.savez(f, allow_pickle=False, **arrays)
+
+
+def _weights_dtype(model: Module) -> str:
+    """The dtype to rebuild the model in: its parameters' (a container's own ``dtype`` may
+    say float32 around float64 layers), float64 if they mix (no value is rounded)."""
+    dtypes = {p.data.dtype for p in model.parameters()}
+    if not dtypes:
+        return str(model.dtype)
+    return str(dtypes.pop()) if len(dtypes) == 1 else "float64"
 
 
 def _object_state(obj, encoder):
@@ -233,7 +243,7 @@ def load_checkpoint(path, model: Module | None = None) -> Checkpoint:
     arrays, meta = _read(path)
     try:
         return _unpack(path, arrays, meta, model)
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, RecursionError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise ValueError(f"{path}: invalid tinynet checkpoint: {message}") from None
 
@@ -241,9 +251,12 @@ def load_checkpoint(path, model: Module | None = None) -> Checkpoint:
 def _read(path: str) -> tuple[dict[str, np.ndarray], dict]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path}")
+    # zipfile raises NotImplementedError for compression methods and versions it lacks, and
+    # RuntimeError for encrypted members; zlib.error for a damaged deflate stream.
+    unreadable = (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError, MemoryError)
     try:
         arrays = _read_arrays(path)
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError, ValueError, MemoryError) as exc:
+    except (*unreadable, NotImplementedError, RuntimeError, zlib.error) as exc:
         raise ValueError(f"{path}: not a readable tinynet checkpoint ({exc})") from None
     raw = arrays.pop("meta", None)
     if raw is None or raw.dtype != np.uint8 or raw.ndim != 1:
@@ -324,10 +337,13 @@ def _unpack(path: str, arrays: dict, meta: dict, model: Module | None) -> Checkp
     state = OrderedDict((key, arrays[f"model.{key}"]) for key in keys)
     spec = meta["spec"]
     if model is None and spec is not None:
+        # The spec may ask for little more weights than the file holds (Linear(10**5, 10**5)
+        # in a hand-made spec would allocate 40 GB before the weights were compared). The
+        # slack lets a smaller mismatch reach load_state_dict, whose message names the entry.
+        stored_values = sum(int(a.size) for a in state.values())
         try:
-            model = models.from_spec(spec)
+            model = models.from_spec(spec, max_weights=stored_values + 2**22)
         except MemoryError:
-            # The spec names layer sizes (Linear(10**6, 10**6)) that no saved weights can fill.
             raise ValueError("the model spec asks for more memory than there is") from None
         dtype = np.dtype(meta["dtype"])
         if dtype not in (np.float32, np.float64):

@@ -14,6 +14,7 @@ arguments, so loading a checkpoint cannot run arbitrary code.
 from __future__ import annotations
 
 import inspect
+import math
 
 from . import nn
 from .graph import INPUT, Graph
@@ -185,25 +186,29 @@ def to_spec(model: nn.Module) -> list[dict] | dict:
     (``in_features``, ``kernel_size``, ...), as torch.nn layers keep them; ``bias`` is
     whether the layer has one.
     """
+    seen: set = set()
     if not isinstance(model, nn.Sequential):
-        return _layer_spec(model)
-    return [_layer_spec(layer) for layer in model]
+        return _layer_spec(model, seen)
+    return [_layer_spec(layer, seen) for layer in model]
 
 
-def _layer_spec(layer: nn.Module) -> dict:
+def _layer_spec(layer: nn.Module, seen: set) -> dict:
     name = type(layer).__name__
     if name not in LAYER_TYPES or _layer_class(name) is not type(layer):
         raise ValueError(f"to_spec: {name} is not a tinynet layer that a spec can describe")
+    if id(layer) in seen:  # a spec would rebuild two layers, which state_dict keeps as one
+        raise ValueError(f"to_spec: a {name} is used at two places; a spec cannot say so")
+    seen.add(id(layer))
     if isinstance(layer, nn.Sequential):
-        return {"type": name, "layers": [_layer_spec(child) for child in layer]}
+        return {"type": name, "layers": [_layer_spec(child, seen) for child in layer]}
     if isinstance(layer, Graph):
         nodes = [
-            {"name": n.name, "inputs": list(n.inputs), "layer": _layer_spec(n.module)}
+            {"name": n.name, "inputs": list(n.inputs), "layer": _layer_spec(n.module, seen)}
             for n in layer.nodes
         ]
         return {"type": name, "nodes": nodes, "output": layer.output}
     if isinstance(layer, nn.FusedReLU):
-        return {"type": name, "layer": _layer_spec(layer.layer)}
+        return {"type": name, "layer": _layer_spec(layer.layer, seen)}
     kwargs = {}
     for param in _constructor_params(type(layer)):
         if param.name == "bias" and param.default in (True, False):
@@ -227,24 +232,46 @@ def _plain(value, where: str):
     return value
 
 
-def from_spec(spec) -> nn.Module:
+def from_spec(spec, max_weights: int | None = None) -> nn.Module:
     """Build a model from :func:`to_spec`'s description; a ``ValueError`` on anything else.
 
     Only classes in :data:`LAYER_TYPES` are built, with keyword arguments their constructor
-    declares and plain values (numbers, strings, booleans, None, lists of them).
+    declares and plain values (numbers, strings, booleans, None, lists of them). With
+    ``max_weights`` (a checkpoint passes the values it holds), a spec whose Linear and conv
+    weights would need more values is refused before any is allocated: a few bytes of
+    hand-made spec could otherwise ask for gigabytes.
     """
+    budget = [max_weights]
     if isinstance(spec, dict):
-        return _build(spec, "model")
+        return _build(spec, "model", budget)
     if not isinstance(spec, list):
         raise ValueError(f"model spec must be a list of layers, got {type(spec).__name__}")
-    return nn.Sequential(*(_build(item, f"layer {i}") for i, item in enumerate(spec)))
+    return nn.Sequential(*(_build(item, f"layer {i}", budget) for i, item in enumerate(spec)))
+
+
+def _weights(name: str, kwargs: dict) -> int:
+    """How many weight values a Linear or convolution with these arguments allocates (the
+    layers whose size grows as a product; others hold a few values per channel)."""
+    if name == "Linear":
+        return _size(kwargs.get("in_features")) * _size(kwargs.get("out_features"))
+    if name in ("Conv2d", "Conv3d"):
+        kernel = kwargs.get("kernel_size", 1)
+        kernel = kernel if isinstance(kernel, (list, tuple)) else [kernel] * int(name[-2])
+        count = _size(kwargs.get("in_channels")) * _size(kwargs.get("out_channels"))
+        return count * math.prod(_size(k) for k in kernel) // max(1, _size(kwargs.get("groups")))
+    return 0
+
+
+def _size(value) -> int:
+    # Not an int (the layer will refuse it): counts as 1 here.
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1
 
 
 def _layer_class(name: str):
     return Graph if name == "Graph" else getattr(nn, name, None)
 
 
-def _build_graph(item, where: str) -> Graph:
+def _build_graph(item, where: str, budget: list) -> Graph:
     nodes = item.get("nodes")
     if set(item) != {"type", "nodes", "output"} or not isinstance(nodes, list):
         raise ValueError(f"model spec: {where} (Graph) needs exactly 'nodes' and 'output'")
@@ -256,7 +283,7 @@ def _build_graph(item, where: str) -> Graph:
         if not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs):
             raise ValueError(f"model spec: {where} node {i} inputs must be a list of names")
         try:
-            graph.add(node["name"], _build(node["layer"], f"{where}.{i}"), tuple(inputs))
+            graph.add(node["name"], _build(node["layer"], f"{where}.{i}", budget), tuple(inputs))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"model spec: {where} node {i}: {exc}") from None
     try:
@@ -266,7 +293,7 @@ def _build_graph(item, where: str) -> Graph:
     return graph
 
 
-def _build(item, where: str) -> nn.Module:
+def _build(item, where: str, budget: list) -> nn.Module:
     if not isinstance(item, dict) or not isinstance(item.get("type"), str):
         raise ValueError(f"model spec: {where} must be a dict with a 'type', got {item!r:.80}")
     name = item["type"]
@@ -274,17 +301,17 @@ def _build(item, where: str) -> nn.Module:
     if cls is None:
         raise ValueError(f"model spec: {where} names {name!r:.60}, not an allowed tinynet layer")
     if name == "Graph":
-        return _build_graph(item, where)
+        return _build_graph(item, where, budget)
     if name == "Sequential":
         layers = item.get("layers")
         if set(item) != {"type", "layers"} or not isinstance(layers, list):
             raise ValueError(f"model spec: {where} (Sequential) needs exactly a 'layers' list")
-        return nn.Sequential(*(_build(x, f"{where}.{i}") for i, x in enumerate(layers)))
+        return nn.Sequential(*(_build(x, f"{where}.{i}", budget) for i, x in enumerate(layers)))
     if name == "FusedReLU":
         if set(item) != {"type", "layer"}:
             raise ValueError(f"model spec: {where} (FusedReLU) needs exactly a 'layer'")
         try:
-            return nn.FusedReLU(_build(item["layer"], f"{where}.layer"))
+            return nn.FusedReLU(_build(item["layer"], f"{where}.layer", budget))
         except TypeError as exc:
             raise ValueError(f"model spec: {where}: {exc}") from None
     kwargs = item.get("kwargs", {})
@@ -299,6 +326,10 @@ def _build(item, where: str) -> nn.Module:
             raise ValueError(f"model spec: {where} ({name}) argument {key} is not a plain value")
     # Lists come back as tuples, the form layers were given (kernel_size=(3, 3)).
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    if budget[0] is not None:
+        budget[0] -= _weights(name, kwargs)
+        if budget[0] < 0:
+            raise ValueError(f"model spec: {where} ({name}) needs more weights than there are")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
