@@ -145,3 +145,19 @@ def test_numpy_baseline_matches_torch(layer_spec, x_shape):
     ours, theirs = NumpyLayer(s, x, g), TorchLayer(s, x, g, torch)
     assert max_rel_error(ours.check_forward(), theirs.check_forward())[0] < 1e-5
     assert max_rel_error(ours.check_backward(), theirs.check_backward())[0] < 1e-5
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--only", "("], "is not a regular expression"),
+        (["--reps", "0"], "--reps must be at least 1"),
+        (["--min-sample", "-1"], "--min-sample must be a positive"),
+        (["--json", "/nonexistent/folder/b.json"], "no folder /nonexistent/folder"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--only", "no-such-workload"], "no workload matches"),
+    ],
+)
+def test_bad_arguments_are_refused_before_anything_runs(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -61,6 +61,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_arguments(args) -> str | None:
+    """What is wrong with the arguments, checked before minutes of timing: None if nothing."""
+    if args.threads < 1:
+        return "--threads must be at least 1"
+    if args.reps is not None and args.reps < 1:
+        return f"--reps must be at least 1, got {args.reps}"
+    if args.min_sample is not None and not args.min_sample > 0:
+        return f"--min-sample must be a positive number of seconds, got {args.min_sample}"
+    for pattern in (args.only or "").split(","):
+        try:
+            re.compile(pattern.strip())
+        except re.error as exc:
+            return f"--only {pattern.strip()!r} is not a regular expression ({exc})"
+    for option in ("json", "markdown", "png"):
+        path = getattr(args, option)
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            return f"--{option} {path}: no folder {folder} to write into"
+    return None
+
+
 def _select(workloads, only: str | None):
     if not only:
         return workloads
@@ -168,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     args.argv = argv
+    problem = _check_arguments(args)
+    if problem:
+        print(f"tinynet bench: {problem}", file=sys.stderr)
+        return 2
     selected = _select(all_workloads(args.quick), args.only)
     if args.list:
         for work in selected:
@@ -175,9 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not selected:
         print(f"tinynet bench: no workload matches {args.only!r}", file=sys.stderr)
-        return 2
-    if args.threads < 1:
-        print("tinynet bench: --threads must be at least 1", file=sys.stderr)
         return 2
     results = run(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(report.format_table(results))
