@@ -195,9 +195,11 @@ class CosineAnnealingLR(LRScheduler):
         lr = eta_min + (base_lr − eta_min) · (1 + cos(π · epoch / T_max)) / 2
 
     (SGDR, Loshchilov & Hutter, 2017, without restarts). Past ``T_max`` the cosine continues,
-    so the rate climbs back, as torch's does. We evaluate this closed form; torch evaluates a
-    recursive form equal to it up to rounding, which is exact only while nothing else changes
-    ``group["lr"]``.
+    so the rate climbs back, as torch's does. Each step evaluates torch's recursive form: the
+    current rate times the ratio of this epoch's cosine factor to the last one's. While
+    nothing else sets ``group["lr"]`` that equals the closed form (up to rounding); chained
+    with another scheduler (StepLR's decay, say) the two multiply, as in torch; a schedule
+    built with ``last_epoch`` continues from the optimizer's current rates, as torch's does.
     """
 
     _settings = ("T_max", "eta_min")
@@ -213,7 +215,16 @@ class CosineAnnealingLR(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def get_lr(self) -> list[float]:
-        if self._initial:
+        epoch, period, low = self.last_epoch, self.T_max, self.eta_min
+        groups = self.optimizer.param_groups
+        if self._initial:  # construction keeps the rates (a resumed optimizer's included)
             return self._current_lrs()
-        cosine = 1 + math.cos(math.pi * self.last_epoch / self.T_max)
-        return [self.eta_min + (base - self.eta_min) * cosine / 2 for base in self.base_lrs]
+        if (epoch - 1 - period) % (2 * period) == 0:
+            # The previous factor 1 + cos(π·(epoch − 1)/T_max) is 0 (the rate sat at eta_min):
+            # the ratio below would divide by it, so step up from the bottom instead.
+            rise = (1 - math.cos(math.pi / period)) / 2
+            return [g["lr"] + (base - low) * rise for g, base in zip(groups, self.base_lrs)]
+        ratio = (1 + math.cos(math.pi * epoch / period)) / (
+            1 + math.cos(math.pi * (epoch - 1) / period)
+        )
+        return [low + ratio * (g["lr"] - low) for g in groups]
