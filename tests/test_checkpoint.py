@@ -208,6 +208,11 @@ def test_restore_checks_types(tmp_path):
 # -- atomic saving --------------------------------------------------------------------------------
 
 
+def test_saving_into_a_missing_folder_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"no folder {tmp_path / 'nope'}"):
+        save_checkpoint(tmp_path / "nope" / "m.npz", nn.Linear(2, 2))
+
+
 def test_failed_save_leaves_the_old_checkpoint(tmp_path):
     path = tmp_path / "c.npz"
     model = _small_model()

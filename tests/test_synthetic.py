@@ -73,6 +73,13 @@ def test_drawn_ink_matches_the_shape():
     assert disk > ring + 0.2 and filled_square > square + 0.2
 
 
+@pytest.mark.parametrize("size", [0, -5, 2.0, True, 5])
+def test_bad_sizes(size):
+    for generate in (shapes2d, shapes3d):
+        with pytest.raises(ValueError, match="expected size to be an int"):
+            generate(4, size=size)
+
+
 def test_bad_counts():
     with pytest.raises(ValueError, match="positive number of samples"):
         shapes2d(0)

@@ -51,6 +51,8 @@ def atomic_write(path):
     ``path``. On an exception the temporary file is removed and ``path`` is left as it was."""
     path = Path(path)
     folder = path.parent
+    if not folder.is_dir():  # mkstemp's own error would name the temporary file
+        raise FileNotFoundError(f"cannot save {path}: no folder {folder}")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     try:
         if hasattr(os, "fchmod"):

@@ -30,6 +30,7 @@ def shapes2d(n: int, seed: int = 0, size: int = 28) -> tuple[np.ndarray, np.ndar
     The classes, in order, are :data:`SHAPES2D_CLASSES`; each appears n/10 times (±1).
     """
     n = _check_count("shapes2d", n)
+    size = _check_size("shapes2d", size, 8)
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(SHAPES2D_CLASSES)).astype(np.int64)
     # One row of pose and appearance parameters per image, drawn up front (vectorised).
@@ -84,6 +85,7 @@ def shapes3d(n: int, seed: int = 0, size: int = 16) -> tuple[np.ndarray, np.ndar
     orientation, position and size, with per-volume brightness, contrast and noise.
     """
     n = _check_count("shapes3d", n)
+    size = _check_size("shapes3d", size, 6)
     rng = np.random.default_rng(seed)
     labels = rng.permutation(np.arange(n) % len(SHAPES3D_CLASSES)).astype(np.int64)
     radius = rng.uniform(0.26, 0.38, n) * size
@@ -113,6 +115,13 @@ def shapes3d(n: int, seed: int = 0, size: int = 16) -> tuple[np.ndarray, np.ndar
         ink = np.clip(0.5 - sd * radius[rows, None], 0, 1).reshape(-1, size, size, size)
         volumes[rows, 0] = _render(ink, look, rows, rng)
     return volumes, labels
+
+
+def _check_size(name: str, size, smallest: int) -> int:
+    """The side length: an int large enough for a shape to be drawn recognisably."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < smallest:
+        raise ValueError(f"{name} expected size to be an int >= {smallest}, got {size!r}")
+    return int(size)
 
 
 def _check_count(name: str, n) -> int:
