@@ -80,16 +80,18 @@ def _plane(xpad, weight, o, c0, hp, wp, length, acc):
     """
     one = np.uint64(1)
     two = np.uint64(2)
-    for p in range(np.uint64(length)):
-        acc[p] = 0
     for c in range(weight.shape[1]):
         w = weight[o, c]
         w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
         r0 = np.uint64((c0 + c) * hp * wp)  # the first, second and third row of the window
         r1 = r0 + np.uint64(wp)
         r2 = r1 + np.uint64(wp)
+        # The first channel stores instead of adding: no pass to zero acc first, and a
+        # one-channel (depthwise, first-layer) plane never reads it. The test is the same for
+        # the whole loop, so LLVM makes two loops of it.
+        first = c == 0
         for p in range(np.uint64(length)):
-            acc[p] += (
+            taps = (
                 w0 * xpad[r0 + p]
                 + w1 * xpad[r0 + p + one]
                 + w2 * xpad[r0 + p + two]
@@ -100,6 +102,7 @@ def _plane(xpad, weight, o, c0, hp, wp, length, acc):
                 + w7 * xpad[r2 + p + one]
                 + w8 * xpad[r2 + p + two]
             )
+            acc[p] = taps if first else acc[p] + taps
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
