@@ -290,6 +290,35 @@ def test_float32_sigmoid_and_tanh_are_within_a_few_ulp(values, scale):
     assert np.isnan(Sigmoid()(nan)).all() and np.isnan(Tanh()(nan)).all()
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_elementwise_parallel_loop_equals_the_serial_one(threads):
+    """Arrays from config.SERIAL_BELOW values up run the parallel loop: the same values as the
+    serial loop, bit for bit, at any thread count (each element is computed on its own)."""
+    from tinynet import config
+    from tinynet.kernels import elementwise
+
+    rng = np.random.default_rng(0)
+    size = 3 * config.SERIAL_BELOW + 7  # uneven shares
+    a = (rng.standard_normal(size) * 20).astype(np.float32)
+    a[::97] = np.nan
+    b = rng.standard_normal(size).astype(np.float32)
+    y = elementwise.apply(elementwise.SIGMOID, a)  # an output, as the gradients read
+    ops = {
+        elementwise.RELU: a, elementwise.SIGMOID: a, elementwise.TANH: a,
+        elementwise.RELU_GRAD: y, elementwise.SIGMOID_GRAD: y, elementwise.TANH_GRAD: y,
+    }  # fmt: skip
+    with tinynet.set_num_threads(threads):
+        for op, first in ops.items():
+            parallel = elementwise.apply(op, first, b)
+            serial = elementwise.map_serial(op, first, b, np.empty_like(first))
+            np.testing.assert_array_equal(parallel, serial, err_msg=f"op {op}")
+    # and the layers on the large array against float64, as the small-array test does
+    for layer, exact in ((Sigmoid(), ref.sigmoid), (Tanh(), ref.tanh)):
+        finite = a[np.isfinite(a)]
+        got, expected = layer(finite).astype(np.float64), exact(finite)[0]
+        assert np.max(np.abs(got - expected)) <= 4 * np.spacing(np.float32(1))
+
+
 def test_float32_sigmoid_and_tanh_run_without_jit():
     """Under NUMBA_DISABLE_JIT the kernels are Python, with a NumPy stand-in for the LLVM bit
     cast: the same results but for rounding (Python has no fused multiply-add)."""
