@@ -521,29 +521,32 @@ def test_winograd_dispatch_rule():
     assert layer._x_padded is None
 
 
-# -- the direct 3×3 path for few input channels (kernels/conv_small.py) -----------------------
+# -- the direct 3×3 and 5×5 path for few input channels (kernels/conv_small.py) --------------
 
 
 @given(
+    kernel=st.sampled_from([3, 5]),
     cin=st.integers(1, 7),
     cout=st.integers(1, 9),
     # Grouped: channels per group as drawn, times the groups (depthwise when cin is 1).
     groups=st.sampled_from([1, 1, 2, 3]),
-    # Padding 3 leaves the direct input gradient (it needs ≤ 2) for another path.
-    padding=st.sampled_from([0, 1, 2, (2, 0), (0, 3), 3, "same"]),
-    height=st.integers(3, 9),
-    width=st.integers(3, 11),
+    # Padding k leaves the direct input gradient (it needs ≤ k − 1) for another path.
+    padding=st.sampled_from([0, 1, 2, (2, 0), (0, 3), 3, 4, 5, "same"]),
+    height=st.integers(5, 9),
+    width=st.integers(5, 11),
     batch=st.integers(1, 5),
     bias=st.booleans(),
     threads=st.sampled_from([1, 2]),
 )
-@settings(max_examples=50, deadline=None)
-def test_small_channel_3x3_matches_reference(
-    cin, cout, groups, padding, height, width, batch, bias, threads
+@settings(max_examples=60, deadline=None)
+def test_small_channel_direct_path_matches_reference(
+    kernel, cin, cout, groups, padding, height, width, batch, bias, threads
 ):
     tinynet.manual_seed(0)
+    if kernel == 5:
+        cin = min(cin, 4)  # the 5×5 direct path's limit
     cin, cout = cin * groups, cout * groups
-    layer = Conv2d(cin, cout, 3, padding=padding, groups=groups, bias=bias).double()
+    layer = Conv2d(cin, cout, kernel, padding=padding, groups=groups, bias=bias).double()
     assert layer._small  # this path, not vol2col or the general direct loops
     x = np.random.default_rng(1).standard_normal((batch, cin, height, width))
     with tinynet.set_num_threads(threads):
@@ -563,7 +566,9 @@ def test_small_channel_path_only_where_it_applies():
     assert Conv2d(3, 8, 3, padding=1)._small
     assert not Conv2d(8, 8, 3, padding=1)._small  # Winograd or vol2col
     assert not Conv2d(3, 8, 3, stride=2)._small
-    assert not Conv2d(3, 8, 5)._small
+    assert Conv2d(3, 8, 5)._small and Conv2d(64, 64, 5, padding=2, groups=64)._small
+    assert not Conv2d(6, 16, 5)._small  # LeNet-5's second layer: BLAS wins from 6 channels
+    assert not Conv2d(3, 8, 7)._small
     assert Conv2d(7, 8, 3)._small
     assert Conv2d(4, 8, 3, groups=2)._small
     assert Conv2d(64, 64, 3, padding=1, groups=64)._small  # depthwise

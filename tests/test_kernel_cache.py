@@ -108,7 +108,8 @@ def test_group_keys_name_the_path_the_layer_takes():
     assert wino._x_padded is not None  # the forward did take the Winograd path
     assert key(wino, (1, 8, 4, 4)) == "Conv:gemm"  # too few tiles for Winograd
     assert key(nn.Conv2d(4, 4, 3, groups=4), (2, 4, 6, 6)) == "Conv2d:small"  # depthwise 3×3
-    assert key(nn.Conv2d(4, 4, 5, groups=4), (2, 4, 6, 6)) == "Conv:direct"
+    assert key(nn.Conv2d(4, 4, 5, groups=4), (2, 4, 6, 6)) == "Conv2d:small"  # depthwise 5×5
+    assert key(nn.Conv2d(4, 4, 7, groups=4), (2, 4, 8, 8)) == "Conv:direct"
     # Kernels shared across ranks are one group (one worker compiles them).
     assert key(nn.Conv2d(8, 8, 3, stride=2), (2, 8, 8, 8)) == "Conv:gemm"
     assert key(nn.Conv3d(8, 8, 3, groups=2), (2, 8, 5, 5, 5)) == "Conv:gemm"

@@ -1,5 +1,5 @@
-"""Direct 3×3 convolution for layers with few input channels per group (a CNN's first layer;
-grouped and depthwise layers, where each output reads only its group's channels).
+"""Direct 3×3 and 5×5 convolution for layers with few input channels per group (a CNN's first
+layer; grouped and depthwise layers, where each output reads only its group's channels).
 
 With C·3·3 small (1 → 32 channels: K = 9; RGB: 27) the vol2col path's matrix product is thin,
 and BLAS runs a (Cout × 27) @ (27 × P) product far below its speed (measured 20–25 GFLOP/s
@@ -23,12 +23,18 @@ Measured (float32, 2 threads, ms, this vs the vol2col + BLAS path vs PyTorch 2.1
 
 Backward: the weight gradient is the same flat-plane trick turned around: for each output
 and input channel, one pass over the plane computes all nine taps' dot products of the output
-gradient with the shifted input (:func:`conv2d_3x3_backward_weight`). The input gradient is
+gradient with the shifted input (:func:`conv2d_small_backward_weight`). The input gradient is
 a forward of this kernel itself (the layer flips the filters and swaps their channel axes; see
 Conv2d._small_backward). Measured (float32, 2 threads, ms, this vs vol2col + BLAS, weight
 gradient only / with the input gradient): (64, 1, 28, 28) → 32: 0.89 vs 1.32 / 1.83 vs 2.66;
 (64, 3, 32, 32) → 16: 1.25 vs 2.72 / 2.66 vs 4.66. It also spares a LeNet-style model the
 compilation of the vol2col kernels (~12 s cold).
+
+5×5 kernels (LeNet-5's, a CIFAR stem's) take the same route, a channel's 25 taps as five
+passes of one kernel row each (one expression of 25 would hold more weights than there are
+vector registers). Forward + backward, ms: (64, 1, 28, 28) → 6: 0.71 against 1.70 for
+vol2col + BLAS; (64, 3, 32, 32) → 16, padding 2: 7.9 against 12.3; from 6 channels BLAS wins
+(see nn/conv.py, _SMALL5_MAX_CHANNELS).
 
 Grouped layers (measured in nn/conv.py, _SMALL_MAX_GROUP_CHANNELS): depthwise 64 channels
 on (32, 64, 16, 16), forward + backward 2.1 ms against 4.9 for the general direct loops;
@@ -47,11 +53,12 @@ from .. import config
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _padded_plane(out_h, out_w):
-    """(hp, wp, length) for an OH × OW output: the padded plane's rows and row length, and how
-    far the flat loops run (every output row in the padded row length, junk columns too)."""
-    wp = out_w + 2
-    return out_h + 2, wp, out_h * wp
+def _padded_plane(out_h, out_w, k):
+    """(hp, wp, length) for an OH × OW output of a k × k kernel: the padded plane's rows and
+    row length, and how far the flat loops run (every output row in the padded row length,
+    junk columns too)."""
+    wp = out_w + k - 1
+    return out_h + k - 1, wp, out_h * wp
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -105,18 +112,41 @@ def _plane(xpad, weight, o, c0, hp, wp, length, acc):
             acc[p] = taps if first else acc[p] + taps
 
 
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _plane5(xpad, weight, o, c0, hp, wp, length, acc):
+    """:func:`_plane` for a 5 × 5 kernel (weight (Cout, C/groups, 25)): per channel, five
+    passes over the plane, one per kernel row a, each adding its five taps."""
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    for c in range(weight.shape[1]):
+        w = weight[o, c]
+        for a in range(5):
+            r = np.uint64((c0 + c) * hp * wp + a * wp)
+            w0, w1, w2, w3, w4 = w[5 * a], w[5 * a + 1], w[5 * a + 2], w[5 * a + 3], w[5 * a + 4]
+            first = c == 0 and a == 0  # stores: no zeroing pass (see _plane)
+            for p in range(np.uint64(length)):
+                taps = (
+                    w0 * xpad[r + p]
+                    + w1 * xpad[r + p + one]
+                    + w2 * xpad[r + p + two]
+                    + w3 * xpad[r + p + three]
+                    + w4 * xpad[r + p + four]
+                )
+                acc[p] = taps if first else acc[p] + taps
+
+
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
-def conv2d_3x3_forward(x, weight, bias, relu, padding, out, xpad, acc):
-    """out = conv3×3(x, weight) + bias, stride 1 (then max(·, 0) if ``relu``), in groups.
+def conv2d_small_forward(x, weight, bias, relu, padding, out, xpad, acc):
+    """out = conv(x, weight) + bias, stride 1 (then max(·, 0) if ``relu``), in groups; a 3×3
+    or (by the weight's last axis, 25 taps) a 5×5 kernel.
 
     Shapes: x (N, C, H, W); weight (Cout, C/groups, 9) (the 3×3 taps row-major; the groups
     follow from C and the weight's second axis, as in torch: output channel o reads the input
     channels of group o // (Cout/groups)); bias (Cout,) (zeros for none); padding (top,
     left); out (N, Cout, OH, OW) written. The padded plane is
-    hp × wp = (OH + 2) × (OW + 2). Work space, one row per block of samples: xpad
-    (T, C·hp·wp + 2) (the last row's junk columns read two values past the plane) and acc
-    (T, OH·wp).
-    Loop nest: for block t: for n in block: pad x[n]; for o: acc = Σ_c 9 taps; out[n, o] =
+    hp × wp = (OH + k − 1) × (OW + k − 1). Work space, one row per block of samples: xpad
+    (T, C·hp·wp + k − 1) (the last row's junk columns read k − 1 values past the plane) and
+    acc (T, OH·wp).
+    Loop nest: for block t: for n in block: pad x[n]; for o: acc = Σ_c k² taps; out[n, o] =
     acc without its junk columns + bias. Parallel over: blocks of samples (block t writes
     out[n] of its own samples and xpad[t], acc[t] only: race-free).
     """
@@ -124,14 +154,19 @@ def conv2d_3x3_forward(x, weight, bias, relu, padding, out, xpad, acc):
     n_out, cin_g = weight.shape[0], weight.shape[1]
     cout_g = n_out // (x.shape[1] // cin_g)
     out_h, out_w = out.shape[2], out.shape[3]
-    hp, wp, length = _padded_plane(out_h, out_w)
+    k = 3 if weight.shape[2] == 9 else 5
+    hp, wp, length = _padded_plane(out_h, out_w, k)
     n_blocks = xpad.shape[0]
     for t in prange(n_blocks):
         work = acc[t]
         for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
             _pad_flat(x[n], padding[0], padding[1], hp, wp, xpad[t])
             for o in range(n_out):
-                _plane(xpad[t], weight, o, (o // cout_g) * cin_g, hp, wp, length, work)
+                c0 = (o // cout_g) * cin_g
+                if k == 3:
+                    _plane(xpad[t], weight, o, c0, hp, wp, length, work)
+                else:
+                    _plane5(xpad[t], weight, o, c0, hp, wp, length, work)
                 b = bias[o]
                 dst = out[n, o].reshape(-1)
                 for i in range(out_h):
@@ -183,9 +218,32 @@ def _taps_dot(gy, xpad, r0, wp, length, partial):
     partial[8] += s8
 
 
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _taps_dot5(gy, xpad, r0, wp, length, partial):
+    """:func:`_taps_dot` for a 5 × 5 kernel: partial (25,), one pass per kernel row a, each
+    computing that row's five dot products."""
+    one, two, three, four = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    zero = gy.dtype.type(0)
+    for a in range(5):
+        r = np.uint64(r0 + a * wp)
+        s0 = s1 = s2 = s3 = s4 = zero
+        for p in range(np.uint64(length)):
+            g = gy[p]
+            s0 += g * xpad[r + p]
+            s1 += g * xpad[r + p + one]
+            s2 += g * xpad[r + p + two]
+            s3 += g * xpad[r + p + three]
+            s4 += g * xpad[r + p + four]
+        partial[5 * a] += s0
+        partial[5 * a + 1] += s1
+        partial[5 * a + 2] += s2
+        partial[5 * a + 3] += s3
+        partial[5 * a + 4] += s4
+
+
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
-def conv2d_3x3_backward_weight(x, grad_out, padding, partial_w, partial_b, xpad, gyw):
-    """The weight and bias gradients of :func:`conv2d_3x3_forward`, per block of samples:
+def conv2d_small_backward_weight(x, grad_out, padding, partial_w, partial_b, xpad, gyw):
+    """The weight and bias gradients of :func:`conv2d_small_forward`, per block of samples:
 
         partial_w[t, o, c, 3a + b] = Σ_(n in block t) Σ_(i,j) grad_out[n, o, i, j] ·
                                      xpad_n[c, i + a, j + b],
@@ -194,17 +252,18 @@ def conv2d_3x3_backward_weight(x, grad_out, padding, partial_w, partial_b, xpad,
     (c counts the input channels of o's group, as the forward's weight does.) The caller
     adds the blocks in block order (deterministic for a thread count).
     Shapes: x (N, C, H, W); grad_out (N, Cout, OH, OW); padding (top, left); partial_w
-    (T, Cout, C/groups, 9) and partial_b (T, Cout) overwritten. Work space, one row per block: xpad
-    (T, C·hp·wp + 2) as in the forward; gyw (T, OH·wp): one output plane's gradient in the
-    padded row length, its junk columns zero, so that the taps are flat dot products.
+    (T, Cout, C/groups, 9 or 25 taps) and partial_b (T, Cout) overwritten. Work space, one
+    row per block: xpad (T, C·hp·wp + k − 1) as in the forward; gyw (T, OH·wp): one output
+    plane's gradient in the padded row length, its junk columns zero, so that the taps are
+    flat dot products.
     Loop nest: for block t: for n in block: pad x[n]; for o: gyw = grad_out[n, o]; for c:
-    nine dots. Parallel over: blocks of samples (block t writes its own rows only: race-free).
+    k² dots. Parallel over: blocks of samples (block t writes its own rows only: race-free).
     """
     n_batch = x.shape[0]
-    n_out, cin_g = grad_out.shape[1], partial_w.shape[2]
+    n_out, cin_g, taps = grad_out.shape[1], partial_w.shape[2], partial_w.shape[3]
     cout_g = n_out // (x.shape[1] // cin_g)
     out_h, out_w = grad_out.shape[2], grad_out.shape[3]
-    hp, wp, length = _padded_plane(out_h, out_w)
+    hp, wp, length = _padded_plane(out_h, out_w, 3 if taps == 9 else 5)
     n_blocks = xpad.shape[0]
     for t in prange(n_blocks):
         gy = gyw[t]
@@ -215,7 +274,7 @@ def conv2d_3x3_backward_weight(x, grad_out, padding, partial_w, partial_b, xpad,
         for i in range(pw.shape[0]):
             pb[i] = 0
             for c in range(cin_g):
-                for k in range(9):
+                for k in range(taps):
                     pw[i, c, k] = 0
         for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
             _pad_flat(x[n], padding[0], padding[1], hp, wp, xpad[t])
@@ -230,4 +289,7 @@ def conv2d_3x3_backward_weight(x, grad_out, padding, partial_w, partial_b, xpad,
                 pb[o] += total
                 c0 = (o // cout_g) * cin_g
                 for c in range(cin_g):
-                    _taps_dot(gy, xpad[t], (c0 + c) * hp * wp, wp, length, pw[o, c])
+                    if taps == 9:
+                        _taps_dot(gy, xpad[t], (c0 + c) * hp * wp, wp, length, pw[o, c])
+                    else:
+                        _taps_dot5(gy, xpad[t], (c0 + c) * hp * wp, wp, length, pw[o, c])

@@ -7,8 +7,8 @@ input zero-padded. The layers only validate, keep state and pick a kernel; the l
 ``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions),
 ``tinynet/kernels/winograd3d.py`` (its 3-D form, F(2×2×2, 3×3×3), for Conv3d),
 ``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps)
-and ``tinynet/kernels/conv_small.py`` (direct 3×3 loops for few input channels per group:
-first layers, grouped and depthwise 3×3 layers).
+and ``tinynet/kernels/conv_small.py`` (direct 3×3 and 5×5 loops for few input channels per group:
+first layers, grouped and depthwise layers).
 Each path's conditions and buffers are in a mixin beside this file (``conv_winograd.py``,
 ``conv_winograd3d.py``, ``conv_planes.py``); which path a layer takes was decided by measurement.
 """
@@ -50,6 +50,19 @@ _SMALL_MAX_CHANNELS = 7
 # 16 → 32, 4 groups, 28²: 8.4 vs 18.4; 16 → 32, 2 groups: 11.6 vs 19.4; 64 → 64, 4 groups,
 # 14² (16 per group): 20.9 vs 26.5; 64 → 64, 2 groups (32 per group): 38.6 vs 35.2.
 _SMALL_MAX_GROUP_CHANNELS = 16
+# A 5×5 kernel: 25 taps per channel. Measured (float32, 2 threads, ms, forward + backward,
+# direct vs vol2col + BLAS, no padding unless said): 1 → 6 on (64, 28²): 0.71 vs 1.70; 3 → 16
+# on (64, 32²), padding 2: 7.9 vs 12.3; 6 → 16 on (64, 14²) (LeNet-5's second layer): 2.5 vs
+# 2.2; 8 → 16: 3.2 vs 3.0. Depthwise 5×5, 64 channels on (32, 16²), padding 2: 1.8 vs 8.3
+# (the general direct loops).
+_SMALL5_MAX_CHANNELS = 4
+
+
+def _small_max_channels(k: int, groups: int) -> int:
+    """Input channels per group up to which the direct k × k path is taken."""
+    if k == 5:
+        return _SMALL5_MAX_CHANNELS
+    return _SMALL_MAX_CHANNELS if groups == 1 else _SMALL_MAX_GROUP_CHANNELS
 
 
 class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
@@ -103,11 +116,10 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         # loops (see _SMALL_MAX_CHANNELS).
         self._small = (
             self._dims == 2
-            and self.kernel_size == (3, 3)
+            and self.kernel_size in ((3, 3), (5, 5))
             and self.stride == (1, 1)
             and self.dilation == (1, 1)
-            and in_channels // groups
-            <= (_SMALL_MAX_CHANNELS if groups == 1 else _SMALL_MAX_GROUP_CHANNELS)
+            and in_channels // groups <= _small_max_channels(self.kernel_size[0], groups)
         )
         self._winograd = self._winograd_applies()
         self._winograd3d = self._winograd3d_applies()
@@ -194,42 +206,46 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         return tile, cols, tiles
 
     def _small_forward(self, x, out_size, relu):
-        """The direct 3×3 forward for few input channels (kernels/conv_small.py)."""
+        """The direct 3×3 or 5×5 forward for few input channels (kernels/conv_small.py)."""
         n, dtype = x.shape[0], x.dtype
         oh, ow = out_size
+        k = self.kernel_size[0]
         blocks = max(1, min(config.get_num_threads(), n))
-        plane = (oh + 2) * (ow + 2)
-        xpad = self._buffer("small_xpad", (blocks, self.in_channels * plane + 2), dtype)
-        acc = self._buffer("small_acc", (blocks, oh * (ow + 2)), dtype)
+        plane = (oh + k - 1) * (ow + k - 1)
+        xpad = self._buffer("small_xpad", (blocks, self.in_channels * plane + k - 1), dtype)
+        acc = self._buffer("small_acc", (blocks, oh * (ow + k - 1)), dtype)
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
-        weight = weight.reshape(self.out_channels, self.in_channels // self.groups, 9)
+        weight = weight.reshape(self.out_channels, self.in_channels // self.groups, k * k)
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
         out = np.empty((n, self.out_channels, oh, ow), dtype=dtype)
         with config.one_thread_if(blocks == 1):
-            conv_small.conv2d_3x3_forward(
+            conv_small.conv2d_small_forward(
                 x, weight, bias.astype(dtype, copy=False), relu, self._pad_low, out, xpad, acc
             )
         return out
 
     def _small_backward(self, grad_out, input_grad):
-        """The backward of the direct 3×3 path: weight and bias gradients by the direct kernel;
+        """The backward of the direct path: weight and bias gradients by the direct kernel;
         the input gradient, when asked for, is the same direct forward run on grad_out with the
-        filters flipped and in and out channels swapped (a full correlation: padding 2 − p)."""
+        filters flipped and in and out channels swapped (a full correlation: padding
+        k − 1 − p)."""
         x = self._x
         n, dtype = x.shape[0], x.dtype
         oh, ow = self._out_size
+        k = self.kernel_size[0]
         n_out, n_in, groups = self.out_channels, self.in_channels, self.groups
         cin_g, cout_g = n_in // groups, n_out // groups
         blocks = max(1, min(config.get_num_threads(), n))
-        xpad = self._buffer("small_xpad", (blocks, n_in * (oh + 2) * (ow + 2) + 2), dtype)
-        gyw = self._buffer("small_acc", (blocks, oh * (ow + 2)), dtype)
-        partial_w = self._buffer("partial_w", (blocks, n_out, cin_g, 9), dtype)
+        plane = (oh + k - 1) * (ow + k - 1)
+        xpad = self._buffer("small_xpad", (blocks, n_in * plane + k - 1), dtype)
+        gyw = self._buffer("small_acc", (blocks, oh * (ow + k - 1)), dtype)
+        partial_w = self._buffer("partial_w", (blocks, n_out, cin_g, k * k), dtype)
         partial_b = self._buffer("partial_b", (blocks, n_out), dtype)
         with config.one_thread_if(blocks == 1):
-            conv_small.conv2d_3x3_backward_weight(
+            conv_small.conv2d_small_backward_weight(
                 x, grad_out, self._pad_low, partial_w, partial_b, xpad, gyw
             )
-        grad_w = self._buffer("grad_w", (n_out * cin_g * 9,), dtype)
+        grad_w = self._buffer("grad_w", (n_out * cin_g * k * k,), dtype)
         kernels.sum_blocks(partial_w.reshape(blocks, -1), grad_w)
         self.weight.grad += grad_w.reshape(self.weight.grad.shape)
         if self.bias is not None:
@@ -239,17 +255,17 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         if not input_grad:
             return None
         height, width = x.shape[2:]
-        # Per group, filter (o, c) flipped becomes filter (c, o): (groups, cin_g, cout_g, 9).
+        # Per group, filter (o, c) flipped becomes filter (c, o): (groups, cin_g, cout_g, k²).
         weight = self.weight.data.astype(dtype, copy=False)
-        flipped = weight.reshape(groups, cout_g, cin_g, 9)[..., ::-1].transpose(0, 2, 1, 3)
-        flipped = np.ascontiguousarray(flipped).reshape(n_in, cout_g, 9)
-        plane = (height + 2) * (width + 2)
-        gpad = self._buffer("small_gpad", (blocks, n_out * plane + 2), dtype)
-        gacc = self._buffer("small_gacc", (blocks, height * (width + 2)), dtype)
+        flipped = weight.reshape(groups, cout_g, cin_g, k * k)[..., ::-1].transpose(0, 2, 1, 3)
+        flipped = np.ascontiguousarray(flipped).reshape(n_in, cout_g, k * k)
+        plane = (height + k - 1) * (width + k - 1)
+        gpad = self._buffer("small_gpad", (blocks, n_out * plane + k - 1), dtype)
+        gacc = self._buffer("small_gacc", (blocks, height * (width + k - 1)), dtype)
         grad_x = np.empty_like(x)
-        padding = (2 - self._pad_low[0], 2 - self._pad_low[1])
+        padding = (k - 1 - self._pad_low[0], k - 1 - self._pad_low[1])
         with config.one_thread_if(blocks == 1):
-            conv_small.conv2d_3x3_forward(
+            conv_small.conv2d_small_forward(
                 grad_out, flipped, np.zeros(n_in, dtype), False, padding, grad_x, gpad, gacc
             )
         return grad_x
@@ -308,7 +324,7 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
     skips_input_grad = True  # backward(grad_out, input_grad=False): parameter gradients only
 
     def backward(self, grad_out, input_grad: bool = True):
-        """The input gradient, or None with ``input_grad=False`` (the GEMM and direct 3×3
+        """The input gradient, or None with ``input_grad=False`` (the GEMM and direct 3×3 / 5×5
         paths then skip computing it; the Winograd and plane paths compute it and drop it)."""
         grad_x = self._backward(grad_out, input_grad)
         return grad_x if input_grad else None
@@ -325,8 +341,10 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
             return self._winograd_backward(grad_out)
         if self._planes:
             return self._planes_backward(grad_out)
-        # The direct input gradient pads grad_out by 2 − p: it needs padding ≤ 2 on every side.
-        if self._small and (not input_grad or max(self._pad_low + self._pad_high) <= 2):
+        # The direct input gradient pads grad_out by k − 1 − p: it needs padding ≤ k − 1.
+        if self._small and (
+            not input_grad or max(self._pad_low + self._pad_high) <= self.kernel_size[0] - 1
+        ):
             return self._small_backward(grad_out, input_grad)
         grad_out = grad_out.reshape(n, self.out_channels, math.prod(self._out_size))
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype).reshape(self.out_channels, -1)
