@@ -50,6 +50,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
+from .conv import zero_fill
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -134,51 +135,63 @@ def _plane5(xpad, weight, o, c0, hp, wp, length, acc):
                 acc[p] = taps if first else acc[p] + taps
 
 
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _store(work, b, relu, out_h, out_w, wp, dst):
+    """dst (flat OH × OW) = the plane ``work`` without its junk columns, + b (then max(·, 0)
+    if ``relu``; a NaN stays NaN, as in ReLU)."""
+    for i in range(out_h):
+        src0 = np.uint64(i * wp)
+        dst0 = np.uint64(i * out_w)
+        if relu:
+            for j in range(np.uint64(out_w)):
+                v = work[src0 + j] + b
+                dst[dst0 + j] = 0 if v <= 0 else v
+        else:
+            for j in range(np.uint64(out_w)):
+                dst[dst0 + j] = work[src0 + j] + b
+
+
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def conv2d_small_forward(x, weight, bias, relu, padding, out, xpad, acc):
-    """out = conv(x, weight) + bias, stride 1 (then max(·, 0) if ``relu``), in groups; a 3×3
-    or (by the weight's last axis, 25 taps) a 5×5 kernel.
+    """out = conv3×3(x, weight) + bias, stride 1 (then max(·, 0) if ``relu``), in groups.
 
     Shapes: x (N, C, H, W); weight (Cout, C/groups, 9) (the 3×3 taps row-major; the groups
     follow from C and the weight's second axis, as in torch: output channel o reads the input
     channels of group o // (Cout/groups)); bias (Cout,) (zeros for none); padding (top,
     left); out (N, Cout, OH, OW) written. The padded plane is
-    hp × wp = (OH + k − 1) × (OW + k − 1). Work space, one row per block of samples: xpad
-    (T, C·hp·wp + k − 1) (the last row's junk columns read k − 1 values past the plane) and
-    acc (T, OH·wp).
-    Loop nest: for block t: for n in block: pad x[n]; for o: acc = Σ_c k² taps; out[n, o] =
+    hp × wp = (OH + k − 1) × (OW + k − 1), k = 3. Work space, one row per block of samples:
+    xpad (T, C·hp·wp + k − 1) (the last row's junk columns read k − 1 values past the plane)
+    and acc (T, OH·wp).
+    Loop nest: for block t: for n in block: pad x[n]; for o: acc = Σ_c 9 taps; out[n, o] =
     acc without its junk columns + bias. Parallel over: blocks of samples (block t writes
     out[n] of its own samples and xpad[t], acc[t] only: race-free).
     """
-    n_batch = x.shape[0]
-    n_out, cin_g = weight.shape[0], weight.shape[1]
+    n_batch, n_out, cin_g = x.shape[0], weight.shape[0], weight.shape[1]
     cout_g = n_out // (x.shape[1] // cin_g)
-    out_h, out_w = out.shape[2], out.shape[3]
-    k = 3 if weight.shape[2] == 9 else 5
-    hp, wp, length = _padded_plane(out_h, out_w, k)
+    hp, wp, length = _padded_plane(out.shape[2], out.shape[3], 3)
     n_blocks = xpad.shape[0]
     for t in prange(n_blocks):
-        work = acc[t]
         for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
             _pad_flat(x[n], padding[0], padding[1], hp, wp, xpad[t])
             for o in range(n_out):
-                c0 = (o // cout_g) * cin_g
-                if k == 3:
-                    _plane(xpad[t], weight, o, c0, hp, wp, length, work)
-                else:
-                    _plane5(xpad[t], weight, o, c0, hp, wp, length, work)
-                b = bias[o]
-                dst = out[n, o].reshape(-1)
-                for i in range(out_h):
-                    src0 = np.uint64(i * wp)
-                    dst0 = np.uint64(i * out_w)
-                    if relu:
-                        for j in range(np.uint64(out_w)):
-                            v = work[src0 + j] + b
-                            dst[dst0 + j] = 0 if v <= 0 else v  # a NaN stays NaN, as in ReLU
-                    else:
-                        for j in range(np.uint64(out_w)):
-                            dst[dst0 + j] = work[src0 + j] + b
+                _plane(xpad[t], weight, o, (o // cout_g) * cin_g, hp, wp, length, acc[t])
+                _store(acc[t], bias[o], relu, out.shape[2], out.shape[3], wp, out[n, o].reshape(-1))
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def conv2d_small5_forward(x, weight, bias, relu, padding, out, xpad, acc):
+    """:func:`conv2d_small_forward` for a 5×5 kernel: weight (Cout, C/groups, 25), k = 5.
+    A kernel of its own, so that a 3×3 layer does not compile the 5×5 loops (3.6 s cold)."""
+    n_batch, n_out, cin_g = x.shape[0], weight.shape[0], weight.shape[1]
+    cout_g = n_out // (x.shape[1] // cin_g)
+    hp, wp, length = _padded_plane(out.shape[2], out.shape[3], 5)
+    n_blocks = xpad.shape[0]
+    for t in prange(n_blocks):
+        for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
+            _pad_flat(x[n], padding[0], padding[1], hp, wp, xpad[t])
+            for o in range(n_out):
+                _plane5(xpad[t], weight, o, (o // cout_g) * cin_g, hp, wp, length, acc[t])
+                _store(acc[t], bias[o], relu, out.shape[2], out.shape[3], wp, out[n, o].reshape(-1))
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -241,6 +254,30 @@ def _taps_dot5(gy, xpad, r0, wp, length, partial):
         partial[5 * a + 4] += s4
 
 
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _zero_partials(pw, pb):
+    """A block's partial weight and bias gradients set to zero."""
+    for i in range(pw.shape[0]):
+        pb[i] = 0
+        for c in range(pw.shape[1]):
+            for k in range(pw.shape[2]):
+                pw[i, c, k] = 0
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _load_gradient(plane, wp, gy):
+    """gy = one output plane's gradient (OH × OW) in the padded row length wp (its junk
+    columns stay as they are: zero); returns the plane's sum (the bias gradient's share)."""
+    total = gy.dtype.type(0)
+    for i in range(plane.shape[0]):
+        src = plane[i]
+        dst0 = np.uint64(i * wp)
+        for j in range(np.uint64(plane.shape[1])):
+            gy[dst0 + j] = src[j]
+            total += src[j]
+    return total
+
+
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def conv2d_small_backward_weight(x, grad_out, padding, partial_w, partial_b, xpad, gyw):
     """The weight and bias gradients of :func:`conv2d_small_forward`, per block of samples:
@@ -259,37 +296,37 @@ def conv2d_small_backward_weight(x, grad_out, padding, partial_w, partial_b, xpa
     Loop nest: for block t: for n in block: pad x[n]; for o: gyw = grad_out[n, o]; for c:
     k² dots. Parallel over: blocks of samples (block t writes its own rows only: race-free).
     """
-    n_batch = x.shape[0]
-    n_out, cin_g, taps = grad_out.shape[1], partial_w.shape[2], partial_w.shape[3]
+    n_batch, n_out, cin_g = x.shape[0], grad_out.shape[1], partial_w.shape[2]
     cout_g = n_out // (x.shape[1] // cin_g)
-    out_h, out_w = grad_out.shape[2], grad_out.shape[3]
-    hp, wp, length = _padded_plane(out_h, out_w, 3 if taps == 9 else 5)
+    hp, wp, length = _padded_plane(grad_out.shape[2], grad_out.shape[3], 3)
     n_blocks = xpad.shape[0]
     for t in prange(n_blocks):
-        gy = gyw[t]
-        for i in range(gy.shape[0]):
-            gy[i] = 0  # the junk columns stay zero from here on
-        pw = partial_w[t]
-        pb = partial_b[t]
-        for i in range(pw.shape[0]):
-            pb[i] = 0
-            for c in range(cin_g):
-                for k in range(taps):
-                    pw[i, c, k] = 0
+        zero_fill(gyw[t])  # the junk columns stay zero from here on
+        _zero_partials(partial_w[t], partial_b[t])
         for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
             _pad_flat(x[n], padding[0], padding[1], hp, wp, xpad[t])
             for o in range(n_out):
-                total = gy.dtype.type(0)
-                for i in range(out_h):
-                    src = grad_out[n, o, i]
-                    dst0 = np.uint64(i * wp)
-                    for j in range(np.uint64(out_w)):
-                        gy[dst0 + j] = src[j]
-                        total += src[j]
-                pb[o] += total
+                partial_b[t, o] += _load_gradient(grad_out[n, o], wp, gyw[t])
                 c0 = (o // cout_g) * cin_g
                 for c in range(cin_g):
-                    if taps == 9:
-                        _taps_dot(gy, xpad[t], (c0 + c) * hp * wp, wp, length, pw[o, c])
-                    else:
-                        _taps_dot5(gy, xpad[t], (c0 + c) * hp * wp, wp, length, pw[o, c])
+                    _taps_dot(gyw[t], xpad[t], (c0 + c) * hp * wp, wp, length, partial_w[t, o, c])
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def conv2d_small5_backward_weight(x, grad_out, padding, partial_w, partial_b, xpad, gyw):
+    """:func:`conv2d_small_backward_weight` for a 5×5 kernel: partial_w (T, Cout, C/groups,
+    25). A kernel of its own, as conv2d_small5_forward."""
+    n_batch, n_out, cin_g = x.shape[0], grad_out.shape[1], partial_w.shape[2]
+    cout_g = n_out // (x.shape[1] // cin_g)
+    hp, wp, length = _padded_plane(grad_out.shape[2], grad_out.shape[3], 5)
+    n_blocks = xpad.shape[0]
+    for t in prange(n_blocks):
+        zero_fill(gyw[t])
+        _zero_partials(partial_w[t], partial_b[t])
+        for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
+            _pad_flat(x[n], padding[0], padding[1], hp, wp, xpad[t])
+            for o in range(n_out):
+                partial_b[t, o] += _load_gradient(grad_out[n, o], wp, gyw[t])
+                c0 = (o // cout_g) * cin_g
+                for c in range(cin_g):
+                    _taps_dot5(gyw[t], xpad[t], (c0 + c) * hp * wp, wp, length, partial_w[t, o, c])

@@ -218,10 +218,9 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         weight = weight.reshape(self.out_channels, self.in_channels // self.groups, k * k)
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
         out = np.empty((n, self.out_channels, oh, ow), dtype=dtype)
+        forward = conv_small.conv2d_small_forward if k == 3 else conv_small.conv2d_small5_forward
         with config.one_thread_if(blocks == 1):
-            conv_small.conv2d_small_forward(
-                x, weight, bias.astype(dtype, copy=False), relu, self._pad_low, out, xpad, acc
-            )
+            forward(x, weight, bias.astype(dtype, copy=False), relu, self._pad_low, out, xpad, acc)
         return out
 
     def _small_backward(self, grad_out, input_grad):
@@ -241,10 +240,18 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         gyw = self._buffer("small_acc", (blocks, oh * (ow + k - 1)), dtype)
         partial_w = self._buffer("partial_w", (blocks, n_out, cin_g, k * k), dtype)
         partial_b = self._buffer("partial_b", (blocks, n_out), dtype)
-        with config.one_thread_if(blocks == 1):
-            conv_small.conv2d_small_backward_weight(
-                x, grad_out, self._pad_low, partial_w, partial_b, xpad, gyw
+        if k == 3:
+            weight_grad, forward = (
+                conv_small.conv2d_small_backward_weight,
+                conv_small.conv2d_small_forward,
             )
+        else:
+            weight_grad, forward = (
+                conv_small.conv2d_small5_backward_weight,
+                conv_small.conv2d_small5_forward,
+            )
+        with config.one_thread_if(blocks == 1):
+            weight_grad(x, grad_out, self._pad_low, partial_w, partial_b, xpad, gyw)
         grad_w = self._buffer("grad_w", (n_out * cin_g * k * k,), dtype)
         kernels.sum_blocks(partial_w.reshape(blocks, -1), grad_w)
         self.weight.grad += grad_w.reshape(self.weight.grad.shape)
@@ -265,9 +272,7 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         grad_x = np.empty_like(x)
         padding = (k - 1 - self._pad_low[0], k - 1 - self._pad_low[1])
         with config.one_thread_if(blocks == 1):
-            conv_small.conv2d_small_forward(
-                grad_out, flipped, np.zeros(n_in, dtype), False, padding, grad_x, gpad, gacc
-            )
+            forward(grad_out, flipped, np.zeros(n_in, dtype), False, padding, grad_x, gpad, gacc)
         return grad_x
 
     def _on_dtype_change(self):
