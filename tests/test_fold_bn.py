@@ -224,6 +224,22 @@ def test_linear_batchnorm1d_on_3d_data_is_refused_or_kept_apart(features):
         fused(x)
 
 
+def test_a_graph_that_ran_before_the_pass_runs_its_rewritten_children():
+    """A Graph keeps a run plan naming its nodes; rewriting a nested child must drop it (the
+    folded graph ran the old, unfolded child, train-mode BatchNorm and all)."""
+    tinynet.manual_seed(0)
+    g = Graph()
+    g.add("inner", nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)))
+    g.add("relu", nn.ReLU(), "inner")
+    x = np.random.default_rng(0).normal(size=(8, 3))
+    g.double()
+    for _ in range(3):
+        g(x)  # running makes the plan, and moves the statistics
+    folded = assert_folded_equal(g, x, np.float64)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in folded["inner"].modules())
+    assert tinynet.fuse_relu(folded)(x).shape == (8, 3)
+
+
 def test_a_layer_used_twice_gets_each_places_batchnorm_only():
     tinynet.manual_seed(0)
     conv = nn.Conv2d(3, 3, 3, padding=1)

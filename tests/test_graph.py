@@ -296,3 +296,16 @@ def test_a_residual_network_trains():
     model.eval()
     accuracy = np.mean(model(x).argmax(axis=1) == y)
     assert loss < first / 2 and accuracy > 0.9, (first, loss, accuracy)
+
+
+def test_replace_swaps_a_node_and_the_next_run_uses_it():
+    g = Graph()
+    g.add("a", nn.ReLU())
+    x = np.array([[-1.0, 2.0]])
+    np.testing.assert_array_equal(g(x), [[0.0, 2.0]])  # a plan exists now
+    g.replace("a", nn.Tanh())
+    np.testing.assert_allclose(g(x), np.tanh(x))
+    with pytest.raises(ValueError, match="no node 'b'"):
+        g.replace("b", nn.ReLU())
+    with pytest.raises(TypeError, match="expected a Module"):
+        g.replace("a", np.tanh)

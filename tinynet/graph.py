@@ -52,6 +52,7 @@ class Graph(Module):
         object.__setattr__(self, "nodes", [])
         object.__setattr__(self, "_output", INPUT)
         object.__setattr__(self, "_plan", None)
+        object.__setattr__(self, "_shared", None)  # node names of a layer placed twice
 
     # -- building ------------------------------------------------------------------------------
 
@@ -114,6 +115,17 @@ class Graph(Module):
             readers.append("<output>")
         return readers
 
+    def replace(self, name: str, module: Module) -> None:
+        """Put ``module`` in node ``name``'s place, reading the same inputs (passes use it)."""
+        if not isinstance(module, Module):
+            raise TypeError(f"Graph node {name!r} expected a Module, got {type(module).__name__}")
+        index = next((i for i, node in enumerate(self.nodes) if node.name == name), None)
+        if index is None:
+            raise ValueError(f"Graph has no node {name!r} to replace")
+        self.nodes[index] = Node(name, module, self.nodes[index].inputs)
+        self._modules[name] = module
+        object.__setattr__(self, "_plan", None)  # the plan holds the nodes: rebuilt on use
+
     def __getitem__(self, name: str) -> Module:
         return self._modules[name]
 
@@ -139,19 +151,16 @@ class Graph(Module):
             if 0 <= index < len(self.nodes):
                 free_after[index].append(name)
         plan = [(node, tuple(free_after[i])) for i, node in enumerate(self.nodes)]
-        object.__setattr__(self, "_plan", plan)
-        return plan
-
-    def _check_not_shared(self) -> None:
-        """backward cannot run through one layer object placed at two nodes: a layer keeps
-        what its last forward saved (its input, say), so the first node's backward would
-        use the second node's. Raised rather than computing wrong gradients."""
+        # backward cannot run through one layer object placed at two nodes: a layer keeps
+        # what its last forward saved (its input, say), so the first node's backward would
+        # use the second node's. Found here, once per plan, and raised by backward.
         where: dict[int, list[str]] = {}
         for node in self.nodes:
             where.setdefault(id(node.module), []).append(node.name)
-        shared = [names for names in where.values() if len(names) > 1]
-        if shared:
-            raise ValueError(shared_layer_message("Graph", shared[0]))
+        shared = next((names for names in where.values() if len(names) > 1), None)
+        object.__setattr__(self, "_shared", shared)
+        object.__setattr__(self, "_plan", plan)
+        return plan
 
     def forward(self, x):
         plan = self._plan or self._schedule()
@@ -167,7 +176,10 @@ class Graph(Module):
     def backward(self, grad_out, input_grad: bool = True):
         """The gradient with respect to the graph's input; with ``input_grad=False``, None,
         and the layers that read only the input compute just their parameter gradients."""
-        self._check_not_shared()
+        if self._plan is None:
+            self._schedule()
+        if self._shared:
+            raise ValueError(shared_layer_message("Graph", self._shared))
         grads = {self._output: grad_out}
         for node in reversed(self.nodes):
             grad = grads.pop(node.name, None)

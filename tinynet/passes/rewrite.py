@@ -48,9 +48,9 @@ def rewrite(module: Module, rule: Rule, leaf: Callable[[Module], Module] | None 
 
 def _replace_child(graph: Graph, name: str, module: Module) -> None:
     if graph[name] is not module:
-        index = next(i for i, node in enumerate(graph.nodes) if node.name == name)
-        graph.nodes[index] = type(graph.nodes[index])(name, module, graph.nodes[index].inputs)
-        graph._modules[name] = module
+        # Through Graph.replace, which drops the graph's run plan: a plan made before the
+        # pass (the model had run) still named the old child, and forward kept using it.
+        graph.replace(name, module)
 
 
 def _rebuild(graph: Graph, changes: dict) -> Graph:
