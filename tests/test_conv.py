@@ -418,7 +418,7 @@ def test_state_dict_loads_pytorch_weights():
     assert_close(ours(x), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
-# -- Winograd F(2×2, 3×3) ------------------------------------------------------------------
+# -- Winograd F(2×2, 3×3) and F(2×2, 5×5) --------------------------------------------------
 
 
 @pytest.fixture
@@ -427,8 +427,8 @@ def winograd(monkeypatch):
     rule: small test shapes would go to im2col)."""
     monkeypatch.setattr("tinynet.nn.conv_winograd._WINOGRAD_MIN_TILES", 1)
 
-    def make(cin, cout, padding=1, bias=True, dtype=np.float64):
-        layer = Conv2d(cin, cout, 3, padding=padding, bias=bias).to(dtype)
+    def make(cin, cout, padding=1, bias=True, dtype=np.float64, k=3):
+        layer = Conv2d(cin, cout, k, padding=padding, bias=bias).to(dtype)
         layer._winograd = True
         return layer
 
@@ -436,55 +436,67 @@ def winograd(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "batch, cin, cout, size, padding, bias",
+    "batch, cin, cout, size, padding, bias, k",
     [
-        (3, 4, 5, (7, 9), 1, True),  # odd sizes: tiles hang over the bottom and right edges
-        (2, 3, 2, (6, 6), 0, True),
-        (1, 1, 1, (5, 4), 2, False),  # batch 1, one channel, the widest padding
-        (2, 2, 3, (3, 3), 0, True),  # a 1×1 output: one tile, three quarters overhanging
-        (4, 6, 4, (8, 5), "same", False),
+        (3, 4, 5, (7, 9), 1, True, 3),  # odd sizes: tiles hang over the bottom and right edges
+        (2, 3, 2, (6, 6), 0, True, 3),
+        (1, 1, 1, (5, 4), 2, False, 3),  # batch 1, one channel, the widest padding
+        (2, 2, 3, (3, 3), 0, True, 3),  # a 1×1 output: one tile, three quarters overhanging
+        (4, 6, 4, (8, 5), "same", False, 3),
+        (3, 4, 5, (9, 11), 2, True, 5),
+        (2, 3, 2, (6, 7), 0, True, 5),  # a 2×3 output: the right tiles overhang
+        (1, 1, 1, (3, 4), 4, False, 5),  # the widest padding: tiles reading mostly zeros
+        (2, 2, 3, (5, 5), 0, True, 5),  # a 1×1 output
+        (4, 6, 4, (8, 5), "same", False, 5),
+        (2, 5, 3, (7, 6), (1, 3), True, 5),  # unequal padding per axis
     ],
 )
-def test_winograd_matches_reference(winograd, batch, cin, cout, size, padding, bias):
-    layer = winograd(cin, cout, padding, bias)
+def test_winograd_matches_reference(winograd, batch, cin, cout, size, padding, bias, k):
+    layer = winograd(cin, cout, padding, bias, k=k)
     x = make_input(batch, cin, size, "strided", seed=batch)
     check_against_reference(layer, x)
     assert layer._x_padded is not None  # the Winograd path was taken
 
 
-def test_winograd_float32_error_is_a_few_ulps(winograd):
+@pytest.mark.parametrize("k", [3, 5])
+def test_winograd_float32_error_is_a_few_ulps(winograd, k):
     # The transforms round in float32 on top of the sums: bound the error by the output scale.
-    layer = winograd(16, 24, dtype=np.float32)
+    # F(2×2, 5×5)'s transforms multiply by up to 5 and add six values a step: a larger bound.
+    layer = winograd(16, 24, dtype=np.float32, padding=k // 2, k=k)
     x = make_input(4, 16, (11, 13), "contiguous", seed=7).astype(np.float32)
     y, grad_out, grad_x = run_layer(layer, x)
     args = ((1, 1), reference_padding(layer), (1, 1), 1)
     ref_y = conv_forward(x, layer.weight.data, layer.bias.data, *args)
     ref_gx, ref_gw, _ = conv_backward(x, layer.weight.data, grad_out, *args)
+    bound = 1e-5 if k == 3 else 3e-5
     for got, ref in [(y, ref_y), (grad_x, ref_gx), (layer.weight.grad, ref_gw)]:
-        assert np.abs(got - ref).max() < 1e-5 * np.abs(ref).max()
+        assert np.abs(got - ref).max() < bound * np.abs(ref).max()
 
 
-def test_winograd_gradcheck(winograd):
-    layer = winograd(3, 4, padding=1)
+@pytest.mark.parametrize("k", [3, 5])
+def test_winograd_gradcheck(winograd, k):
+    layer = winograd(3, 4, padding=k // 2, k=k)
     x = np.random.default_rng(3).standard_normal((2, 3, 5, 7))
     assert gradcheck(layer, x, max_checks=40)
 
 
-def test_winograd_same_input_gives_bit_identical_results(winograd):
+@pytest.mark.parametrize("k", [3, 5])
+def test_winograd_same_input_gives_bit_identical_results(winograd, k):
     x = make_input(9, 8, (9, 7), "contiguous", seed=0).astype(np.float32)
     results = []
     for _ in range(2):
         tinynet.manual_seed(0)
-        layer = winograd(8, 8, dtype=np.float32)
+        layer = winograd(8, 8, dtype=np.float32, k=k)
         y, _, grad_x = run_layer(layer, x)
         results.append((y, grad_x, layer.weight.grad, layer.bias.grad))
     for first, second in zip(*results, strict=True):
         assert np.array_equal(first, second)
 
 
-def test_winograd_matches_pytorch_float32(winograd):
+@pytest.mark.parametrize("k", [3, 5])
+def test_winograd_matches_pytorch_float32(winograd, k):
     torch = pytest.importorskip("torch")
-    layer = winograd(8, 6, dtype=np.float32)
+    layer = winograd(8, 6, dtype=np.float32, k=k)
     x = make_input(3, 8, (9, 10), "contiguous", seed=2).astype(np.float32)
     y, grad_out, grad_x = run_layer(layer, x)
     xt = torch.tensor(x, requires_grad=True)
@@ -499,9 +511,12 @@ def test_winograd_matches_pytorch_float32(winograd):
 
 
 def test_winograd_dispatch_rule():
-    # Only 3×3, stride 1, undilated, ungrouped, padding ≤ 2, ≥ 8 input channels qualify...
+    # Only 3×3 (≥ 8 input channels) and 5×5 (≥ 12) kernels, stride 1, undilated, ungrouped,
+    # padding ≤ k − 1 qualify...
     assert Conv2d(8, 4, 3, padding=1)._winograd
     assert Conv2d(16, 16, 3, padding="same")._winograd
+    assert Conv2d(12, 4, 5, padding=4)._winograd
+    assert Conv2d(32, 64, 5, padding="same")._winograd
     for layer in [
         Conv2d(1, 32, 3, padding=1),
         Conv2d(8, 8, 3, stride=2),
@@ -509,6 +524,10 @@ def test_winograd_dispatch_rule():
         Conv2d(8, 8, 3, groups=2),
         Conv2d(8, 8, (3, 5)),
         Conv2d(8, 8, 3, padding=3),
+        Conv2d(8, 8, 5, padding=2),
+        Conv2d(16, 16, 5, padding=5),
+        Conv2d(16, 16, 5, stride=2),
+        Conv2d(16, 16, 7, padding=3),
         Conv3d(8, 8, 3),
     ]:
         assert not layer._winograd

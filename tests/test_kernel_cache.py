@@ -107,6 +107,7 @@ def test_group_keys_name_the_path_the_layer_takes():
     wino(np.zeros((8, 8, 16, 16), np.float32))
     assert wino._x_padded is not None  # the forward did take the Winograd path
     assert key(wino, (1, 8, 4, 4)) == "Conv:gemm"  # too few tiles for Winograd
+    assert key(nn.Conv2d(12, 8, 5, padding=2), (8, 12, 16, 16)) == "Conv2d:winograd5"
     assert key(nn.Conv2d(4, 4, 3, groups=4), (2, 4, 6, 6)) == "Conv2d:small"  # depthwise 3×3
     assert key(nn.Conv2d(4, 4, 5, groups=4), (2, 4, 6, 6)) == "Conv2d:small"  # depthwise 5×5
     assert key(nn.Conv2d(4, 4, 7, groups=4), (2, 4, 8, 8)) == "Conv:direct"

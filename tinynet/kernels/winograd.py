@@ -306,24 +306,27 @@ def winograd_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
     Shapes: x (N, C, H, W); u (16, Cout, C); bias (Cout,) (zeros for none); padding the
     (top, left) zero padding; out (N, Cout, OH, OW) written. Work space: xpad
     (N, C, 2·th + 2, 2·tw + 2) with th = ⌈OH/2⌉, tw = ⌈OW/2⌉; v (T, 16, ≥ C·lines·tw),
-    m (T, 16, ≥ Cout·lines·tw): one per block of samples (see the module docstring).
-    Loop nest: for block t: pad its samples into xpad; for chunk of ``lines`` tile lines:
-    V = Bᵀ d B; M[ξ] = U[ξ] @ V[ξ] (16 BLAS calls); out = Aᵀ M A + bias.
-    Parallel over: blocks of samples (block t writes only xpad[n] and out[n] of its own
-    samples and v[t], m[t]: race-free).
+    m (T, 16, ≥ Cout·lines·tw): one per block (see the module docstring).
+    Loop nest: pad every sample into xpad; then for block t of tile lines (the batch's
+    N·th lines split into T even runs): for chunk of ``lines`` of them: V = Bᵀ d B;
+    M[ξ] = U[ξ] @ V[ξ] (16 BLAS calls); out = Aᵀ M A + bias.
+    Parallel over: samples (padding xpad[n]), then blocks of tile lines (block t writes only
+    the output rows of its own lines, and v[t], m[t]: race-free).
     """
     n_batch, n_channels = x.shape[0], x.shape[1]
     n_out = u.shape[1]
     n_blocks = v.shape[0]
     th = (xpad.shape[2] - 2) // 2
     tw = (xpad.shape[3] - 2) // 2
+    for n in prange(n_batch):
+        _pad(x[n], padding, xpad[n])
+    # The tile lines of the whole batch are shared out evenly, not whole samples: a batch of
+    # one (inference) or of 3 on 2 threads keeps every thread busy.
+    n_lines = n_batch * th
     for t in prange(n_blocks):
-        n0 = (t * n_batch) // n_blocks
-        n1 = ((t + 1) * n_batch) // n_blocks
-        for n in range(n0, n1):
-            _pad(x[n], padding, xpad[n])
-        for line0 in range(n0 * th, n1 * th, lines):
-            line1 = min(line0 + lines, n1 * th)
+        last = ((t + 1) * n_lines) // n_blocks
+        for line0 in range((t * n_lines) // n_blocks, last, lines):
+            line1 = min(line0 + lines, last)
             tiles = (line1 - line0) * tw
             _input_transform(xpad, line0, line1, v[t])
             for k in range(16):

@@ -4,7 +4,8 @@ out[n, o, p] = bias[o] + Σ_{c in o's group} Σ_{taps t} weight[o, c, t] · x[n,
 t·dilation − padding] (a cross-correlation, as in every deep-learning framework), with the
 input zero-padded. The layers only validate, keep state and pick a kernel; the loops live in
 ``tinynet/kernels/conv.py`` (vol2col + BLAS, or direct loops for other depthwise layers),
-``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions),
+``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions) and
+``winograd5.py`` (F(2×2, 5×5), for 5×5 ones),
 ``tinynet/kernels/winograd3d.py`` (its 3-D form, F(2×2×2, 3×3×3), for Conv3d),
 ``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps)
 and ``tinynet/kernels/conv_small.py`` (direct 3×3 and 5×5 loops for few input channels per group:

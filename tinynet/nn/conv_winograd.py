@@ -1,7 +1,10 @@
-"""The Winograd F(2×2, 3×3) path of Conv2d: when it applies, its buffers, forward and backward.
+"""The Winograd paths of Conv2d, F(2×2, 3×3) and F(2×2, 5×5): when they apply, their
+buffers, forward and backward.
 
 Kept apart from ``conv.py`` so that file reads as the general case (vol2col + BLAS); the
-kernels themselves are in ``tinynet/kernels/winograd.py``. ``_ConvNd`` inherits these methods.
+kernels themselves are in ``tinynet/kernels/winograd.py`` and ``winograd5.py``. Both take 2×2
+output tiles; a k × k kernel reads (k + 1) × (k + 1) input patches, and the products run in a
+Winograd domain of (k + 1)² planes. ``_ConvNd`` inherits these methods.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import config
-from ..kernels import winograd
+from ..kernels import winograd, winograd5
 
 # Winograd: about this many 2×2 output tiles per chunk, so that a chunk's 16 matrix products
 # are large enough for BLAS (measured: 64×32 @ 32×T runs at ~100 GFLOP/s per core from T ≈ 100
@@ -17,13 +20,29 @@ from ..kernels import winograd
 _WINOGRAD_TILES = 256
 # Where Winograd starts to beat im2col (see _ConvNd._winograd_applies for the measurements).
 _WINOGRAD_MIN_CHANNELS = 8
+_WINOGRAD5_MIN_CHANNELS = 12
 _WINOGRAD_MIN_TILES = 64
+# Per kernel size: the kernels' functions (weight transform, its transpose, forward, backward).
+_KERNELS = {
+    3: (
+        winograd.winograd_weight_transform,
+        winograd.winograd_weight_transform_backward,
+        winograd.winograd_forward,
+        winograd.winograd_backward,
+    ),
+    5: (
+        winograd5.winograd5_weight_transform,
+        winograd5.winograd5_weight_transform_backward,
+        winograd5.winograd5_forward,
+        winograd5.winograd5_backward,
+    ),
+}
 
 
 def _plane(size, dtype):
     """Entries per Winograd plane: at least ``size``, and 4 KiB + one cache line apart.
 
-    The transforms write all 16 planes at once; planes a multiple of 4 KiB apart would all
+    The transforms write all planes at once; planes a multiple of 4 KiB apart would all
     map to one L1 cache set and thrash it (see kernels/winograd.py).
     """
     per_page = 4096 // np.dtype(dtype).itemsize
@@ -34,25 +53,31 @@ class WinogradMixin:
     """Conv2d's Winograd methods; the layer's ``_buffer`` and attributes come from _ConvNd."""
 
     def _winograd_applies(self):
-        """Whether this layer may use Winograd F(2×2, 3×3) (forward also needs enough tiles).
+        """Whether this layer may use Winograd F(2×2, 3×3) or F(2×2, 5×5) (forward also needs
+        enough tiles).
 
-        It needs a 3×3, stride-1, undilated, ungrouped 2-D kernel (padding ≤ 2; more would
-        add tiles of pure zeros). Where it pays was measured (forward + backward, float32,
-        medians, ms, Winograd vs im2col, 1 thread, all padding 1):
+        It needs a 3×3 or 5×5, stride-1, undilated, ungrouped 2-D kernel (padding ≤ k − 1;
+        more would add tiles of pure zeros). Where it pays was measured (forward + backward,
+        float32, medians, ms, Winograd vs im2col, 1 thread, all padding 1):
         (64, 32, 14, 14) → 64: 12.6 vs 21.5;  (64, 16, 32, 32) → 32: 19.8 vs 33.8;
         (64, 8, 28, 28) → 32: 10.4 vs 13.5;   (64, 4, 28, 28) → 32: 7.7 vs 6.1;
         (64, 1, 28, 28) → 32: 5.8 vs 2.6 (the channel products have K = C: too thin for BLAS);
         (2, 32, 14, 14) → 64, 98 tiles: 0.69 vs 0.74;  (1, 32, 14, 14) → 64, 49 tiles: 0.51 vs
         0.42 (one chunk of 16 tiny products). Hence in_channels ≥ 8 and ≥ 64 tiles per batch.
+        5×5 (2 threads, padding 2 unless said): (64, 32, 14²) → 64: 31 vs 46; (32, 32, 16²) →
+        32: 15.5 vs 23.8; (64, 16, 28²) → 16: 39 vs 51; (16, 12, 32²) → 24: 15.6 vs 17.3; but
+        (32, 8, 32²) → 32: 21.6 vs 19.9 and (64, 6, 28²) → 16: 20.6 vs 17.0 (its 6×6
+        transforms cost 4–5x the 4×4 ones and are shared by fewer channels). Hence ≥ 12.
         """
+        k = self.kernel_size[0]
         return (
             self._dims == 2
-            and self.kernel_size == (3, 3)
+            and self.kernel_size in ((3, 3), (5, 5))
             and self.stride == (1, 1)
             and self.dilation == (1, 1)
             and self.groups == 1
-            and max(self._pad_low + self._pad_high) <= 2
-            and self.in_channels >= _WINOGRAD_MIN_CHANNELS
+            and max(self._pad_low + self._pad_high) <= k - 1
+            and self.in_channels >= (_WINOGRAD_MIN_CHANNELS if k == 3 else _WINOGRAD5_MIN_CHANNELS)
         )
 
     def _winograd_fits(self, n, out_size) -> bool:
@@ -62,20 +87,27 @@ class WinogradMixin:
 
     def _winograd_work(self, n, out_size, dtype):
         """Tile lines per chunk, the padded input and the per-block work arrays (V and M)."""
+        k = self.kernel_size[0]
+        planes = (k + 1) ** 2
         th, tw = (out_size[0] + 1) // 2, (out_size[1] + 1) // 2
         lines = max(1, _WINOGRAD_TILES // tw)
-        blocks = max(1, min(config.get_num_threads(), n))
-        shape = (n, self.in_channels, 2 * th + 2, 2 * tw + 2)
+        # The forward shares tile lines among all threads; the backward whole samples (its
+        # input gradient adds overlapping patches: a sample's lines stay on one thread).
+        blocks = max(1, config.get_num_threads())
+        shape = (n, self.in_channels, 2 * th + k - 1, 2 * tw + k - 1)
         xpad = self._buffer("xpad", shape, dtype)
-        v = self._buffer("v", (blocks, 16, _plane(self.in_channels * lines * tw, dtype)), dtype)
-        m = self._buffer("m", (blocks, 16, _plane(self.out_channels * lines * tw, dtype)), dtype)
+        v_plane = _plane(self.in_channels * lines * tw, dtype)
+        m_plane = _plane(self.out_channels * lines * tw, dtype)
+        v = self._buffer("v", (blocks, planes, v_plane), dtype)
+        m = self._buffer("m", (blocks, planes, m_plane), dtype)
         return lines, xpad, v, m
 
     def _winograd_weights(self, dtype):
-        """The weights in the Winograd domain, U = G g Gᵀ: (16, out_channels, in_channels)."""
+        """The weights in the Winograd domain, U = G g Gᵀ: ((k + 1)², out_channels, in_channels)."""
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
-        u = self._buffer("u", (16, self.out_channels, self.in_channels), dtype)
-        winograd.winograd_weight_transform(weight, u)
+        planes = (self.kernel_size[0] + 1) ** 2
+        u = self._buffer("u", (planes, self.out_channels, self.in_channels), dtype)
+        _KERNELS[self.kernel_size[0]][0](weight, u)
         return u
 
     def _winograd_forward(self, x, out_size, relu=False):
@@ -85,7 +117,7 @@ class WinogradMixin:
         lines, xpad, v, m = self._winograd_work(n, out_size, dtype)
         out = np.empty((n, self.out_channels, *out_size), dtype=dtype)
         with config.single_threaded_blas(), config.one_thread_if(v.shape[0] == 1):
-            winograd.winograd_forward(
+            _KERNELS[self.kernel_size[0]][2](
                 x, self._winograd_weights(dtype), bias, relu, self._pad_low, lines, out, xpad, v, m
             )
         # The backward reads the input in this padded form (the buffer is rewritten only by
@@ -106,7 +138,7 @@ class WinogradMixin:
         grad_w = self._buffer("grad_w", self.weight.shape, dtype)
         grad_x = np.empty_like(x)
         with config.single_threaded_blas(), config.one_thread_if(v.shape[0] == 1):
-            winograd.winograd_backward(
+            _KERNELS[self.kernel_size[0]][3](
                 self._x_padded,
                 u,
                 grad_out,
@@ -121,7 +153,7 @@ class WinogradMixin:
                 partial_u,
                 partial_b,
             )
-        winograd.winograd_weight_transform_backward(grad_u, grad_w)
+        _KERNELS[self.kernel_size[0]][1](grad_u, grad_w)
         self.weight.grad += grad_w
         if self.bias is not None:
             self.bias.grad += grad_b

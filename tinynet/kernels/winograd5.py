@@ -1,0 +1,459 @@
+"""Winograd F(2×2, 5×5) convolution kernels: 5×5, stride 1, dilation 1, one group.
+
+The same algorithm as ``winograd.py`` (read that module first: layout, chunks, backward),
+for a 5×5 kernel: a 2×2 block of outputs reads a 6×6 input patch, and the elementwise product
+lives in a 6×6 Winograd domain, so each chunk runs 36 matrix products (one per position ξ)
+instead of 16. That is 36·Cout·C multiplies per 4 outputs instead of 100 for the direct sum:
+2.8× fewer. The interpolation points are 0, ±1, ±2 and ∞, those of F(4×4, 3×3) (Lavin & Gray
+2015), so Bᵀ is that algorithm's; Aᵀ and G follow from the points (the identity
+Σ_ξ Aᵀ[i, ξ]·G[ξ, k]·Bᵀ[ξ, l] = [l = i + k] fixes them; tests check the 2-D result against the
+direct sum):
+
+    Bᵀ = [4  0 −5  0  1  0]    G = [ 1/4    0      0     0     0  ]    Aᵀ = [1  1  1  1  1  0]
+         [0 −4 −4  1  1  0]        [−1/6  −1/6   −1/6  −1/6  −1/6 ]         [0  1 −1  2 −2  1]
+         [0  4 −4 −1  1  0]        [−1/6   1/6   −1/6   1/6  −1/6 ]
+         [0 −2 −1  2  1  0]        [1/24   1/12  1/6   1/3   2/3  ]
+         [0  2 −1 −2  1  0]        [1/24  −1/12  1/6  −1/3   2/3  ]
+         [0  4  0 −5  0  1]        [ 0      0      0     0     1  ]
+
+Accuracy: the transforms multiply by up to 5 and add six values per step, so float32
+results differ from the direct sum by more than F(2×2, 3×3)'s (measured ~1e-6 relative to
+the output scale; tests bound it).
+
+Why a module of its own and not the 3×3 kernels with a size argument: a kernel compiles every
+branch it has, and the 3×3 kernels are on the path of every small CNN's first cold start
+(see conv_small.py for the same choice). The two drivers below repeat winograd.py's loop nest
+with these transforms.
+
+Debugging: with ``NUMBA_DISABLE_JIT=1`` these are plain Python (slow) that pdb can step into.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import config
+from .conv import add_into, row_sum, sum_blocks, zero_fill
+from .winograd import _crop, _pad
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _constants(dtype):
+    """The numbers the transforms multiply by, in ``dtype``: a literal 2 or 1/6 would be an
+    int64 or a float64 and turn float32 arithmetic into float64."""
+    one = dtype.type(1)
+    return (
+        dtype.type(2),
+        dtype.type(4),
+        dtype.type(5),
+        dtype.type(8),
+        dtype.type(16),
+        one / dtype.type(4),
+        one / dtype.type(6),
+        one / dtype.type(24),
+    )
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _bt(d, k):
+    """Bᵀ applied to a 6-tuple (the input transform along one axis); k: _constants."""
+    d0, d1, d2, d3, d4, d5 = d
+    two, four, five = k[0], k[1], k[2]
+    return (
+        four * d0 - five * d2 + d4,
+        (d3 + d4) - four * (d1 + d2),
+        (d4 - d3) + four * (d1 - d2),
+        (d4 - d2) + two * (d3 - d1),
+        (d4 - d2) - two * (d3 - d1),
+        four * d1 - five * d3 + d5,
+    )
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _b(w, k):
+    """B applied to a 6-tuple: the transpose of :func:`_bt`."""
+    w0, w1, w2, w3, w4, w5 = w
+    two, four, five = k[0], k[1], k[2]
+    return (
+        four * w0,
+        four * (w2 - w1 + w5) + two * (w4 - w3),
+        -five * w0 - four * (w1 + w2) - w3 - w4,
+        w1 - w2 + two * (w3 - w4) - five * w5,
+        w0 + w1 + w2 + w3 + w4,
+        w5,
+    )
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _at(m, k):
+    """Aᵀ applied to a 6-tuple (the output transform along one axis)."""
+    m0, m1, m2, m3, m4, m5 = m
+    return m0 + m1 + m2 + m3 + m4, m1 - m2 + k[0] * (m3 - m4) + m5
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _a(y0, y1, k):
+    """A applied to a 2-vector: the transpose of :func:`_at`."""
+    two = k[0] * y1
+    return y0, y0 + y1, y0 - y1, y0 + two, y0 - two, y1
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _g(g, k):
+    """G applied to a 5-tuple (the weight transform along one axis)."""
+    g0, g1, g2, g3, g4 = g
+    two, four, eight, sixteen = k[0], k[1], k[3], k[4]
+    quarter, sixth, twenty_fourth = k[5], k[6], k[7]
+    even, odd = g0 + g2 + g4, g1 + g3
+    even2, odd2 = g0 + four * g2 + sixteen * g4, two * g1 + eight * g3
+    return (
+        quarter * g0,
+        -sixth * (even + odd),
+        sixth * (odd - even),
+        twenty_fourth * (even2 + odd2),
+        twenty_fourth * (even2 - odd2),
+        g4,
+    )
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _gt(u, k):
+    """Gᵀ applied to a 6-tuple: the transpose of :func:`_g`."""
+    u0, u1, u2, u3, u4, u5 = u
+    two, four, eight, sixteen = k[0], k[1], k[3], k[4]
+    quarter, sixth, twenty_fourth = k[5], k[6], k[7]
+    s12, d12 = sixth * (u1 + u2), sixth * (u2 - u1)  # rows 1 and 2 of G
+    s34, d34 = twenty_fourth * (u3 + u4), twenty_fourth * (u3 - u4)  # rows 3 and 4
+    return (
+        quarter * u0 - s12 + s34,
+        d12 + two * d34,
+        four * s34 - s12,
+        d12 + eight * d34,
+        sixteen * s34 - s12 + u5,
+    )
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd5_weight_transform(weight, u):
+    """u[ξ, o, c] = (G · weight[o, c] · Gᵀ)[ξ], ξ = 6·row + column.
+
+    Shapes: weight (Cout, C, 5, 5); u (36, Cout, C), overwritten. Serial (little work).
+    """
+    n_out, n_channels = weight.shape[0], weight.shape[1]
+    k = _constants(u.dtype)
+    for o in range(n_out):
+        for i in range(n_channels):
+            w = weight[o, i]
+            # Columns of G·w (6×5), one per kernel column.
+            c0 = _g((w[0, 0], w[1, 0], w[2, 0], w[3, 0], w[4, 0]), k)
+            c1 = _g((w[0, 1], w[1, 1], w[2, 1], w[3, 1], w[4, 1]), k)
+            c2 = _g((w[0, 2], w[1, 2], w[2, 2], w[3, 2], w[4, 2]), k)
+            c3 = _g((w[0, 3], w[1, 3], w[2, 3], w[3, 3], w[4, 3]), k)
+            c4 = _g((w[0, 4], w[1, 4], w[2, 4], w[3, 4], w[4, 4]), k)
+            for r in range(6):
+                row = _g((c0[r], c1[r], c2[r], c3[r], c4[r]), k)
+                for j in range(6):
+                    u[6 * r + j, o, i] = row[j]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd5_weight_transform_backward(grad_u, grad_w):
+    """grad_w[o, c] = Gᵀ · grad_u[:, o, c] (as 6×6) · G: the transpose of the weight transform.
+
+    Shapes: grad_u (36, Cout, C); grad_w (Cout, C, 5, 5), overwritten. Serial.
+    """
+    n_out, n_channels = grad_w.shape[0], grad_w.shape[1]
+    k = _constants(grad_w.dtype)
+    for o in range(n_out):
+        for i in range(n_channels):
+            d = grad_u[:, o, i]
+            # Columns of Gᵀ·dU (5×6), one per Winograd-domain column.
+            c0 = _gt((d[0], d[6], d[12], d[18], d[24], d[30]), k)
+            c1 = _gt((d[1], d[7], d[13], d[19], d[25], d[31]), k)
+            c2 = _gt((d[2], d[8], d[14], d[20], d[26], d[32]), k)
+            c3 = _gt((d[3], d[9], d[15], d[21], d[27], d[33]), k)
+            c4 = _gt((d[4], d[10], d[16], d[22], d[28], d[34]), k)
+            c5 = _gt((d[5], d[11], d[17], d[23], d[29], d[35]), k)
+            for r in range(5):
+                row = _gt((c0[r], c1[r], c2[r], c3[r], c4[r], c5[r]), k)
+                for j in range(5):
+                    grad_w[o, i, r, j] = row[j]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _column(x, q, w):
+    """The six values x[q], x[q + w], ..., x[q + 5w] (one column of a 6×6 patch); q and w
+    unsigned (see _input_transform)."""
+    w2 = w + w
+    w4 = w2 + w2
+    return x[q], x[q + w], x[q + w2], x[q + w2 + w], x[q + w4], x[q + w4 + w]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _add_column(x, q, w, col):
+    """x[q + i·w] += col[i] for i = 0 .. 5: the transpose of :func:`_column`."""
+    w2 = w + w
+    w4 = w2 + w2
+    x[q] += col[0]
+    x[q + w] += col[1]
+    x[q + w2] += col[2]
+    x[q + w2 + w] += col[3]
+    x[q + w4] += col[4]
+    x[q + w4 + w] += col[5]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _store(v, first, p, row):
+    """v[first + j, p] = row[j] for j = 0 .. 5: one row of a 6×6 transform into its planes."""
+    v[first, p] = row[0]
+    v[first + 1, p] = row[1]
+    v[first + 2, p] = row[2]
+    v[first + 3, p] = row[3]
+    v[first + 4, p] = row[4]
+    v[first + 5, p] = row[5]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _input_transform(xpad, line0, line1, v):
+    """V[ξ][c, p] = (Bᵀ d B)[ξ] for the 6×6 patch d of tile p in lines line0 .. line1.
+
+    Shapes: xpad (N, C, 2·th + 4, 2·tw + 4); v (36, ≥ C·tiles), tiles = (line1 − line0)·tw:
+    plane ξ holds V[ξ] (C × tiles) row-major in its first C·tiles entries.
+    """
+    n_channels, height, width = xpad.shape[1], xpad.shape[2], xpad.shape[3]
+    th = (height - 4) // 2
+    tw = (width - 4) // 2
+    tiles = (line1 - line0) * tw
+    x = xpad.reshape(-1)  # flat, unsigned offsets: see winograd._input_transform
+    k = _constants(xpad.dtype)
+    u = np.uint64
+    w = u(width)
+    for c in range(n_channels):
+        for line in range(line0, line1):
+            n = line // th
+            r = u(((n * n_channels + c) * height + 2 * (line - n * th)) * width)
+            base = c * tiles + (line - line0) * tw
+            for tx in range(tw):
+                q = r + u(2 * tx)
+                p = base + tx
+                # Bᵀ down each of the patch's columns, then along each resulting row.
+                a0 = _bt(_column(x, q, w), k)
+                a1 = _bt(_column(x, q + u(1), w), k)
+                a2 = _bt(_column(x, q + u(2), w), k)
+                a3 = _bt(_column(x, q + u(3), w), k)
+                a4 = _bt(_column(x, q + u(4), w), k)
+                a5 = _bt(_column(x, q + u(5), w), k)
+                # Written out: a loop over i would index the tuples at run time, which
+                # Numba does through a stack copy (measured 5x slower transforms).
+                _store(v, 0, p, _bt((a0[0], a1[0], a2[0], a3[0], a4[0], a5[0]), k))
+                _store(v, 6, p, _bt((a0[1], a1[1], a2[1], a3[1], a4[1], a5[1]), k))
+                _store(v, 12, p, _bt((a0[2], a1[2], a2[2], a3[2], a4[2], a5[2]), k))
+                _store(v, 18, p, _bt((a0[3], a1[3], a2[3], a3[3], a4[3], a5[3]), k))
+                _store(v, 24, p, _bt((a0[4], a1[4], a2[4], a3[4], a4[4], a5[4]), k))
+                _store(v, 30, p, _bt((a0[5], a1[5], a2[5], a3[5], a4[5], a5[5]), k))
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _input_transform_backward(v, line0, line1, gxpad):
+    """gxpad[n, c, patch of tile p] += B · dV[:][c, p] (as 6×6) · Bᵀ: the transpose above.
+
+    Shapes as :func:`_input_transform`, with v holding dV; overlapping patches accumulate.
+    """
+    n_channels, height, width = gxpad.shape[1], gxpad.shape[2], gxpad.shape[3]
+    th = (height - 4) // 2
+    tw = (width - 4) // 2
+    tiles = (line1 - line0) * tw
+    g = gxpad.reshape(-1)
+    k = _constants(gxpad.dtype)
+    u = np.uint64
+    w = u(width)
+    for c in range(n_channels):
+        for line in range(line0, line1):
+            n = line // th
+            r = u(((n * n_channels + c) * height + 2 * (line - n * th)) * width)
+            base = c * tiles + (line - line0) * tw
+            for tx in range(tw):
+                q = r + u(2 * tx)
+                p = base + tx
+                # B along each row of dV, then down each resulting column.
+                h0 = _b((v[0, p], v[1, p], v[2, p], v[3, p], v[4, p], v[5, p]), k)
+                h1 = _b((v[6, p], v[7, p], v[8, p], v[9, p], v[10, p], v[11, p]), k)
+                h2 = _b((v[12, p], v[13, p], v[14, p], v[15, p], v[16, p], v[17, p]), k)
+                h3 = _b((v[18, p], v[19, p], v[20, p], v[21, p], v[22, p], v[23, p]), k)
+                h4 = _b((v[24, p], v[25, p], v[26, p], v[27, p], v[28, p], v[29, p]), k)
+                h5 = _b((v[30, p], v[31, p], v[32, p], v[33, p], v[34, p], v[35, p]), k)
+                # Written out, as in _input_transform.
+                _add_column(g, q, w, _b((h0[0], h1[0], h2[0], h3[0], h4[0], h5[0]), k))
+                _add_column(g, q + u(1), w, _b((h0[1], h1[1], h2[1], h3[1], h4[1], h5[1]), k))
+                _add_column(g, q + u(2), w, _b((h0[2], h1[2], h2[2], h3[2], h4[2], h5[2]), k))
+                _add_column(g, q + u(3), w, _b((h0[3], h1[3], h2[3], h3[3], h4[3], h5[3]), k))
+                _add_column(g, q + u(4), w, _b((h0[4], h1[4], h2[4], h3[4], h4[4], h5[4]), k))
+                _add_column(g, q + u(5), w, _b((h0[5], h1[5], h2[5], h3[5], h4[5], h5[5]), k))
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _output_transform(m, bias, relu, line0, line1, th, out):
+    """out[n, o, 2×2 block of tile p] = Aᵀ · M[:][o, p] (as 6×6) · A + bias[o], then
+    max(·, 0) if ``relu``. As winograd._output_transform: the transform over the chunk's
+    tiles into ``blocks``, then a scatter into out that drops values past an odd edge.
+    """
+    n_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    tw = (ow + 1) // 2
+    tiles = (line1 - line0) * tw
+    blocks = np.empty((4, tiles), dtype=out.dtype)
+    y, bf = out.reshape(-1), blocks.reshape(-1)
+    k = _constants(out.dtype)
+    u = np.uint64
+    one, two, pairs = u(1), u(2), u(ow // 2)
+    for o in range(n_out):
+        b = bias[o]
+        base = o * tiles
+        for t in range(tiles):
+            p = base + t
+            a0 = _at((m[0, p], m[6, p], m[12, p], m[18, p], m[24, p], m[30, p]), k)
+            a1 = _at((m[1, p], m[7, p], m[13, p], m[19, p], m[25, p], m[31, p]), k)
+            a2 = _at((m[2, p], m[8, p], m[14, p], m[20, p], m[26, p], m[32, p]), k)
+            a3 = _at((m[3, p], m[9, p], m[15, p], m[21, p], m[27, p], m[33, p]), k)
+            a4 = _at((m[4, p], m[10, p], m[16, p], m[22, p], m[28, p], m[34, p]), k)
+            a5 = _at((m[5, p], m[11, p], m[17, p], m[23, p], m[29, p], m[35, p]), k)
+            row0 = _at((a0[0], a1[0], a2[0], a3[0], a4[0], a5[0]), k)
+            row1 = _at((a0[1], a1[1], a2[1], a3[1], a4[1], a5[1]), k)
+            blocks[0, t] = row0[0] + b
+            blocks[1, t] = row0[1] + b
+            blocks[2, t] = row1[0] + b
+            blocks[3, t] = row1[1] + b
+        for line in range(line0, line1):
+            n = line // th
+            i0 = 2 * (line - n * th)
+            t0 = u((line - line0) * tw)
+            for i in range(min(2, oh - i0)):
+                dst = u(((n * n_out + o) * oh + i0 + i) * ow)
+                even = u(2 * i * tiles) + t0
+                odd = even + u(tiles)
+                if relu:  # "0 if v <= 0": a NaN stays NaN, as in ReLU
+                    for q in range(pairs):
+                        v = bf[even + q]
+                        y[dst + two * q] = 0 if v <= 0 else v
+                        v = bf[odd + q]
+                        y[dst + two * q + one] = 0 if v <= 0 else v
+                else:
+                    for q in range(pairs):
+                        y[dst + two * q] = bf[even + q]
+                        y[dst + two * q + one] = bf[odd + q]
+                if ow % 2:
+                    v = bf[even + pairs]
+                    y[dst + u(ow - 1)] = 0 if relu and v <= 0 else v
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _grad_output_transform(grad_out, line0, line1, th, m):
+    """dM[ξ][o, p] = (A · dy · Aᵀ)[ξ] for the 2×2 gradient block dy of tile p (0 past the edge).
+
+    Shapes: grad_out (N, Cout, OH, OW); m (36, ≥ Cout·tiles).
+    """
+    n_out, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    tw = (ow + 1) // 2
+    tiles = (line1 - line0) * tw
+    zero = grad_out.dtype.type(0)
+    y = grad_out.reshape(-1)
+    k = _constants(grad_out.dtype)
+    u = np.uint64
+    for o in range(n_out):
+        for line in range(line0, line1):
+            n = line // th
+            i0 = 2 * (line - n * th)
+            r0 = u(((n * n_out + o) * oh + i0) * ow)
+            r1 = r0 + u(ow)
+            base = o * tiles + (line - line0) * tw
+            for tx in range(tw):
+                p = base + tx
+                j0 = 2 * tx
+                j = u(j0)
+                y00 = y[r0 + j]
+                y01 = y[r0 + j + u(1)] if j0 + 1 < ow else zero
+                y10 = y[r1 + j] if i0 + 1 < oh else zero
+                y11 = y[r1 + j + u(1)] if i0 + 1 < oh and j0 + 1 < ow else zero
+                a0 = _a(y00, y10, k)
+                a1 = _a(y01, y11, k)
+                _store(m, 0, p, _a(a0[0], a1[0], k))  # written out, as in _input_transform
+                _store(m, 6, p, _a(a0[1], a1[1], k))
+                _store(m, 12, p, _a(a0[2], a1[2], k))
+                _store(m, 18, p, _a(a0[3], a1[3], k))
+                _store(m, 24, p, _a(a0[4], a1[4], k))
+                _store(m, 30, p, _a(a0[5], a1[5], k))
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd5_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
+    """out = conv5×5(x, g) + bias (then max(·, 0) if ``relu``), u = the transformed weights.
+
+    As winograd.winograd_forward, with u (36, Cout, C), xpad (N, C, 2·th + 4, 2·tw + 4),
+    v (T, 36, ≥ C·lines·tw), m (T, 36, ≥ Cout·lines·tw). Parallel over samples (padding),
+    then blocks of tile lines (block t writes only its lines' output rows and v[t], m[t]).
+    """
+    n_batch, n_channels = x.shape[0], x.shape[1]
+    n_out = u.shape[1]
+    n_blocks = v.shape[0]
+    th = (xpad.shape[2] - 4) // 2
+    tw = (xpad.shape[3] - 4) // 2
+    for n in prange(n_batch):
+        _pad(x[n], padding, xpad[n])
+    # The tile lines of the whole batch are shared out evenly, not whole samples: a batch of
+    # one (inference) or of 3 on 2 threads keeps every thread busy.
+    n_lines = n_batch * th
+    for t in prange(n_blocks):
+        last = ((t + 1) * n_lines) // n_blocks
+        for line0 in range((t * n_lines) // n_blocks, last, lines):
+            line1 = min(line0 + lines, last)
+            tiles = (line1 - line0) * tw
+            _input_transform(xpad, line0, line1, v[t])
+            for k in range(36):
+                vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
+                mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
+                np.dot(u[k], vk, mk)
+            _output_transform(m[t], bias, relu, line0, line1, th, out)
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd5_backward(
+    xpad, u, grad_out, padding, lines, grad_x, grad_u, grad_b, gxpad, v, m, partial_u, partial_b
+):
+    """All three gradients of :func:`winograd5_forward`, in the Winograd domain.
+
+    As winograd.winograd_backward, with 36 planes: grad_u (36, Cout, C) is the gradient of u
+    (winograd5_weight_transform_backward turns it into the weight gradient); partial_u
+    (T, 36, Cout, C), partial_b (T, Cout). Parallel over blocks of samples; the sums over
+    samples go through the per-block partials, added in block order (race-free, deterministic).
+    """
+    n_batch, n_channels = grad_x.shape[0], grad_x.shape[1]
+    n_out = u.shape[1]
+    n_blocks = v.shape[0]
+    th = (xpad.shape[2] - 4) // 2
+    tw = (xpad.shape[3] - 4) // 2
+    for t in prange(n_blocks):
+        product = np.empty((n_out, n_channels), dtype=u.dtype)
+        zero_fill(partial_u[t].reshape(-1))
+        zero_fill(partial_b[t])
+        n0 = (t * n_batch) // n_blocks
+        n1 = ((t + 1) * n_batch) // n_blocks
+        for n in range(n0, n1):
+            zero_fill(gxpad[n].reshape(-1))
+            for o in range(grad_b.shape[0]):
+                partial_b[t, o] += row_sum(grad_out[n, o].reshape(-1))
+        for line0 in range(n0 * th, n1 * th, lines):
+            line1 = min(line0 + lines, n1 * th)
+            tiles = (line1 - line0) * tw
+            _input_transform(xpad, line0, line1, v[t])
+            _grad_output_transform(grad_out, line0, line1, th, m[t])
+            for k in range(36):
+                vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
+                mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
+                np.dot(mk, vk.T, product)
+                add_into(product, partial_u[t, k])
+                np.dot(u[k].T, mk, vk)  # V[ξ] is no longer needed: its space takes dV[ξ]
+            _input_transform_backward(v[t], line0, line1, gxpad)
+        for n in range(n0, n1):
+            _crop(gxpad[n], padding, grad_x[n])
+    sum_blocks(partial_u.reshape(n_blocks, -1), grad_u.reshape(-1))
+    sum_blocks(partial_b, grad_b)
