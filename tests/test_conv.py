@@ -185,9 +185,33 @@ def test_output_tiles_match_reference(monkeypatch, dims, kwargs):
     layer = CLASSES[dims](4, 6, **kwargs).double()
     layer._planes = False  # Conv3d: test the tiled vol2col path, not the plane-wise one
     x = make_input(3, 4, (5, 7, 6)[-dims:], "contiguous", seed=5)
-    tile, _, _ = layer._gemm_work(3, 4 * 6, layer._output_size(x.shape[2:]), np.float64)
-    assert tile < np.prod(layer._output_size(x.shape[2:])[:-1])
+    tile, samples, _, _ = layer._gemm_work(3, 4 * 6, layer._output_size(x.shape[2:]), np.float64)
+    assert tile < np.prod(layer._output_size(x.shape[2:])[:-1]) and samples == 1
     check_against_reference(layer, x)
+
+
+@pytest.mark.parametrize(
+    "dims, kwargs",
+    [
+        (2, dict(kernel_size=3, padding=1)),
+        (2, dict(kernel_size=(2, 3), stride=(2, 1), padding=(1, 2), groups=2)),
+        (2, dict(kernel_size=5, padding=2, dilation=2, bias=False)),
+        (3, dict(kernel_size=2, stride=2, padding=(0, 1, 1))),
+    ],
+)
+@pytest.mark.parametrize("batch, threads", [(7, 2), (5, 1), (1, 2)])
+def test_several_samples_per_product_match_reference(monkeypatch, dims, kwargs, batch, threads):
+    # Small outputs put several samples side by side in one product (an uneven last group of
+    # samples included); force that on small inputs whatever the thresholds.
+    monkeypatch.setattr("tinynet.nn.conv._MIN_TILE_COLUMNS", 10_000)
+    monkeypatch.setattr("tinynet.nn.conv._MIN_SAMPLE_COLUMNS", 10_000)
+    layer = CLASSES[dims](4, 6, **kwargs).double()
+    layer._planes = layer._winograd = layer._small = False  # the vol2col + GEMM path
+    x = make_input(batch, 4, (5, 7, 6)[-dims:], "strided", seed=batch)
+    with tinynet.set_num_threads(threads):
+        _, samples, _, _ = layer._gemm_work(batch, 4 * 6, layer._output_size(x.shape[2:]), float)
+        assert samples == -(-batch // min(threads, batch))
+        check_against_reference(layer, x)
 
 
 def test_same_padding_with_even_kernel_matches_reference():

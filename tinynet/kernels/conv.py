@@ -82,6 +82,7 @@ def conv_forward_gemm(
     dilation,
     out_size,
     tile,
+    samples,
     out,
     cols,
     tiles,
@@ -91,10 +92,14 @@ def conv_forward_gemm(
     Shapes: x (N, C, D, H, W); weight (Cout, K); bias (Cout,) (zeros for none);
     out (N, Cout, P) written; with ``relu`` max(·, 0) is applied as each tile is written (a
     fused ReLU: the tile is still in the cache). A tile is ``tile`` output lines of ow
-    positions (see vol2col);
-    cols (T, K·tile·ow) and tiles (T, Cog·tile·ow) are work space, one row per block.
-    Loop nest: for block t: for n in block: for g: for output tile: col = vol2col;
-    y = W_g @ col (BLAS); out[n, g-block, tile] = y + bias (then max(·, 0) if relu).
+    positions (see vol2col) of one sample, or, when a sample's output is smaller than a tile
+    (tile = all its lines), the whole outputs of up to ``samples`` samples side by side: one
+    product for several small samples, which BLAS runs faster than several small products.
+    cols (T, K·tile·ow·samples) and tiles (T, Cog·tile·ow·samples) are work space, one row
+    per block.
+    Loop nest: for block t: for group of samples in block: for g: for output tile:
+    col = vol2col of each sample; y = W_g @ col (BLAS); out[n, g-block, tile] = y + bias
+    (then max(·, 0) if relu).
     Parallel over: blocks of samples (block t writes only out[n] of its samples, cols[t]
     and tiles[t]: race-free).
     """
@@ -105,36 +110,44 @@ def conv_forward_gemm(
     cout_g = weight.shape[0] // groups
     k = weight.shape[1]
     for t in prange(n_blocks):
-        for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
+        last = ((t + 1) * n_batch) // n_blocks
+        for n0 in range((t * n_batch) // n_blocks, last, samples):
+            n1 = min(n0 + samples, last)
             for g in range(groups):
                 rows = slice(g * cout_g, (g + 1) * cout_g)
                 for line0 in range(0, n_lines, tile):
                     line1 = min(line0 + tile, n_lines)
-                    width = (line1 - line0) * out_size[2]
+                    span = (line1 - line0) * out_size[2]  # columns per sample
+                    width = (n1 - n0) * span
                     col = cols[t, : k * width].reshape(k, width)
-                    vol2col(
-                        x[n],
-                        g * cin_g,
-                        kernel,
-                        stride,
-                        padding,
-                        dilation,
-                        out_size,
-                        line0,
-                        line1,
-                        col,
-                    )
+                    for n in range(n0, n1):
+                        vol2col(
+                            x[n],
+                            g * cin_g,
+                            kernel,
+                            stride,
+                            padding,
+                            dilation,
+                            out_size,
+                            line0,
+                            line1,
+                            col,
+                            (n - n0) * span,
+                        )
                     p0 = line0 * out_size[2]
-                    if width == out.shape[2]:  # one tile: BLAS writes straight into out
-                        np.dot(weight[rows], col, out[n, rows])
+                    if width == out.shape[2]:  # one sample in one tile: BLAS writes into out
+                        np.dot(weight[rows], col, out[n0, rows])
                         for oc in range(g * cout_g, (g + 1) * cout_g):
-                            bias_row_in_place(out[n, oc], bias[oc], relu)
+                            bias_row_in_place(out[n0, oc], bias[oc], relu)
                     else:
                         y = tiles[t, : cout_g * width].reshape(cout_g, width)
                         np.dot(weight[rows], col, y)
-                        for o in range(cout_g):
-                            oc = g * cout_g + o
-                            store_row(y[o], bias[oc], relu, out[n, oc, p0 : p0 + width])
+                        for n in range(n0, n1):
+                            c0 = (n - n0) * span
+                            for o in range(cout_g):
+                                oc = g * cout_g + o
+                                dst = out[n, oc, p0 : p0 + span]
+                                store_row(y[o, c0 : c0 + span], bias[oc], relu, dst)
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -150,6 +163,7 @@ def conv_backward_gemm(
     dilation,
     out_size,
     tile,
+    samples,
     grad_x,
     grad_w,
     grad_b,
@@ -161,12 +175,13 @@ def conv_backward_gemm(
     """All three gradients of :func:`conv_forward_gemm`.
 
     Shapes: x, grad_x (N, C, D, H, W); weight, grad_w (Cout, K); grad_out (N, Cout, P);
-    grad_b (Cout,) or (0,); work space cols, tiles as in the forward, partial_w (T, Cout, K),
-    partial_b (T, Cout). grad_x, grad_w and grad_b are overwritten (the layer adds them to
-    the parameters' .grad); without ``input_grad`` grad_x is not computed (left as it is).
-    Loop nest: for block t: for n in block: for g: for output tile: dy = grad_out tile;
-    col = vol2col(x[n]); partial_w[t] += dy @ colᵀ; col = W_gᵀ @ dy; grad_x[n] += col2vol(col);
-    then grad_w = Σ_t partial_w[t] in block order.
+    grad_b (Cout,) or (0,); tile, samples and work space cols, tiles as in the forward,
+    partial_w (T, Cout, K), partial_b (T, Cout). grad_x, grad_w and grad_b are overwritten
+    (the layer adds them to the parameters' .grad); without ``input_grad`` grad_x is not
+    computed (left as it is).
+    Loop nest: for block t: for group of samples in block: for g: for output tile: dy =
+    grad_out tile(s); col = vol2col of each sample; partial_w[t] += dy @ colᵀ; col = W_gᵀ @ dy;
+    grad_x[n] += col2vol(col) for each sample; then grad_w = Σ_t partial_w[t] in block order.
     Parallel over: blocks of samples (block t writes grad_x[n] of its own samples and its own
     work rows; the sum over samples goes through the per-block partials: race-free).
     """
@@ -180,56 +195,66 @@ def conv_backward_gemm(
         product = np.empty((cout_g, k), dtype=x.dtype)
         zero_fill(partial_w[t].reshape(-1))
         zero_fill(partial_b[t])
-        for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
-            if input_grad:
-                zero_fill(grad_x[n].reshape(-1))
+        last = ((t + 1) * n_batch) // n_blocks
+        for n0 in range((t * n_batch) // n_blocks, last, samples):
+            n1 = min(n0 + samples, last)
+            for n in range(n0, n1):
+                if input_grad:
+                    zero_fill(grad_x[n].reshape(-1))
+                for oc in range(grad_b.shape[0]):
+                    partial_b[t, oc] += row_sum(grad_out[n, oc])
             for g in range(groups):
                 rows = slice(g * cout_g, (g + 1) * cout_g)
                 for line0 in range(0, n_lines, tile):
                     line1 = min(line0 + tile, n_lines)
-                    width = (line1 - line0) * out_size[2]
+                    span = (line1 - line0) * out_size[2]
+                    width = (n1 - n0) * span
                     p0 = line0 * out_size[2]
                     # BLAS wants a contiguous matrix: copy this tile of the gradient.
                     if width == grad_out.shape[2]:
-                        dy = grad_out[n, rows]
+                        dy = grad_out[n0, rows]
                     else:
                         dy = tiles[t, : cout_g * width].reshape(cout_g, width)
-                        for o in range(cout_g):
-                            for p in range(width):
-                                dy[o, p] = grad_out[n, g * cout_g + o, p0 + p]
+                        for n in range(n0, n1):
+                            c0 = (n - n0) * span
+                            for o in range(cout_g):
+                                for p in range(span):
+                                    dy[o, c0 + p] = grad_out[n, g * cout_g + o, p0 + p]
                     col = cols[t, : k * width].reshape(k, width)
-                    vol2col(
-                        x[n],
-                        g * cin_g,
-                        kernel,
-                        stride,
-                        padding,
-                        dilation,
-                        out_size,
-                        line0,
-                        line1,
-                        col,
-                    )
+                    for n in range(n0, n1):
+                        vol2col(
+                            x[n],
+                            g * cin_g,
+                            kernel,
+                            stride,
+                            padding,
+                            dilation,
+                            out_size,
+                            line0,
+                            line1,
+                            col,
+                            (n - n0) * span,
+                        )
                     np.dot(dy, col.T, product)
                     add_into(product, partial_w[t, rows])
                     if not input_grad:
                         continue
                     # col is free again: reuse it for the column gradient.
                     np.dot(weight[rows].T, dy, col)
-                    col2vol(
-                        col,
-                        g * cin_g,
-                        kernel,
-                        stride,
-                        padding,
-                        dilation,
-                        out_size,
-                        line0,
-                        line1,
-                        grad_x[n],
-                    )
-            for oc in range(grad_b.shape[0]):
-                partial_b[t, oc] += row_sum(grad_out[n, oc])
+                    for n in range(n0, n1):
+                        col2vol(
+                            col,
+                            g * cin_g,
+                            kernel,
+                            stride,
+                            padding,
+                            dilation,
+                            out_size,
+                            line0,
+                            line1,
+                            grad_x[n],
+                            (n - n0) * span,
+                        )
     sum_blocks(partial_w.reshape(n_blocks, -1), grad_w.reshape(-1))
     sum_blocks(partial_b, grad_b)
 

@@ -310,6 +310,7 @@ def _cols_to_plane(col, z, kernel, stride, padding, dilation, out_size, x):
         0,
         out2[1],
         x,
+        0,
     )
 
 

@@ -47,12 +47,15 @@ def valid_range(n_out, stride, offset, size):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def vol2col(x, c0, kernel, stride, padding, dilation, out_size, line0, line1, col):
+def vol2col(x, c0, kernel, stride, padding, dilation, out_size, line0, line1, col, offset):
     """Copy the windows of channels c0 .. c0+Cg of one sample into the columns of ``col``.
 
     Only output lines line0 .. line1 are copied, where line (i, j) = i·oh + j is a run of ow
-    outputs: callers tile a large output so that ``col`` stays in the core's cache.
-    Shapes: x (C, D, H, W); col (Cg·kd·kh·kw, (line1 − line0)·ow), Cg = rows / (kd·kh·kw).
+    outputs: callers tile a large output so that ``col`` stays in the core's cache. They go to
+    columns offset .. offset + (line1 − line0)·ow, so that several samples' columns can sit
+    side by side in one col (one matrix product for several small samples).
+    Shapes: x (C, D, H, W); col (Cg·kd·kh·kw, ≥ offset + (line1 − line0)·ow),
+    Cg = rows / (kd·kh·kw).
     col[(c, a, b, e), (i, j, q)] = x[c0 + c, i·sd + a·dd − pd, j·sh + b·dh − ph,
     q·sw + e·dw − pw], and 0 where that index lies in the padding.
     Loop nest: for row (c, a, b, e): zero the row; for valid lines (i, j): copy a run of q.
@@ -61,6 +64,7 @@ def vol2col(x, c0, kernel, stride, padding, dilation, out_size, line0, line1, co
     kd, kh, kw = kernel
     od, oh, ow = out_size
     n_cols = col.shape[1]
+    span = (line1 - line0) * ow
     n_channels = col.shape[0] // (kd * kh * kw)
     xf = x.reshape(-1)
     cf = col.reshape(-1)
@@ -80,9 +84,9 @@ def vol2col(x, c0, kernel, stride, padding, dilation, out_size, line0, line1, co
                     xoff = e * dilation[2] - padding[2]
                     q_lo, q_hi = valid_range(ow, stride[2], xoff, width)
                     run = np.uint64(q_hi - q_lo)
-                    start = row * n_cols
+                    start = row * n_cols + offset
                     # Zero the whole row first: simpler than zeroing each padded stretch.
-                    cf[start : start + n_cols] = 0
+                    cf[start : start + span] = 0
                     for i in range(max(i_lo, line0 // oh), min(i_hi, (line1 - 1) // oh + 1)):
                         z = i * stride[0] + zoff
                         j0 = max(j_lo, line0 - i * oh)
@@ -110,10 +114,10 @@ def vol2col(x, c0, kernel, stride, padding, dilation, out_size, line0, line1, co
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def col2vol(col, c0, kernel, stride, padding, dilation, out_size, line0, line1, x):
+def col2vol(col, c0, kernel, stride, padding, dilation, out_size, line0, line1, x, offset):
     """Add the columns of ``col`` back onto their windows in channels c0 .. c0+Cg of ``x``.
 
-    The transpose of :func:`vol2col` (same shapes and output lines line0 .. line1):
+    The transpose of :func:`vol2col` (same shapes, output lines line0 .. line1 and offset):
     x[c0 + c, window position] += col[(c, a, b, e), (i, j, q)], accumulated into x (the
     caller zeroes it). Windows overlap, so several columns add into one x element: callers
     must give each thread its own sample, never split one sample between threads.
@@ -141,7 +145,7 @@ def col2vol(col, c0, kernel, stride, padding, dilation, out_size, line0, line1, 
                     xoff = e * dilation[2] - padding[2]
                     q_lo, q_hi = valid_range(ow, stride[2], xoff, width)
                     run = np.uint64(q_hi - q_lo)
-                    start = row * n_cols
+                    start = row * n_cols + offset
                     for i in range(max(i_lo, line0 // oh), min(i_hi, (line1 - 1) // oh + 1)):
                         z = i * stride[0] + zoff
                         j0 = max(j_lo, line0 - i * oh)

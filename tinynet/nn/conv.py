@@ -39,6 +39,13 @@ _LAYOUTS = {2: "(N, {C}, H, W)", 3: "(N, {C}, D, H, W)"}
 # this many columns (tuned by measurement on the Conv3d and CIFAR shapes).
 _TILE_BYTES = 512 * 1024
 _MIN_TILE_COLUMNS = 256
+# Outputs per sample below which the GEMM kernels put several samples into one product: a
+# product with fewer columns runs far below BLAS's rate (measured, float32, 2 threads, ms,
+# forward + backward, several samples against one: 256 → 256 3×3 on (8, 256, 4, 4), 16
+# outputs: 5.2 vs 7.6 and 7.9 vs 9.9; but with 64 or 100 outputs per sample (6 → 16 5×5 on
+# 14², 64 → 128 stride 2 on 16²) the forward was 1.3x slower: the larger col leaves the L2
+# cache and the results no longer go straight into the output).
+_MIN_SAMPLE_COLUMNS = 64
 # Input channels up to which a 3×3 stride-1 forward is computed directly (conv_small.py):
 # its cost grows with the channels, the GEMM's efficiency with them too. Measured (float32, 2
 # threads, AVX2, batch 64, ms, direct vs vol2col + BLAS): 4 → 16 on 32²: 1.1 vs 2.3; 5 → 32
@@ -191,20 +198,26 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         return array
 
     def _gemm_work(self, n, k, out_size, dtype):
-        """Lines per output tile and the per-block work arrays of the GEMM kernels.
+        """Lines per output tile, samples per tile, and the per-block work arrays of the GEMM
+        kernels.
 
         A tile's col matrix (k × tile·ow) should stay in the core's cache (measured: a
         32×432×4096 product runs at 66 GFLOP/s, at 512 columns 88) but keep enough columns
-        for BLAS to be efficient.
+        for BLAS to be efficient. A sample with fewer than _MIN_SAMPLE_COLUMNS outputs (a
+        small map, deep in a network) shares its product with the next samples of its block.
         """
         ow = out_size[-1]
         lines = math.prod(out_size[:-1])
         columns = max(_MIN_TILE_COLUMNS, _TILE_BYTES // (k * np.dtype(dtype).itemsize))
         tile = max(1, min(lines, columns // ow))
         blocks = max(1, min(config.get_num_threads(), n))
-        cols = self._buffer("cols", (blocks, k * tile * ow), dtype)
-        tiles = self._buffer("tiles", (blocks, self.out_channels // self.groups * tile * ow), dtype)
-        return tile, cols, tiles
+        samples = 1
+        if lines * ow < _MIN_SAMPLE_COLUMNS:
+            samples = max(1, min(columns // (lines * ow), -(-n // blocks)))
+        width = tile * ow * samples
+        cols = self._buffer("cols", (blocks, k * width), dtype)
+        tiles = self._buffer("tiles", (blocks, self.out_channels // self.groups * width), dtype)
+        return tile, samples, cols, tiles
 
     def _small_forward(self, x, out_size, relu):
         """The direct 3×3 or 5×5 forward for few input channels (kernels/conv_small.py)."""
@@ -320,10 +333,20 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
             kernels.conv_forward_direct(volume, weight, bias, self.groups, *geometry, out)
             _relu_in_place(out, relu)
         else:
-            tile, cols, tiles = self._gemm_work(n, weight.shape[1], out_size, dtype)
+            tile, samples, cols, tiles = self._gemm_work(n, weight.shape[1], out_size, dtype)
             with config.single_threaded_blas(), config.one_thread_if(cols.shape[0] == 1):
                 kernels.conv_forward_gemm(
-                    volume, weight, bias, relu, self.groups, *geometry, tile, out, cols, tiles
+                    volume,
+                    weight,
+                    bias,
+                    relu,
+                    self.groups,
+                    *geometry,
+                    tile,
+                    samples,
+                    out,
+                    cols,
+                    tiles,
                 )
         return out.reshape(n, self.out_channels, *out_size)
 
@@ -365,7 +388,7 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
                 volume, grad_out, self.groups, *geometry, grad_w, grad_b
             )
         else:
-            tile, cols, tiles = self._gemm_work(n, weight.shape[1], self._out_size, dtype)
+            tile, samples, cols, tiles = self._gemm_work(n, weight.shape[1], self._out_size, dtype)
             blocks = cols.shape[0]
             partial_w = self._buffer("partial_w", (blocks, *weight.shape), dtype)
             partial_b = self._buffer("partial_b", (blocks, self.out_channels), dtype)
@@ -378,6 +401,7 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
                     self.groups,
                     *geometry,
                     tile,
+                    samples,
                     grad_x,
                     grad_w,
                     grad_b,
