@@ -224,6 +224,25 @@ def test_linear_batchnorm1d_on_3d_data_is_refused_or_kept_apart(features):
         fused(x)
 
 
+def test_a_merged_linear_keeps_its_guard_through_a_checkpoint(tmp_path):
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 2))
+    folded = fold_bn(model.double())
+    assert folded[0].merged_batchnorm and not folded[2].merged_batchnorm
+    tinynet.save_checkpoint(tmp_path / "folded.npz", folded)
+    loaded = tinynet.load_checkpoint(tmp_path / "folded.npz").model
+    assert loaded[0].merged_batchnorm and not loaded[2].merged_batchnorm
+    x = np.random.default_rng(1).normal(size=(5, 4))
+    np.testing.assert_array_equal(loaded.eval()(x), folded(x))
+    with pytest.raises(ValueError, match="fold_bn merged"):
+        loaded(np.zeros((5, 3, 4)))
+    # The mark is a Linear's only, and a bool.
+    spec = tinynet.models.to_spec(folded)
+    assert spec[0]["merged_batchnorm"] is True and "merged_batchnorm" not in spec[2]
+    for bad in [dict(spec[1], merged_batchnorm=True), dict(spec[0], merged_batchnorm=1)]:
+        with pytest.raises(ValueError, match="model spec"):
+            tinynet.models.from_spec([bad])
+
+
 def test_a_graph_that_ran_before_the_pass_runs_its_rewritten_children():
     """A Graph keeps a run plan naming its nodes; rewriting a nested child must drop it (the
     folded graph ran the old, unfolded child, train-mode BatchNorm and all)."""

@@ -218,7 +218,10 @@ def _layer_spec(layer: nn.Module, seen: set) -> dict:
         else:
             raise ValueError(f"to_spec: {name} does not keep its argument {param.name!r}")
         kwargs[param.name] = _plain(value, f"{name}.{param.name}")
-    return {"type": name, "kwargs": kwargs}
+    spec = {"type": name, "kwargs": kwargs}
+    if getattr(layer, "merged_batchnorm", False):  # fold_bn's guard on a merged Linear
+        spec["merged_batchnorm"] = True
+    return spec
 
 
 def _plain(value, where: str):
@@ -315,8 +318,13 @@ def _build(item, where: str, budget: list) -> nn.Module:
         except TypeError as exc:
             raise ValueError(f"model spec: {where}: {exc}") from None
     kwargs = item.get("kwargs", {})
-    if set(item) - {"type", "kwargs"} or not isinstance(kwargs, dict):
+    # A Linear that fold_bn merged a BatchNorm1d into keeps its mark (it refuses 3-D input).
+    marks = {"merged_batchnorm"} if name == "Linear" else set()
+    if set(item) - {"type", "kwargs"} - marks or not isinstance(kwargs, dict):
         raise ValueError(f"model spec: {where} ({name}) must hold only 'type' and 'kwargs'")
+    merged = item.get("merged_batchnorm", False)
+    if not isinstance(merged, bool):
+        raise ValueError(f"model spec: {where} ({name}) merged_batchnorm must be true or false")
     allowed = {param.name for param in _constructor_params(cls)}
     for key, value in kwargs.items():
         if key not in allowed:
@@ -331,9 +339,12 @@ def _build(item, where: str, budget: list) -> nn.Module:
         if budget[0] < 0:
             raise ValueError(f"model spec: {where} ({name}) needs more weights than there are")
     try:
-        return cls(**kwargs)
+        layer = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"model spec: {where} ({name}): {exc}") from None
+    if merged:
+        layer.merged_batchnorm = True
+    return layer
 
 
 def _constructor_params(cls) -> list[inspect.Parameter]:
