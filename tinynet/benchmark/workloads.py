@@ -206,6 +206,7 @@ def layer_workloads(quick: bool) -> list[Workload]:
             ("conv2d lenet1 1->4 3x3 p1 (2,1,8,8)", c2(2, 1, 4, 3, padding=1), (2, 1, 8, 8)),
             ("conv2d s2 3->4 3x3 s2 p1 (2,3,8,8)", c2(2, 3, 4, 3, 2, 1), (2, 3, 8, 8)),
             ("conv2d dw 4 3x3 p1 (2,4,8,8)", c2(2, 4, 4, 3, padding=1, groups=4), (2, 4, 8, 8)),
+            ("conv2d 5x5 12->4 p2 (2,12,8,8)", c2(2, 12, 4, 5, padding=2), (2, 12, 8, 8)),
         ]
         conv3d = ("conv3d 2->3 3x3x3 p1 (2,2,4,4,4)", c3(3, 2, 3, 3, padding=1), (2, 2, 4, 4, 4))
         bns = [
@@ -213,7 +214,10 @@ def layer_workloads(quick: bool) -> list[Workload]:
             ("bn2d 4 (2,4,5,5)", bn(2, 4), (2, 4, 5, 5)),
             ("bn3d 3 (2,3,4,4,4)", bn(3, 3), (2, 3, 4, 4, 4)),
         ]
-        pool = ("maxpool2d 2 (2,3,8,8)", mp("MaxPool2d", 2), (2, 3, 8, 8))
+        pools = [
+            ("maxpool2d 2 (2,3,8,8)", mp("MaxPool2d", 2), (2, 3, 8, 8)),
+            ("avgpool2d 2 (2,3,8,8)", mp("AvgPool2d", 2), (2, 3, 8, 8)),
+        ]
         linear = ("linear 12->5 (4,12)", 12, 5, 4)
         relu = ("relu (2,3,8,8)", (2, 3, 8, 8))
     else:
@@ -244,6 +248,11 @@ def layer_workloads(quick: bool) -> list[Workload]:
                 c2(2, 128, 128, 3, padding=1),
                 (16, 128, 8, 8),
             ),
+            (  # the second layer of TensorFlow's MNIST tutorial CNN (Winograd F(2×2, 5×5))
+                "conv2d 5x5 32->64 p2 (64,32,14,14)",
+                c2(2, 32, 64, 5, padding=2),
+                (64, 32, 14, 14),
+            ),
             (
                 "conv2d depthwise 64 3x3 p1 (32,64,16,16)",
                 c2(2, 64, 64, 3, padding=1, groups=64),
@@ -260,7 +269,10 @@ def layer_workloads(quick: bool) -> list[Workload]:
             ("bn2d 64 (64,64,14,14)", bn(2, 64), (64, 64, 14, 14)),
             ("bn3d 32 (8,32,16,16,16)", bn(3, 32), (8, 32, 16, 16, 16)),
         ]
-        pool = ("maxpool2d 2 (64,32,28,28)", mp("MaxPool2d", 2), (64, 32, 28, 28))
+        pools = [
+            ("maxpool2d 2 (64,32,28,28)", mp("MaxPool2d", 2), (64, 32, 28, 28)),
+            ("avgpool2d 2 (64,32,28,28)", mp("AvgPool2d", 2), (64, 32, 28, 28)),
+        ]
         linear = ("linear 3136->128 (64,3136)", 3136, 128, 64)
         relu = ("relu (64,32,28,28)", (64, 32, 28, 28))
 
@@ -273,8 +285,8 @@ def layer_workloads(quick: bool) -> list[Workload]:
         work += _layer_workloads(name, s, shape, "compute", flops)
     for name, s, shape in bns:
         work += _layer_workloads(name, s, shape, "memory", bytes_fn=_memory_bytes)
-    name, s, shape = pool
-    work += _layer_workloads(name, s, shape, "memory", bytes_fn=_memory_bytes)
+    for name, s, shape in pools:
+        work += _layer_workloads(name, s, shape, "memory", bytes_fn=_memory_bytes)
     name, shape = relu
     work += _layer_workloads(name, {"type": "ReLU"}, shape, "memory", bytes_fn=_memory_bytes)
     return work
