@@ -153,6 +153,22 @@ def test_shared_modules_and_parameters_are_listed_once():
     assert len(list(Sequential(shared, other).parameters())) == 3
 
 
+def test_state_dict_lists_a_shared_layer_at_every_place_as_torch():
+    shared = Linear(3, 3).double()
+    model = Sequential(shared, ReLU(), shared)
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "2.weight", "2.bias"]
+    assert [n for n, _ in model.named_modules(remove_duplicate=False)] == ["", "0", "1", "2"]
+    state = {k: v + 1 for k, v in model.state_dict().items()}
+    model.load_state_dict(state)  # strict: both places' keys are expected
+    np.testing.assert_array_equal(shared.weight.data, state["2.weight"])
+    torch = pytest.importorskip("torch")
+    layer = torch.nn.Linear(3, 3)
+    theirs = torch.nn.Sequential(layer, torch.nn.ReLU(), layer)
+    assert list(model.state_dict()) == list(theirs.state_dict())
+    model.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
+    np.testing.assert_array_equal(shared.bias.data, layer.bias.detach().numpy())
+
+
 # -- mode, gradients ---------------------------------------------------------------------------
 
 

@@ -172,12 +172,17 @@ class Module:
         for _, module in self.named_modules():
             yield module
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+    def named_modules(
+        self, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, Module]]:
+        """Every module under this one, depth first, with its dotted name. A module object
+        at several places comes once, at its first, unless ``remove_duplicate`` is False (as
+        in torch; state_dict lists it at every place)."""
         seen = set()
         stack = [(prefix, self)]
         while stack:
             name, module = stack.pop()
-            if id(module) in seen:
+            if remove_duplicate and id(module) in seen:
                 continue
             seen.add(id(module))
             yield name, module
@@ -259,9 +264,10 @@ class Module:
     # -- state ---------------------------------------------------------------------------------
 
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """Parameters and buffers by PyTorch's key names, as copies."""
+        """Parameters and buffers by PyTorch's key names, as copies. A layer object at two
+        places is listed under both names, as torch lists it."""
         state = OrderedDict()
-        for module_name, module in self.named_modules():
+        for module_name, module in self.named_modules(remove_duplicate=False):
             prefix = f"{module_name}." if module_name else ""
             for name, param in module._parameters.items():
                 if param is not None:
@@ -278,7 +284,7 @@ class Module:
         them all; a shape mismatch is always a ``ValueError``. Nothing is changed on error.
         """
         targets = {}
-        for module_name, module in self.named_modules():
+        for module_name, module in self.named_modules(remove_duplicate=False):
             prefix = f"{module_name}." if module_name else ""
             for name, param in module._parameters.items():
                 if param is not None:
