@@ -586,8 +586,6 @@ def test_small_channel_direct_path_matches_reference(
     kernel, cin, cout, groups, padding, height, width, batch, bias, threads
 ):
     tinynet.manual_seed(0)
-    if kernel == 5:
-        cin = min(cin, 4)  # the 5×5 direct path's limit
     cin, cout = cin * groups, cout * groups
     layer = Conv2d(cin, cout, kernel, padding=padding, groups=groups, bias=bias).double()
     assert layer._small  # this path, not vol2col or the general direct loops
@@ -610,7 +608,8 @@ def test_small_channel_path_only_where_it_applies():
     assert not Conv2d(8, 8, 3, padding=1)._small  # Winograd or vol2col
     assert not Conv2d(3, 8, 3, stride=2)._small
     assert Conv2d(3, 8, 5)._small and Conv2d(64, 64, 5, padding=2, groups=64)._small
-    assert not Conv2d(6, 16, 5)._small  # LeNet-5's second layer: BLAS wins from 6 channels
+    assert Conv2d(6, 16, 5)._small  # LeNet-5's second layer
+    assert not Conv2d(8, 16, 5)._small  # a tie with vol2col + BLAS; Winograd from 12
     assert not Conv2d(3, 8, 7)._small
     assert Conv2d(7, 8, 3)._small
     assert Conv2d(4, 8, 3, groups=2)._small

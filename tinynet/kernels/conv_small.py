@@ -33,8 +33,8 @@ compilation of the vol2col kernels (~12 s cold).
 5×5 kernels (LeNet-5's, a CIFAR stem's) take the same route, a channel's 25 taps as five
 passes of one kernel row each (one expression of 25 would hold more weights than there are
 vector registers). Forward + backward, ms: (64, 1, 28, 28) → 6: 0.71 against 1.70 for
-vol2col + BLAS; (64, 3, 32, 32) → 16, padding 2: 7.9 against 12.3; from 6 channels BLAS wins
-(see nn/conv.py, _SMALL5_MAX_CHANNELS).
+vol2col + BLAS; (64, 3, 32, 32) → 16, padding 2: 7.9 against 12.3; (64, 6, 14, 14) → 16:
+2.9 against 3.5; at 8 channels a tie (see nn/conv.py, _SMALL5_MAX_CHANNELS).
 
 Grouped layers (measured in nn/conv.py, _SMALL_MAX_GROUP_CHANNELS): depthwise 64 channels
 on (32, 64, 16, 16), forward + backward 2.1 ms against 4.9 for the general direct loops;

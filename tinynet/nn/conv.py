@@ -60,10 +60,12 @@ _SMALL_MAX_CHANNELS = 7
 _SMALL_MAX_GROUP_CHANNELS = 16
 # A 5×5 kernel: 25 taps per channel. Measured (float32, 2 threads, ms, forward + backward,
 # direct vs vol2col + BLAS, no padding unless said): 1 → 6 on (64, 28²): 0.71 vs 1.70; 3 → 16
-# on (64, 32²), padding 2: 7.9 vs 12.3; 6 → 16 on (64, 14²) (LeNet-5's second layer): 2.5 vs
-# 2.2; 8 → 16: 3.2 vs 3.0. Depthwise 5×5, 64 channels on (32, 16²), padding 2: 1.8 vs 8.3
+# on (64, 32²), padding 2: 7.9 vs 12.3; 5 → 16 on (64, 14²): 2.5 vs 3.0; 6 → 16 on (64, 14²)
+# (LeNet-5's and PyTorch's CIFAR-10 tutorial's second layer): 2.9 vs 3.5, 11.8 vs 15.5 on 32²,
+# 13.6 vs 19.4 on 28² with padding 2; 8 → 16 on 14²: 3.8 vs 3.8 (from 12 channels Winograd
+# F(2×2, 5×5) takes over). Depthwise 5×5, 64 channels on (32, 16²), padding 2: 1.8 vs 8.3
 # (the general direct loops).
-_SMALL5_MAX_CHANNELS = 4
+_SMALL5_MAX_CHANNELS = 7
 
 
 def _small_max_channels(k: int, groups: int) -> int:
