@@ -69,6 +69,32 @@ def bias_row_in_place(row, b, relu):
             row[p] += b
 
 
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _cols_of_samples(x, n0, n1, c0, geometry, line0, line1, col):
+    """vol2col of output lines line0 .. line1 of samples n0 .. n1 (channels from c0), side by
+    side in col: sample n's columns start at (n − n0)·(line1 − line0)·ow."""
+    kernel, stride, padding, dilation, out_size = geometry
+    span = (line1 - line0) * out_size[2]
+    for n in range(n0, n1):
+        vol2col(
+            x[n], c0, kernel, stride, padding, dilation, out_size, line0, line1, col,
+            (n - n0) * span,
+        )  # fmt: skip
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _add_cols_to_samples(col, n0, n1, c0, geometry, line0, line1, grad_x):
+    """The transpose of :func:`_cols_of_samples`: col2vol of each sample's columns into
+    grad_x[n] (added)."""
+    kernel, stride, padding, dilation, out_size = geometry
+    span = (line1 - line0) * out_size[2]
+    for n in range(n0, n1):
+        col2vol(
+            col, c0, kernel, stride, padding, dilation, out_size, line0, line1, grad_x[n],
+            (n - n0) * span,
+        )  # fmt: skip
+
+
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def conv_forward_gemm(
     x,
@@ -120,20 +146,10 @@ def conv_forward_gemm(
                     span = (line1 - line0) * out_size[2]  # columns per sample
                     width = (n1 - n0) * span
                     col = cols[t, : k * width].reshape(k, width)
-                    for n in range(n0, n1):
-                        vol2col(
-                            x[n],
-                            g * cin_g,
-                            kernel,
-                            stride,
-                            padding,
-                            dilation,
-                            out_size,
-                            line0,
-                            line1,
-                            col,
-                            (n - n0) * span,
-                        )
+                    # Built here, not before the prange: a tuple of tuples passed into a
+                    # parallel loop's body fails Numba's lowering.
+                    geometry = (kernel, stride, padding, dilation, out_size)
+                    _cols_of_samples(x, n0, n1, g * cin_g, geometry, line0, line1, col)
                     p0 = line0 * out_size[2]
                     if width == out.shape[2]:  # one sample in one tile: BLAS writes into out
                         np.dot(weight[rows], col, out[n0, rows])
@@ -221,40 +237,17 @@ def conv_backward_gemm(
                                 for p in range(span):
                                     dy[o, c0 + p] = grad_out[n, g * cout_g + o, p0 + p]
                     col = cols[t, : k * width].reshape(k, width)
-                    for n in range(n0, n1):
-                        vol2col(
-                            x[n],
-                            g * cin_g,
-                            kernel,
-                            stride,
-                            padding,
-                            dilation,
-                            out_size,
-                            line0,
-                            line1,
-                            col,
-                            (n - n0) * span,
-                        )
+                    # Built here, not before the prange: a tuple of tuples passed into a
+                    # parallel loop's body fails Numba's lowering.
+                    geometry = (kernel, stride, padding, dilation, out_size)
+                    _cols_of_samples(x, n0, n1, g * cin_g, geometry, line0, line1, col)
                     np.dot(dy, col.T, product)
                     add_into(product, partial_w[t, rows])
                     if not input_grad:
                         continue
                     # col is free again: reuse it for the column gradient.
                     np.dot(weight[rows].T, dy, col)
-                    for n in range(n0, n1):
-                        col2vol(
-                            col,
-                            g * cin_g,
-                            kernel,
-                            stride,
-                            padding,
-                            dilation,
-                            out_size,
-                            line0,
-                            line1,
-                            grad_x[n],
-                            (n - n0) * span,
-                        )
+                    _add_cols_to_samples(col, n0, n1, g * cin_g, geometry, line0, line1, grad_x)
     sum_blocks(partial_w.reshape(n_blocks, -1), grad_w.reshape(-1))
     sum_blocks(partial_b, grad_b)
 
