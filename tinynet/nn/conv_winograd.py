@@ -14,9 +14,10 @@ import numpy as np
 from .. import config
 from ..kernels import winograd, winograd5
 
-# Winograd: about this many 2×2 output tiles per chunk, so that a chunk's 16 matrix products
-# are large enough for BLAS (measured: 64×32 @ 32×T runs at ~100 GFLOP/s per core from T ≈ 100
-# to 400, slower past ~800 as the chunk leaves the cache).
+# Winograd: about this many 2×2 output tiles per chunk, so that a chunk's 16 (3×3) or 36 (5×5)
+# matrix products are large enough for BLAS (measured: 64×32 @ 32×T runs at ~100 GFLOP/s per
+# core from T ≈ 100 to 400, slower past ~800 as the chunk leaves the cache; for 5×5, 128 and
+# 512 tiles measured the same as 256).
 _WINOGRAD_TILES = 256
 # Where Winograd starts to beat im2col (see _ConvNd._winograd_applies for the measurements).
 _WINOGRAD_MIN_CHANNELS = 8
