@@ -195,6 +195,37 @@ def test_adaptive_avg_pool_matches_reference(dims, sizes, outs, batch, data):
     check(grad_x, ref_grad.reshape(x.shape), data["dtype"], "adaptive avg pool input gradient")
 
 
+# The average-pooling kernels take different branches along W (kernels/pooling.py): windows
+# that tile the rows exactly (one run over all rows), full evenly spaced windows between
+# clipped edge windows, gaps between windows, and adaptive windows that repeat (more outputs
+# than inputs). Each case names the run _regular_run must find: (lo, hi, step, taps).
+AVG_BRANCHES = [
+    (AvgPool2d(2), (2, 3, 6, 8), (0, 4, 2, 2)),  # rows tiled exactly
+    (AvgPool2d((1, 2), stride=(1, 3)), (2, 2, 3, 6), (0, 2, 3, 2)),  # gaps: x2, x5 unused
+    (AvgPool2d(3, stride=1, padding=1), (1, 2, 5, 7), (1, 6, 1, 3)),  # clipped edges
+    (AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False), (1, 2, 6, 6),
+     (1, 3, 2, 3)),  # a last window hanging over the edge
+    (AdaptiveAvgPool2d((2, 3)), (2, 2, 3, 1), (0, 1, 1, 1)),  # windows repeat
+    (AdaptiveAvgPool2d((2, 5)), (2, 2, 3, 2), (2, 3, 1, 2)),  # uneven windows
+    (AdaptiveAvgPool2d(7), (1, 2, 28, 28), (0, 7, 4, 4)),
+    (AvgPool3d(2, stride=(1, 2, 2)), (1, 2, 3, 4, 6), (0, 3, 2, 2)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("layer, shape, run_w", AVG_BRANCHES)
+def test_avg_pool_branches_match_reference(layer, shape, run_w):
+    x = np.random.default_rng(3).standard_normal(shape)
+    out, grad_out, grad_x = run(layer, x, 3)
+    assert kernels._regular_run(layer._window_tables[2]) == run_w
+    if isinstance(layer, (AdaptiveAvgPool2d, AdaptiveAvgPool3d)):
+        ref_out, ref_grad = adaptive_avg_pool(x, grad_out, layer.output_size)
+    else:
+        args = (layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode)
+        ref_out, ref_grad = avg_pool(x, grad_out, *args, layer.count_include_pad, None)
+    check(out, ref_out, np.float64, "avg pool output")
+    check(grad_x, ref_grad, np.float64, "avg pool input gradient")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("ceil_mode", [False, True])
 @pytest.mark.parametrize("kind", ["normal", "ties", "relu"])
