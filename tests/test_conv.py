@@ -618,3 +618,16 @@ def test_small_channel_path_only_where_it_applies():
     assert not Conv2d(64, 64, 3, groups=2)._small  # 32 per group: a GEMM per group wins
     assert not Conv2d(64, 64, 3, stride=2, groups=64)._small
     assert not Conv3d(1, 8, 3)._small
+
+
+@given(
+    size=st.integers(1, 5000),
+    blocks=st.integers(1, 8),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_work_rows_are_a_cache_line_apart(size, blocks, dtype):
+    """Per-thread work rows: the used part of row t ends at least 64 bytes before row t + 1
+    starts, so two threads never write into one cache line, whatever the base address."""
+    rows = Conv2d(2, 2, 3)._rows("probe", blocks, size, dtype)
+    assert rows.shape[0] == blocks and rows.dtype == dtype
+    assert (rows.shape[1] - size) * rows.itemsize >= 64

@@ -121,7 +121,7 @@ def conv_forward_gemm(
     positions (see vol2col) of one sample, or, when a sample's output is smaller than a tile
     (tile = all its lines), the whole outputs of up to ``samples`` samples side by side: one
     product for several small samples, which BLAS runs faster than several small products.
-    cols (T, K·tile·ow·samples) and tiles (T, Cog·tile·ow·samples) are work space, one row
+    cols (T, ≥ K·tile·ow·samples) and tiles (T, ≥ Cog·tile·ow·samples) are work space, one row
     per block.
     Loop nest: for block t: for group of samples in block: for g: for output tile:
     col = vol2col of each sample; y = W_g @ col (BLAS); out[n, g-block, tile] = y + bias
@@ -192,7 +192,7 @@ def conv_backward_gemm(
 
     Shapes: x, grad_x (N, C, D, H, W); weight, grad_w (Cout, K); grad_out (N, Cout, P);
     grad_b (Cout,) or (0,); tile, samples and work space cols, tiles as in the forward,
-    partial_w (T, Cout, K), partial_b (T, Cout). grad_x, grad_w and grad_b are overwritten
+    partial_w (T, Cout, K), partial_b (T, ≥ Cout). grad_x, grad_w and grad_b are overwritten
     (the layer adds them to the parameters' .grad); without ``input_grad`` grad_x is not
     computed (left as it is).
     Loop nest: for block t: for group of samples in block: for g: for output tile: dy =

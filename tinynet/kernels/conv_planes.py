@@ -211,7 +211,7 @@ def conv3d_planes_forward(
 
     Shapes: x (N, C, D, H, W); weight_t (kd·K2, Cout); bias (Cout,) (zeros for none);
     out (N, Cout, od·P2) written. Work space, one row per block: xts (T, D, Hp, Wp, C),
-    rows (T, P2·planes·K2), tiles (T, P2·Cout).
+    rows (T, ≥ P2·planes·K2), tiles (T, ≥ P2·Cout).
     Loop nest: for block t: for n in block: x_t = channels-last x[n]; for chunk of output
     planes: unfold the chunk's input planes; for d in chunk: tile (P2 × Cout) = gemm;
     out[n, :, d] = tileᵀ + bias.
@@ -340,7 +340,7 @@ def conv3d_planes_backward(
     dy in place.
     Shapes: x, grad_x (N, C, D, H, W); weight_c, grad_wc (kd·K2, Cout), the weight as
     (kd, C, kh, kw, Cout); grad_out (N, Cout, od·P2); grad_b (Cout,) or (0,); work space
-    cols, grad_cols (T, planes·K2·P2), partial_w (T, kd·K2·Cout), partial_b (T, Cout).
+    cols, grad_cols (T, ≥ planes·K2·P2), partial_w (T, ≥ kd·K2·Cout), partial_b (T, ≥ Cout).
     grad_x, grad_wc and grad_b are overwritten.
     Loop nest: for block t: for n in block: grad_x[n] = 0; for chunk of output planes:
     unfold its input planes into cols, grad_cols = 0; for d in chunk: partial_w[t] +=

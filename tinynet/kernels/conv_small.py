@@ -160,8 +160,8 @@ def conv2d_small_forward(x, weight, bias, relu, padding, out, xpad, acc):
     channels of group o // (Cout/groups)); bias (Cout,) (zeros for none); padding (top,
     left); out (N, Cout, OH, OW) written. The padded plane is
     hp × wp = (OH + k − 1) × (OW + k − 1), k = 3. Work space, one row per block of samples:
-    xpad (T, C·hp·wp + k − 1) (the last row's junk columns read k − 1 values past the plane)
-    and acc (T, OH·wp).
+    xpad (T, ≥ C·hp·wp + k − 1) (the last row's junk columns read k − 1 values past the
+    plane) and acc (T, ≥ OH·wp).
     Loop nest: for block t: for n in block: pad x[n]; for o: acc = Σ_c 9 taps; out[n, o] =
     acc without its junk columns + bias. Parallel over: blocks of samples (block t writes
     out[n] of its own samples and xpad[t], acc[t] only: race-free).
@@ -289,8 +289,8 @@ def conv2d_small_backward_weight(x, grad_out, padding, partial_w, partial_b, xpa
     (c counts the input channels of o's group, as the forward's weight does.) The caller
     adds the blocks in block order (deterministic for a thread count).
     Shapes: x (N, C, H, W); grad_out (N, Cout, OH, OW); padding (top, left); partial_w
-    (T, Cout, C/groups, 9 or 25 taps) and partial_b (T, Cout) overwritten. Work space, one
-    row per block: xpad (T, C·hp·wp + k − 1) as in the forward; gyw (T, OH·wp): one output
+    (T, Cout, C/groups, 9 or 25 taps) and partial_b (T, ≥ Cout) overwritten. Work space, one
+    row per block: xpad (T, ≥ C·hp·wp + k − 1) as in the forward; gyw (T, ≥ OH·wp): one output
     plane's gradient in the padded row length, its junk columns zero, so that the taps are
     flat dot products.
     Loop nest: for block t: for n in block: pad x[n]; for o: gyw = grad_out[n, o]; for c:

@@ -362,7 +362,7 @@ def winograd_backward(
     (N, Cout, OH, OW); grad_x (N, C, H, W), grad_u (16, Cout, C) and grad_b (Cout,) or (0,)
     overwritten (grad_u is the gradient of u: winograd_weight_transform_backward turns it
     into the weight gradient). Work space: gxpad like xpad, v, m as in the forward,
-    partial_u (T, 16, Cout, C), partial_b (T, Cout).
+    partial_u (T, 16, Cout, C), partial_b (T, ≥ Cout).
     Loop nest: for block t: for chunk of tile lines: V = Bᵀ d B; dM = A dY Aᵀ;
     partial_u[t][ξ] += dM[ξ] @ V[ξ]ᵀ; dV[ξ] = U[ξ]ᵀ @ dM[ξ]; gxpad += B dV Bᵀ; then crop
     gxpad into grad_x, and grad_u = Σ_t partial_u[t] in block order.

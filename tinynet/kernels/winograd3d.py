@@ -515,7 +515,7 @@ def winograd3d_backward(
     (N, Cout, OD, OH, OW); grad_x (N, C, D, H, W), grad_u (64, Cout, C) and grad_b (Cout,) or
     (0,) overwritten (grad_u is the gradient of u: winograd3d_weight_transform_backward turns
     it into the weight gradient). Work space: gxpad like xpad; v, m as in the forward;
-    partial_u (T, 64·Cout·C), partial_b (T, Cout).
+    partial_u (T, 64·Cout·C), partial_b (T, ≥ Cout).
     Loop nest: for block t: for chunk of tile lines: V = (Bᵀ⊗Bᵀ⊗Bᵀ) d; dM = (A⊗A⊗A) dY;
     partial_u[t][ξ] += dM[ξ] @ V[ξ]ᵀ; dV[ξ] = U[ξ]ᵀ @ dM[ξ]; gxpad += (B⊗B⊗B) dV; then crop
     gxpad into grad_x, and grad_u = Σ_t partial_u[t] in block order.

@@ -423,7 +423,7 @@ def winograd5_backward(
 
     As winograd.winograd_backward, with 36 planes: grad_u (36, Cout, C) is the gradient of u
     (winograd5_weight_transform_backward turns it into the weight gradient); partial_u
-    (T, 36, Cout, C), partial_b (T, Cout). Parallel over blocks of samples; the sums over
+    (T, 36, Cout, C), partial_b (T, ≥ Cout). Parallel over blocks of samples; the sums over
     samples go through the per-block partials, added in block order (race-free, deterministic).
     """
     n_batch, n_channels = grad_x.shape[0], grad_x.shape[1]

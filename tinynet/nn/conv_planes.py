@@ -63,8 +63,8 @@ class PlanesMixin:
         chunk, planes = self._planes_chunk(out_size, dtype)
         blocks = max(1, min(config.get_num_threads(), n))
         xts = self._buffer("xts", (blocks, self._x.shape[2], hp, wp, self.in_channels), dtype)
-        rows = self._buffer("rows", (blocks, p2 * planes * kh * kw * self.in_channels), dtype)
-        tiles = self._buffer("tiles", (blocks, p2 * self.out_channels), dtype)
+        rows = self._rows("rows", blocks, p2 * planes * kh * kw * self.in_channels, dtype)
+        tiles = self._rows("tiles", blocks, p2 * self.out_channels, dtype)
         return chunk, xts, rows, tiles
 
     def _planes_weight(self, dtype):
@@ -108,10 +108,10 @@ class PlanesMixin:
         # The backward unfolds planes as columns, channels first: (kd, C, kh, kw, Cout).
         weight = self.weight.data.astype(dtype, copy=False).transpose(2, 1, 3, 4, 0)
         weight_c = np.ascontiguousarray(weight).reshape(-1, self.out_channels)
-        cols = self._buffer("cols", (blocks, planes * plane), dtype)
+        cols = self._rows("cols", blocks, planes * plane, dtype)
         grad_cols = self._buffer("grad_cols", cols.shape, dtype)
-        partial_w = self._buffer("partial_w", (blocks, weight_c.size), dtype)
-        partial_b = self._buffer("partial_b", (blocks, self.out_channels), dtype)
+        partial_w = self._rows("partial_w", blocks, weight_c.size, dtype)
+        partial_b = self._rows("partial_b", blocks, self.out_channels, dtype)
         grad_wc = self._buffer("grad_wc", weight_c.shape, dtype)
         grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
         grad_x = np.empty_like(x)

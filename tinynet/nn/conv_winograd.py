@@ -133,7 +133,7 @@ class WinogradMixin:
         u = self._winograd_weights(dtype)
         gxpad = self._buffer("gxpad", xpad.shape, dtype)
         partial_u = self._buffer("partial_u", (v.shape[0], *u.shape), dtype)
-        partial_b = self._buffer("partial_b", (v.shape[0], self.out_channels), dtype)
+        partial_b = self._rows("partial_b", v.shape[0], self.out_channels, dtype)
         grad_u = self._buffer("grad_u", u.shape, dtype)
         grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
         grad_w = self._buffer("grad_w", self.weight.shape, dtype)

@@ -98,7 +98,7 @@ class Winograd3dMixin:
         blocks = v.shape[0]
         gxpad = self._buffer("gxpad", xpad.shape, dtype)
         partial_u = self._buffer("partial_u", (blocks, u.size), dtype)
-        partial_b = self._buffer("partial_b", (blocks, self.out_channels), dtype)
+        partial_b = self._rows("partial_b", blocks, self.out_channels, dtype)
         grad_u = self._buffer("grad_u", u.shape, dtype)
         grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
         grad_w = self._buffer("grad_w", self.weight.shape, dtype)
