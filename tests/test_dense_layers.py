@@ -435,6 +435,84 @@ def test_dropout_matches_torch_in_distribution_and_eval():
     )
 
 
+def _splitmix64(seed, i):
+    """SplitMix64's i-th output from ``seed``, in Python integers (the reference)."""
+    mask = 2**64 - 1
+    z = (seed + (i + 1) * 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+@pytest.mark.parametrize("size", [37, 70_000])  # the serial and the parallel kernel
+def test_dropout_mask_is_splitmix64_of_seed_and_index(size):
+    """Element i is kept iff the top 32 bits of SplitMix64's i-th output are ≥ p·2³²."""
+    p = 0.3
+    tinynet.manual_seed(11)
+    layer = Dropout(p).double()
+    y = layer(np.ones(size))
+    seed, threshold = layer._seed, round(p * 2**32)
+    indices = np.random.default_rng(0).choice(size, min(size, 500), replace=False)
+    for i in indices:
+        kept = (_splitmix64(seed, int(i)) >> 32) >= threshold
+        assert y[i] == (1 / (1 - p) if kept else 0.0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_dropout_mask_does_not_depend_on_threads_or_layout(threads):
+    x = np.random.default_rng(0).uniform(1, 2, (64, 40, 30)).astype(np.float32)
+    tinynet.manual_seed(4)
+    reference = Dropout(0.5)(x)
+    tinynet.manual_seed(4)
+    with tinynet.set_num_threads(threads):
+        np.testing.assert_array_equal(Dropout(0.5)(x), reference)
+    tinynet.manual_seed(4)  # a non-contiguous view of the same values: the same mask
+    x_f = np.asfortranarray(x)
+    np.testing.assert_array_equal(Dropout(0.5)(x_f), reference)
+
+
+def test_dropout_neighbouring_elements_are_independent():
+    """Pairs of neighbours both kept at rate (1 − p)², not more or less (a weak hash of
+    consecutive counters would correlate them)."""
+    tinynet.manual_seed(7)
+    n, p = 400_000, 0.5
+    kept = Dropout(p)(np.ones(n, dtype=np.float32)) != 0
+    both = (kept[1:] & kept[:-1]).mean()
+    q = (1 - p) ** 2
+    assert abs(both - q) < 5 * np.sqrt(q * (1 - q) / n)
+
+
+def test_dropout_drops_nan_to_nan_as_torch():
+    """A dropped element is multiplied by 0, not replaced by 0: NaN and ±inf give NaN."""
+    tinynet.manual_seed(2)
+    x = np.full(1000, np.inf)
+    y = Dropout(0.5).double()(x)
+    assert np.isnan(y).any() and np.isinf(y).any() and not (y == 0).any()
+
+
+def test_dropout_without_jit_draws_the_same_mask():
+    """Under NUMBA_DISABLE_JIT the mask is computed in Python integers: the same bits, and no
+    overflow warnings (the subprocess turns warnings into errors)."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        import tinynet
+        from tinynet.nn import Dropout
+        tinynet.manual_seed(3)
+        sys.stdout.buffer.write(Dropout(0.4).double()(np.ones(3000)).tobytes())
+        """
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, NUMBA_DISABLE_JIT="1", PYTHONPATH=root)
+    command = [sys.executable, "-W", "error", "-c", script]
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    tinynet.manual_seed(3)
+    expected = Dropout(0.4).double()(np.ones(3000))
+    np.testing.assert_array_equal(np.frombuffer(result.stdout, dtype=np.float64), expected)
+
+
 def test_dropout_gradcheck():
     # gradcheck reseeds before every forward, so each evaluation draws the same mask.
     assert gradcheck(Dropout(0.3), rand(6, 5))

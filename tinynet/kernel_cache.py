@@ -60,11 +60,12 @@ COSTS = {
     "AvgPool": 3.0,
     "AdaptiveAvgPool": 3.0,
     "loss": 0.6,
+    "Dropout": 0.6,
 }
 DEFAULT_COST = 3.0
 
 # Leaves whose forward and backward are NumPy only: nothing to compile.
-_NO_KERNELS = (nn.Flatten, nn.Dropout, nn.Identity, nn.ChannelAffine)
+_NO_KERNELS = (nn.Flatten, nn.Identity, nn.ChannelAffine)
 # Leaves that keep their input's shape.
 _SAME_SHAPE = (
     nn.BatchNorm1d,
