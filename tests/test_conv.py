@@ -623,7 +623,10 @@ def test_small_channel_path_only_where_it_applies():
     assert not Conv2d(3, 8, 3, stride=2)._small
     assert Conv2d(3, 8, 5)._small and Conv2d(64, 64, 5, padding=2, groups=64)._small
     assert Conv2d(6, 16, 5)._small  # LeNet-5's second layer
-    assert not Conv2d(8, 16, 5)._small  # a tie with vol2col + BLAS; Winograd from 12
+    assert Conv2d(8, 16, 5)._small and Conv2d(11, 16, 5)._small  # two channels per pass
+    assert not Conv2d(12, 16, 5)._small  # Winograd F(2×2, 5×5) from 12
+    assert Conv2d(32, 64, 5, groups=2)._small  # 16 per group: a GEMM per group otherwise
+    assert not Conv2d(34, 64, 5, groups=2)._small
     assert not Conv2d(3, 8, 7)._small
     assert Conv2d(7, 8, 3)._small
     assert Conv2d(4, 8, 3, groups=2)._small

@@ -35,7 +35,8 @@ passes of one kernel row each (one expression of 25 would hold more weights than
 vector registers), each pass for two output channels at once. Forward + backward with one
 channel per pass, ms: (64, 1, 28, 28) → 6: 0.71 against 1.70 for
 vol2col + BLAS; (64, 3, 32, 32) → 16, padding 2: 7.9 against 12.3; (64, 6, 14, 14) → 16:
-2.9 against 3.5; at 8 channels a tie (see nn/conv.py, _SMALL5_MAX_CHANNELS).
+2.9 against 3.5. With two channels per pass it wins up to 11 channels (see nn/conv.py,
+_SMALL5_MAX_CHANNELS).
 
 Grouped layers (measured in nn/conv.py, _SMALL_MAX_GROUP_CHANNELS): depthwise 64 channels
 on (32, 64, 16, 16), forward + backward 2.1 ms against 4.9 for the general direct loops;

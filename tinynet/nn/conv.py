@@ -62,17 +62,24 @@ _SMALL_MAX_GROUP_CHANNELS = 16
 # direct vs vol2col + BLAS, no padding unless said): 1 → 6 on (64, 28²): 0.71 vs 1.70; 3 → 16
 # on (64, 32²), padding 2: 7.9 vs 12.3; 5 → 16 on (64, 14²): 2.5 vs 3.0; 6 → 16 on (64, 14²)
 # (LeNet-5's and PyTorch's CIFAR-10 tutorial's second layer): 2.9 vs 3.5, 11.8 vs 15.5 on 32²,
-# 13.6 vs 19.4 on 28² with padding 2; 8 → 16 on 14²: 3.8 vs 3.8 (from 12 channels Winograd
-# F(2×2, 5×5) takes over). Depthwise 5×5, 64 channels on (32, 16²), padding 2: 1.8 vs 8.3
-# (the general direct loops).
-_SMALL5_MAX_CHANNELS = 7
+# 13.6 vs 19.4 on 28² with padding 2; 8 → 16 on 14²: 3.8 vs 3.8. Depthwise 5×5, 64 channels
+# on (32, 16²), padding 2: 1.8 vs 8.3 (the general direct loops). Since the kernel computes
+# two output channels per pass (direct vs Winograd F(2×2, 5×5) vs vol2col + BLAS, one run):
+# 8 → 16 on (64, 14²) 3.4 vs 3.7 vs 5.0; 8 → 24 on (32, 28²), padding 2, 11.7 vs 14.8 vs
+# 15.3; 8 → 32 on (32, 32²) 17.8 vs 24.3 vs 23.1; 12 → 16 on (64, 14²) 4.8 vs 4.5 vs 7.1;
+# 12 → 24 on (32, 28²) 13.5 vs 18.4 vs 20.6; 16 → 32 on (64, 14²) 11.9 vs 10.2; 24 → 32 on
+# (32, 32²) 39.1 vs 37.4; 32 → 64 on (64, 14²) 58.7 vs 30.8. Hence direct up to 11 channels
+# (Winograd from _WINOGRAD5_MIN_CHANNELS = 12) and, grouped, up to 16 per group, where the
+# other way is vol2col + BLAS per group, which 16 → 24 ungrouped measured slower: on
+# (32, 28²) 17.6 vs 26.7, on (32, 32²) 29.7 vs 43.5.
+_SMALL5_MAX_CHANNELS = 11
 
 
 def _small_max_channels(k: int, groups: int) -> int:
     """Input channels per group up to which the direct k × k path is taken."""
-    if k == 5:
-        return _SMALL5_MAX_CHANNELS
-    return _SMALL_MAX_CHANNELS if groups == 1 else _SMALL_MAX_GROUP_CHANNELS
+    if groups > 1:
+        return _SMALL_MAX_GROUP_CHANNELS
+    return _SMALL5_MAX_CHANNELS if k == 5 else _SMALL_MAX_CHANNELS
 
 
 class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
