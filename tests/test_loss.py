@@ -67,7 +67,9 @@ def test_cross_entropy_matches_reference_and_central_differences(smoothing, redu
     expected_loss, expected_grad = ref.cross_entropy(x, t, reduction, smoothing)
     assert_close(loss, expected_loss, rtol=1e-12)
     assert_close(grad, expected_grad, rtol=1e-12, atol=1e-15)
-    numeric = central_differences(lambda z: CrossEntropyLoss(reduction, smoothing)(z, t), x)
+    numeric = central_differences(
+        lambda z: CrossEntropyLoss(reduction=reduction, label_smoothing=smoothing)(z, t), x
+    )
     assert_close(grad, numeric, rtol=1e-6, atol=1e-8)
 
 
@@ -84,6 +86,112 @@ def test_cross_entropy_property_against_reference(n, c, smoothing, seed):
     expected_loss, expected_grad = ref.cross_entropy(x, t, "mean", smoothing)
     assert_close(crit(x, t), expected_loss, rtol=1e-11, atol=1e-14)
     assert_close(crit.backward(), expected_grad, rtol=1e-11, atol=1e-14)
+
+
+def weighted_case(n, c, seed, ignore_index):
+    """Logits, targets with about a quarter of them ignore_index, and class weights (some 0)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c)) * 3
+    t = rng.integers(0, c, n)
+    t[rng.random(n) < 0.25] = ignore_index
+    w = rng.uniform(0.0, 2.0, c)
+    w[rng.random(c) < 0.2] = 0.0
+    return x, t, w
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(0, 9),
+    c=st.integers(1, 6),
+    smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    reduction=st.sampled_from(["mean", "sum"]),
+    weighted=st.booleans(),
+    ignore_index=st.sampled_from([-100, 0, 2, 7]),
+    seed=st.integers(0, 2**16),
+)
+def test_cross_entropy_weight_and_ignore_index_against_reference(
+    n, c, smoothing, reduction, weighted, ignore_index, seed
+):
+    x, t, w = weighted_case(n, c, seed, ignore_index)
+    w = w if weighted else None
+    crit = CrossEntropyLoss(
+        w, ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing
+    )
+    loss, grad = crit(x, t), crit.backward()
+    expected_loss, expected_grad = ref.cross_entropy(x, t, reduction, smoothing, w, ignore_index)
+    if np.isnan(expected_loss):  # a mean over no weight: 0/0
+        assert np.isnan(loss)
+        return
+    assert_close(loss, expected_loss, rtol=1e-11, atol=1e-13)
+    assert_close(grad, expected_grad, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("ignore_index", [-100, 1])
+def test_cross_entropy_weight_and_ignore_index_match_torch(
+    dtype, reduction, smoothing, ignore_index
+):
+    torch = pytest.importorskip("torch")
+    x, t, w = weighted_case(12, 5, 3, ignore_index)
+    x = x.astype(dtype)
+    crit = CrossEntropyLoss(
+        w, ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing
+    )
+    loss, grad = crit(x, t), crit.backward()
+    tx = torch.tensor(x, requires_grad=True)
+    theirs = torch.nn.CrossEntropyLoss(
+        weight=torch.tensor(w.astype(dtype)),
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=smoothing,
+    )
+    tloss = theirs(tx, torch.tensor(t))
+    tloss.backward()
+    tol = dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    assert_close(loss, tloss.item(), name="loss", **tol)
+    assert_close(grad, tx.grad.numpy(), name="grad", **tol)
+    assert set(crit.state_dict()) == set(theirs.state_dict()) == {"weight"}
+
+
+def test_cross_entropy_weighted_gradient_is_the_central_difference():
+    x, t, w = weighted_case(6, 4, 5, -100)
+    crit = CrossEntropyLoss(w, label_smoothing=0.3)
+    crit(x, t)
+    numeric = central_differences(
+        lambda z: CrossEntropyLoss(w, label_smoothing=0.3)(z, t), x.copy()
+    )
+    assert_close(crit.backward(), numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_cross_entropy_all_rows_ignored():
+    """A mean over no rows is NaN (0/0, as torch); the gradient is zero; a sum is 0."""
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    t = np.full(3, -100)
+    crit = CrossEntropyLoss()
+    assert np.isnan(crit(x, t)) and not crit.backward().any()
+    crit = CrossEntropyLoss(reduction="sum")
+    assert crit(x, t) == 0 and not crit.backward().any()
+    torch = pytest.importorskip("torch")
+    assert np.isnan(torch.nn.CrossEntropyLoss()(torch.tensor(x), torch.tensor(t)).item())
+
+
+def test_cross_entropy_weight_errors():
+    with pytest.raises(
+        ValueError, match=r"weight of shape \(C,\), one per class, got shape \(2, 2\)"
+    ):
+        CrossEntropyLoss(np.ones((2, 2)))
+    with pytest.raises(ValueError, match=r"expected weight of shape \(3,\).*got shape \(4,\)"):
+        CrossEntropyLoss(np.ones(4))(np.zeros((2, 3)), np.array([0, 1]))
+    with pytest.raises(TypeError, match="ignore_index to be an int, got 0.5"):
+        CrossEntropyLoss(ignore_index=0.5)
+    with pytest.raises(TypeError):
+        CrossEntropyLoss(None, -100)  # keyword-only after weight (torch's order differs)
+    weight = np.array([1.0, 2.0, 3.0])
+    crit = CrossEntropyLoss(weight)
+    weight[0] = 100.0  # the layer keeps its own copy
+    assert crit.weight[0] == 1.0 and crit.weight.dtype == np.float64  # as given, as torch
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -131,8 +239,12 @@ def test_cross_entropy_accepts_any_integer_target_dtype():
         (np.zeros((2, 3)), np.array([0, 1, 2]), r"shape \(2,\), got int64 array of shape \(3,\)"),
         (np.zeros((2, 3)), np.array([0.0, 1.0]), "integer class indices.*got float64"),
         (np.zeros((2, 3)), np.array([[0], [1]]), "integer class indices"),
-        (np.zeros((2, 3)), np.array([0, 3]), r"target values in \[0, 3\), got min 0 and max 3"),
-        (np.zeros((2, 3)), np.array([-1, 0]), r"target values in \[0, 3\), got min -1"),
+        (
+            np.zeros((2, 3)),
+            np.array([0, 3]),
+            r"in \[0, 3\) or ignore_index \(-100\), got min 0 and max 3",
+        ),
+        (np.zeros((2, 3)), np.array([-1, 0]), r"target values in \[0, 3\) or .*got min -1"),
     ],
 )
 def test_cross_entropy_errors(x, t, match):

@@ -59,23 +59,33 @@ def tanh(x):
 # -- losses ----------------------------------------------------------------------------------
 
 
-def cross_entropy(logits, target, reduction="mean", label_smoothing=0.0):
-    """Loss and d loss / d logits, row by row: −Σ_c q_c log softmax(x)_c with
-    q = (1 − ε)·one_hot(t) + ε/C."""
+def cross_entropy(
+    logits, target, reduction="mean", label_smoothing=0.0, weight=None, ignore_index=-100
+):
+    """Loss and d loss / d logits, row by row, from torch.nn.CrossEntropyLoss's documented
+    formula: loss_n = −Σ_c w_c·q_c·log softmax(x_n)_c with q = (1 − ε)·one_hot(t_n) + ε/C;
+    rows with target ignore_index add nothing; the mean divides by Σ_n w_(t_n) over the
+    rows kept. The gradient of a row is Σ_c w_c·q_c·(softmax − one_hot(c))."""
     x = np.asarray(logits, dtype=np.float64)
     n, c = x.shape
-    losses = np.empty(n)
-    grad = np.empty_like(x)
+    w = np.ones(c) if weight is None else np.asarray(weight, dtype=np.float64)
+    losses = np.zeros(n)
+    grad = np.zeros_like(x)
+    divisor = 0.0
     for row in range(n):
+        if target[row] == ignore_index:
+            continue
+        divisor += w[target[row]]
         top = max(x[row])
         log_z = top + math.log(sum(math.exp(v - top) for v in x[row]))
         log_p = x[row] - log_z
         q = np.full(c, label_smoothing / c)
         q[target[row]] += 1 - label_smoothing
-        losses[row] = -np.dot(q, log_p)
-        grad[row] = np.exp(log_p) - q
+        losses[row] = -np.dot(w * q, log_p)
+        grad[row] = np.dot(w, q) * np.exp(log_p) - w * q
     if reduction == "mean":
-        return losses.mean(), grad / n
+        scale = 1.0 / divisor if divisor else math.nan
+        return losses.sum() * scale, grad * scale
     return losses.sum(), grad
 
 

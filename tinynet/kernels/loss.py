@@ -12,42 +12,65 @@ from .. import config
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def cross_entropy(x, target, smoothing, scale, grad):
-    """Σ_n loss_n · scale, and grad = d(that) / dx.
+def cross_entropy(x, target, weight, ignore_index, smoothing, mean, grad):
+    """The loss, and grad = d loss / dx, as torch.nn.CrossEntropyLoss.
 
-    loss_n = −Σ_c q_c log softmax(x_n)_c with q = (1 − ε)·one_hot(t_n) + ε/C (ε = smoothing),
-    where log softmax(x)_c = x_c − m − log Σ_j exp(x_j − m), m = max_j x_j (so no
-    exponential overflows); grad_n = (softmax(x_n) − q) · scale.
-    Shapes: x (N, C) float; target (N,) integers in [0, C) (checked by the caller);
-    grad (N, C) written. Sums run in float64. Serial: rows are short and few.
+    Row n (target t = target[n], p = softmax(x_n), class weights w, W = Σ_c w_c, ε =
+    smoothing, C classes):
+
+        loss_n = (1 − ε)·w_t·(−log p_t) + (ε/C)·Σ_c w_c·(−log p_c)
+        grad_n = ((1 − ε)·w_t + (ε/C)·W)·p − (1 − ε)·w_t·one_hot(t) − (ε/C)·w
+
+    (with w = 1 the familiar p − q, q = (1 − ε)·one_hot(t) + ε/C). A row whose target is
+    ``ignore_index`` adds nothing and gets a zero gradient. The loss is Σ_n loss_n, divided
+    with the gradient by D = Σ_n w_(t_n) over the rows not ignored when ``mean`` (torch's
+    weighted mean; D = 0 gives NaN, as 0/0 there). log p_c = x_c − m − log Σ_j exp(x_j − m)
+    with m = max_j x_j, so no exponential overflows.
+    Shapes: x (N, C) float; target (N,) integers, each in [0, C) or ignore_index (checked by
+    the caller); weight (C,) float64; grad (N, C) written. Sums run in float64. Serial: rows
+    are short and few.
     """
     n, c = x.shape
-    total = 0.0
+    total_weight = 0.0  # W
+    for j in range(c):
+        total_weight += weight[j]
+    scale = 1.0
+    if mean:
+        count = 0.0  # D
+        for i in range(n):
+            if target[i] != ignore_index:
+                count += weight[target[i]]
+        scale = 1.0 / count if count != 0 else np.nan
     uniform = smoothing / c
+    total = 0.0
     for i in range(n):
         row = x[i]
         g = grad[i]
+        t = target[i]
+        if t == ignore_index:
+            for j in range(c):
+                g[j] = 0
+            continue
         m = row[0]
         for j in range(1, c):
             m = max(m, row[j])
         s = 0.0
-        mean = 0.0  # of x_j − m, for the smoothing term
+        weighted = 0.0  # Σ_c w_c·(x_c − m), for the smoothing term
         for j in range(c):
             e = np.exp(row[j] - m)
             g[j] = e
             s += e
-            mean += row[j] - m
+            weighted += weight[j] * (row[j] - m)
         log_s = np.log(s)
-        t = target[i]
-        nll = log_s - (row[t] - m)
+        w_t = (1 - smoothing) * weight[t]
+        # −log p_c = log_s − (x_c − m)
+        total += w_t * (log_s - (row[t] - m))
         if smoothing != 0:
-            # −mean_c log softmax = log_s − mean_c (x_c − m)
-            nll = (1 - smoothing) * nll + smoothing * (log_s - mean / c)
-        total += nll
-        inv = 1.0 / s
-        # (softmax − q) in float64, rounded once into grad's dtype: subtracting q_t after a
+            total += uniform * (total_weight * log_s - weighted)
+        a = (w_t + uniform * total_weight) / s  # multiplies e_c = exp(x_c − m) = p_c·s
+        # In float64, rounded once into grad's dtype: subtracting the target's share after a
         # float32 store left a rounding error where the gradient is exactly 0 (C = 1).
         for j in range(c):
-            q = uniform + (1 - smoothing) if j == t else uniform
-            g[j] = (g[j] * inv - q) * scale
+            q = uniform * weight[j] + (w_t if j == t else 0.0)
+            g[j] = (g[j] * a - q) * scale
     return total * scale

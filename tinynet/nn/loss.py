@@ -13,16 +13,28 @@ _REDUCTIONS = ("mean", "sum")
 
 
 class CrossEntropyLoss(Module):
-    """Softmax cross-entropy on raw scores (logits), fused for stability.
+    """Softmax cross-entropy on raw scores (logits), fused for stability, as
+    torch.nn.CrossEntropyLoss.
 
     loss_n = −log softmax(x_n)[t_n], computed as logsumexp(x_n) − x_n[t_n] with the row maximum
     subtracted first, so no exponential overflows. With ``label_smoothing`` ε the target is
-    (1 − ε)·one_hot + ε/C, as in PyTorch. The gradient is (softmax − target) / N.
+    (1 − ε)·one_hot + ε/C. ``weight`` (C,) scales each class's terms, and the mean is then
+    taken with the weights of the rows' targets (Σ_n w_(t_n)·loss_n / Σ_n w_(t_n)); rows whose
+    target is ``ignore_index`` count for nothing, in the mean's divisor too. Without weights
+    the gradient is (softmax − target) / N.
 
-    Shape: input (N, C) float, target (N,) integer class indices in [0, C).
+    Shape: input (N, C) float, target (N,) integer class indices in [0, C) (or ignore_index);
+    weight (C,), a buffer (in state_dict, as torch's).
     """
 
-    def __init__(self, reduction: str = "mean", label_smoothing: float = 0.0):
+    def __init__(
+        self,
+        weight=None,
+        *,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+    ):
         super().__init__()
         if reduction not in _REDUCTIONS:
             raise ValueError(
@@ -32,6 +44,20 @@ class CrossEntropyLoss(Module):
             raise ValueError(
                 f"CrossEntropyLoss expected label_smoothing in [0, 1], got {label_smoothing!r}"
             )
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+            raise TypeError(
+                f"CrossEntropyLoss expected ignore_index to be an int, got {ignore_index!r}"
+            )
+        if weight is not None:
+            weight = cast_input(self, weight)
+            if weight.ndim != 1 or weight.size == 0:
+                raise ValueError(
+                    f"CrossEntropyLoss expected weight of shape (C,), one per class, "
+                    f"got shape {weight.shape}"
+                )
+            weight = weight.copy()
+        self.register_buffer("weight", weight)
+        self.ignore_index = int(ignore_index)
         self.reduction = reduction
         self.label_smoothing = float(label_smoothing)
         self._grad = None
@@ -49,16 +75,28 @@ class CrossEntropyLoss(Module):
                 f"CrossEntropyLoss expected target of integer class indices with shape ({n},), "
                 f"got {target.dtype} array of shape {target.shape}"
             )
-        if n and (target.min() < 0 or target.max() >= c):
-            raise ValueError(
-                f"CrossEntropyLoss expected target values in [0, {c}), "
-                f"got min {target.min()} and max {target.max()}"
-            )
-        # The mean of no values is NaN, as in PyTorch.
-        scale = (1.0 / n if n else np.nan) if self.reduction == "mean" else 1.0
-        grad = np.empty_like(x)
         target = target.astype(np.intp, copy=False)  # one compiled kernel for every int type
-        loss = kernels.cross_entropy(x, target, self.label_smoothing, scale, grad)
+        counted = target[target != self.ignore_index]
+        if counted.size and (counted.min() < 0 or counted.max() >= c):
+            raise ValueError(
+                f"CrossEntropyLoss expected target values in [0, {c}) or ignore_index "
+                f"({self.ignore_index}), got min {counted.min()} and max {counted.max()}"
+            )
+        if self.weight is None:
+            weight = np.ones(c)
+        elif self.weight.shape != (c,):
+            raise ValueError(
+                f"CrossEntropyLoss expected weight of shape ({c},), one per class of the "
+                f"input (N, {c}), got shape {self.weight.shape}"
+            )
+        else:
+            weight = self.weight.astype(np.float64)
+        grad = np.empty_like(x)
+        # The mean of no values is NaN, as in PyTorch (the kernel divides by Σ w = 0).
+        mean = self.reduction == "mean"
+        loss = kernels.cross_entropy(
+            x, target, weight, self.ignore_index, self.label_smoothing, mean, grad
+        )
         self._grad = grad
         return float(loss)
 
@@ -67,7 +105,10 @@ class CrossEntropyLoss(Module):
         return self._grad
 
     def extra_repr(self) -> str:
-        return f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
+        text = f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
+        if self.ignore_index != -100:
+            text = f"ignore_index={self.ignore_index}, " + text
+        return ("weight=..., " if self.weight is not None else "") + text
 
 
 class MSELoss(Module):
