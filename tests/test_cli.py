@@ -111,6 +111,21 @@ def test_fold_reports_and_saves(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    ("argv", "shape", "mode", "rows"),
+    [
+        (["--model", "bn_mlp", "--batch-size", "8"], "(8, 784)", "train", 10),
+        (["--model", "cnn3d_bn", "--batch-size", "2", "--fold", "--eval"], "(2, 1, 16, 16, 16)",
+         "eval", 10),
+    ],
+)  # fmt: skip
+def test_profile_prints_a_row_per_layer(capsys, argv, shape, mode, rows):
+    code, out, _ = _run(capsys, ["profile", "--steps", "1", *argv])
+    lines = out.strip().splitlines()
+    assert code == 0 and f"input {shape} float32, {mode} mode" in lines[0]
+    assert len(lines) == 2 + rows + 2 and lines[-1].startswith("step")
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["train", "--epochs", "0"], "expected a positive integer, got '0'"),
@@ -135,6 +150,8 @@ def test_fold_reports_and_saves(tmp_path, capsys):
         (["eval", "--checkpoint", "{tmp}/lenet.npz"], "does not say what data"),
         (["eval", "--checkpoint", "{tmp}/lenet.npz", "--data", "shapes3d"], "does not fit"),
         (["eval", "--checkpoint", "{tmp}/trained.npz", "--data", "shapes3d"], "needs 2-D images"),
+        (["profile", "--batch-size", "1"], "lenet_bn has BatchNorm layers"),
+        (["profile", "--steps", "0"], "expected a positive integer, got '0'"),
     ],
 )
 def test_user_mistakes_are_one_line_and_status_2(tmp_path, capsys, argv, message):

@@ -7,6 +7,7 @@ from .graph import Graph
 from .kernel_cache import precompile
 from .model_summary import summary
 from .passes import fold_bn, fuse_relu, recalibrate_bn, remove_dropout
+from .profiler import profile
 from .random import manual_seed
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "nn",
     "optim",
     "precompile",
+    "profile",
     "recalibrate_bn",
     "remove_dropout",
     "save_checkpoint",

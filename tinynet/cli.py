@@ -135,6 +135,15 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_common(fold)
 
+    prof = sub.add_parser("profile", help="time each layer of a preset's training step")
+    prof.set_defaults(command="profile", run=_profile)
+    prof.add_argument("--model", choices=list(models.MODELS), default="lenet_bn")
+    prof.add_argument("--batch-size", type=_positive_int, default=64, help="default 64")
+    prof.add_argument("--steps", type=_positive_int, default=20, help="timed steps (20)")
+    prof.add_argument("--eval", action="store_true", help="eval-mode forwards only")
+    prof.add_argument("--fold", action="store_true", help="profile tinynet.fold_bn(model)")
+    prof.add_argument("--threads", type=_positive_int, help="threads for kernels and BLAS")
+
     # Listed for --help; main() hands everything after "bench" to tinynet.benchmark.
     sub.add_parser("bench", help="benchmark against PyTorch (tinynet bench --help)", add_help=False)
     return parser
@@ -570,6 +579,27 @@ def _checkpoint_data(checkpoint, args):
         message = f"the model in {args.checkpoint} does not fit {name} data: {exc}"
         raise UsageError(message) from None
     return model, name, data
+
+
+# -- profile --------------------------------------------------------------------------------------
+
+# The input of one sample of each kind of preset (models.MODELS): the built-in data's.
+_SAMPLE_SHAPES = {"image": (1, 28, 28), "flat": (784,), "volume": (1, 16, 16, 16)}
+
+
+def _profile(args) -> int:
+    from .passes import fold_bn
+    from .profiler import profile
+
+    _set_threads(args.threads)
+    model = models.get(args.model)
+    if args.fold:
+        model = fold_bn(model)
+    if not args.eval and args.batch_size < 2 and _count_batchnorms(model):
+        raise UsageError(f"{args.model} has BatchNorm layers: training needs --batch-size 2+")
+    shape = (args.batch_size, *_SAMPLE_SHAPES[models.MODELS[args.model][1]])
+    profile(model, shape, steps=args.steps, train=not args.eval)
+    return 0
 
 
 def _set_threads(threads) -> None:

@@ -166,18 +166,7 @@ def summarize(model: Module, input_shape, dtype=None) -> ModelSummary:
         dtype = params[0].data.dtype if params else work.dtype
     dtype = np.dtype(dtype)
 
-    # A FusedReLU is one layer to its user (its inner layer never runs on its own).
-    fused = [name + "." for name, module in work.named_modules() if isinstance(module, FusedReLU)]
-    shown = [
-        (name, module)
-        for name, module in work.named_modules()
-        if (
-            not module._modules
-            or isinstance(module, FusedReLU)
-            or any(p is not None for p in module._parameters.values())
-        )
-        and not any(name.startswith(prefix) for prefix in fused)
-    ]
+    shown = leaf_layers(work)
     calls = {name: [] for name, _ in shown}
     x = np.zeros(input_shape, dtype=dtype)
     for name, module in shown:
@@ -234,6 +223,22 @@ def summary(model: Module, input_shape, dtype=None, file=None) -> str:
 
 
 # -- recording ---------------------------------------------------------------------------------
+
+
+def leaf_layers(model: Module) -> list[tuple[str, Module]]:
+    """The (name, module) pairs a table shows: leaves, and containers that hold parameters
+    of their own; a FusedReLU is one layer to its user (its inner layer never runs alone)."""
+    fused = [name + "." for name, module in model.named_modules() if isinstance(module, FusedReLU)]
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if (
+            not module._modules
+            or isinstance(module, FusedReLU)
+            or any(p is not None for p in module._parameters.values())
+        )
+        and not any(name.startswith(prefix) for prefix in fused)
+    ]
 
 
 def _check_shape(input_shape) -> tuple[int, ...]:
