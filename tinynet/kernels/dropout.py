@@ -19,8 +19,9 @@ Consequences:
 * any thread can produce any range of elements, so the result is the same on every thread
   count (and the same seed gives the same mask).
 
-A kept element is multiplied by scale = 1/(1 − p), a dropped one by 0 (not replaced by 0, as
-torch does too: a NaN or infinity in a dropped position gives NaN).
+A kept element is multiplied by scale = 1/(1 − p), a dropped one by 0: multiplied, not
+replaced, so that a NaN or infinity in a dropped position gives NaN, as in torch. (Hence no
+fast-math flags here: with them LLVM may fold x·0 to 0, assuming no NaN or infinity.)
 """
 
 from __future__ import annotations
