@@ -139,20 +139,25 @@ def test_cross_entropy_weight_and_ignore_index_match_torch(
     crit = CrossEntropyLoss(
         w, ignore_index=ignore_index, reduction=reduction, label_smoothing=smoothing
     )
-    loss, grad = crit(x, t), crit.backward()
-    tx = torch.tensor(x, requires_grad=True)
     theirs = torch.nn.CrossEntropyLoss(
         weight=torch.tensor(w.astype(dtype)),
         ignore_index=ignore_index,
         reduction=reduction,
         label_smoothing=smoothing,
     )
-    tloss = theirs(tx, torch.tensor(t))
+    assert_same_as_torch(torch, crit, theirs, x, t)
+    assert set(crit.state_dict()) == set(theirs.state_dict()) == {"weight"}
+
+
+def assert_same_as_torch(torch, crit, theirs, x, target):
+    """Our loss and gradient against torch's module ``theirs`` on the same input and target."""
+    loss, grad = crit(x, target), crit.backward()
+    tx = torch.tensor(x, requires_grad=True)
+    tloss = theirs(tx, torch.tensor(target))
     tloss.backward()
-    tol = dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    tol = dict(rtol=2e-5, atol=1e-6) if x.dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
     assert_close(loss, tloss.item(), name="loss", **tol)
     assert_close(grad, tx.grad.numpy(), name="grad", **tol)
-    assert set(crit.state_dict()) == set(theirs.state_dict()) == {"weight"}
 
 
 def test_cross_entropy_weighted_gradient_is_the_central_difference():
@@ -163,6 +168,64 @@ def test_cross_entropy_weighted_gradient_is_the_central_difference():
         lambda z: CrossEntropyLoss(w, label_smoothing=0.3)(z, t), x.copy()
     )
     assert_close(crit.backward(), numeric, rtol=1e-6, atol=1e-8)
+
+
+def probabilities_case(n, c, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c)) * 3
+    y = rng.dirichlet(np.ones(c), n) if n else np.zeros((0, c))
+    return x, y, rng.uniform(0.1, 2.0, c)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, 7),
+    c=st.integers(1, 5),
+    smoothing=st.sampled_from([0.0, 0.3, 1.0]),
+    reduction=st.sampled_from(["mean", "sum"]),
+    weighted=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_cross_entropy_probability_targets_against_reference(
+    n, c, smoothing, reduction, weighted, seed
+):
+    x, y, w = probabilities_case(n, c, seed)
+    w = w if weighted else None
+    crit = CrossEntropyLoss(w, reduction=reduction, label_smoothing=smoothing)
+    loss, grad = crit(x, y), crit.backward()
+    expected_loss, expected_grad = ref.cross_entropy(x, y, reduction, smoothing, w)
+    assert_close(loss, expected_loss, rtol=1e-11, atol=1e-13)
+    assert_close(grad, expected_grad, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cross_entropy_probability_targets_match_torch(dtype, reduction, smoothing, weighted):
+    torch = pytest.importorskip("torch")
+    x, y, w = probabilities_case(9, 4, 2)
+    x, y = x.astype(dtype), y.astype(dtype)
+    crit = CrossEntropyLoss(w if weighted else None, reduction=reduction, label_smoothing=smoothing)
+    theirs = torch.nn.CrossEntropyLoss(
+        weight=torch.tensor(w.astype(dtype)) if weighted else None,
+        reduction=reduction,
+        label_smoothing=smoothing,
+    )
+    assert_same_as_torch(torch, crit, theirs, x, y)
+
+
+def test_cross_entropy_probability_targets_gradient_and_errors():
+    x, y, w = probabilities_case(5, 3, 4)
+    crit = CrossEntropyLoss(w, label_smoothing=0.1)
+    crit(x, y)
+    numeric = central_differences(lambda z: CrossEntropyLoss(w, label_smoothing=0.1)(z, y), x)
+    assert_close(crit.backward(), numeric, rtol=1e-6, atol=1e-8)
+    # One-hot probabilities are the class indices' loss (without weights: same mean divisor).
+    t = np.array([2, 0, 1, 1, 0])
+    assert_close(CrossEntropyLoss()(x, np.eye(3)[t]), CrossEntropyLoss()(x, t), rtol=1e-14)
+    with pytest.raises(ValueError, match="ignore_index is not supported for class-probability"):
+        CrossEntropyLoss(ignore_index=0)(x, y)
 
 
 def test_cross_entropy_all_rows_ignored():
@@ -236,7 +299,8 @@ def test_cross_entropy_accepts_any_integer_target_dtype():
     [
         (np.zeros(4), np.array([0]), r"expected input \(N, C\), got shape \(4,\)"),
         (np.zeros((2, 3, 4)), np.array([0, 1]), r"expected input \(N, C\), got shape"),
-        (np.zeros((2, 3)), np.array([0, 1, 2]), r"shape \(2,\), got int64 array of shape \(3,\)"),
+        (np.zeros((2, 3)), np.array([0, 1, 2]), r"shape \(2, 3\), got int64 array of shape \(3,\)"),
+        (np.zeros((2, 3)), np.zeros((2, 3), np.int64), "class probabilities with shape"),
         (np.zeros((2, 3)), np.array([0.0, 1.0]), "integer class indices.*got float64"),
         (np.zeros((2, 3)), np.array([[0], [1]]), "integer class indices"),
         (

@@ -65,22 +65,27 @@ def cross_entropy(
     """Loss and d loss / d logits, row by row, from torch.nn.CrossEntropyLoss's documented
     formula: loss_n = −Σ_c w_c·q_c·log softmax(x_n)_c with q = (1 − ε)·one_hot(t_n) + ε/C;
     rows with target ignore_index add nothing; the mean divides by Σ_n w_(t_n) over the
-    rows kept. The gradient of a row is Σ_c w_c·q_c·(softmax − one_hot(c))."""
+    rows kept. The gradient of a row is Σ_c w_c·q_c·(softmax − one_hot(c)). A target of
+    class probabilities (N, C) takes q = (1 − ε)·target_n + ε/C, and the mean divides by N."""
     x = np.asarray(logits, dtype=np.float64)
     n, c = x.shape
     w = np.ones(c) if weight is None else np.asarray(weight, dtype=np.float64)
+    probabilities = np.ndim(target) == 2
     losses = np.zeros(n)
     grad = np.zeros_like(x)
     divisor = 0.0
     for row in range(n):
-        if target[row] == ignore_index:
+        if not probabilities and target[row] == ignore_index:
             continue
-        divisor += w[target[row]]
+        divisor += 1.0 if probabilities else w[target[row]]
         top = max(x[row])
         log_z = top + math.log(sum(math.exp(v - top) for v in x[row]))
         log_p = x[row] - log_z
         q = np.full(c, label_smoothing / c)
-        q[target[row]] += 1 - label_smoothing
+        if probabilities:
+            q += (1 - label_smoothing) * np.asarray(target[row], dtype=np.float64)
+        else:
+            q[target[row]] += 1 - label_smoothing
         losses[row] = -np.dot(w * q, log_p)
         grad[row] = np.dot(w, q) * np.exp(log_p) - w * q
     if reduction == "mean":

@@ -12,6 +12,21 @@ from .. import config
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _exp_shifted(row, out):
+    """out[j] = exp(row[j] − m), m = max_j row[j] (so no exponential overflows); returns m
+    and Σ_j out[j] (summed in float64): softmax(row) = out / Σ, log_s = log Σ."""
+    m = row[0]
+    for j in range(1, row.shape[0]):
+        m = max(m, row[j])
+    s = 0.0
+    for j in range(row.shape[0]):
+        e = np.exp(row[j] - m)
+        out[j] = e
+        s += e
+    return m, s
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
 def cross_entropy(x, target, weight, ignore_index, smoothing, mean, grad):
     """The loss, and grad = d loss / dx, as torch.nn.CrossEntropyLoss.
 
@@ -51,17 +66,11 @@ def cross_entropy(x, target, weight, ignore_index, smoothing, mean, grad):
             for j in range(c):
                 g[j] = 0
             continue
-        m = row[0]
-        for j in range(1, c):
-            m = max(m, row[j])
-        s = 0.0
+        m, s = _exp_shifted(row, g)
+        log_s = np.log(s)
         weighted = 0.0  # Σ_c w_c·(x_c − m), for the smoothing term
         for j in range(c):
-            e = np.exp(row[j] - m)
-            g[j] = e
-            s += e
             weighted += weight[j] * (row[j] - m)
-        log_s = np.log(s)
         w_t = (1 - smoothing) * weight[t]
         # −log p_c = log_s − (x_c − m)
         total += w_t * (log_s - (row[t] - m))
@@ -72,5 +81,39 @@ def cross_entropy(x, target, weight, ignore_index, smoothing, mean, grad):
         # float32 store left a rounding error where the gradient is exactly 0 (C = 1).
         for j in range(c):
             q = uniform * weight[j] + (w_t if j == t else 0.0)
+            g[j] = (g[j] * a - q) * scale
+    return total * scale
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def cross_entropy_probabilities(x, y, weight, smoothing, mean, grad):
+    """:func:`cross_entropy` for targets given as class probabilities, as torch takes them
+    (soft labels: mixup, distillation).
+
+    Row n, with ỹ = (1 − ε)·y_n + ε/C and the class weights w:
+
+        loss_n = Σ_c w_c·ỹ_c·(−log p_c),   grad_n = (Σ_c w_c·ỹ_c)·p − w ⊙ ỹ,
+
+    and the mean divides by N (not by a sum of weights: torch's rule for probabilities).
+    Shapes: x, y, grad (N, C); weight (C,) float64. Sums in float64. Serial.
+    """
+    n, c = x.shape
+    scale = (1.0 / n if n else np.nan) if mean else 1.0
+    uniform = smoothing / c
+    total = 0.0
+    for i in range(n):
+        row = x[i]
+        g = grad[i]
+        target = y[i]
+        m, s = _exp_shifted(row, g)
+        log_s = np.log(s)
+        mass = 0.0  # Σ_c w_c·ỹ_c
+        for j in range(c):
+            q = weight[j] * ((1 - smoothing) * target[j] + uniform)
+            mass += q
+            total += q * (log_s - (row[j] - m))
+        a = mass / s
+        for j in range(c):
+            q = weight[j] * ((1 - smoothing) * target[j] + uniform)
             g[j] = (g[j] * a - q) * scale
     return total * scale

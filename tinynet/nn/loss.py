@@ -23,7 +23,8 @@ class CrossEntropyLoss(Module):
     target is ``ignore_index`` count for nothing, in the mean's divisor too. Without weights
     the gradient is (softmax − target) / N.
 
-    Shape: input (N, C) float, target (N,) integer class indices in [0, C) (or ignore_index);
+    Shape: input (N, C) float; target (N,) integer class indices in [0, C) (or ignore_index),
+    or (N, C) float class probabilities (soft labels; the mean is then over N, as torch's);
     weight (C,), a buffer (in state_dict, as torch's).
     """
 
@@ -70,10 +71,27 @@ class CrossEntropyLoss(Module):
         n, c = x.shape
         if c == 0:
             raise ValueError("CrossEntropyLoss expected at least one class, got input (N, 0)")
+        weight = self._class_weights(c)
+        grad = np.empty_like(x)
+        mean = self.reduction == "mean"
+        if target.shape == (n, c) and target.dtype.kind == "f":
+            # Class probabilities (soft labels). As torch: no ignore_index with them.
+            if self.ignore_index != -100:
+                raise ValueError(
+                    "CrossEntropyLoss: ignore_index is not supported for class-probability "
+                    f"targets (got ignore_index={self.ignore_index})"
+                )
+            y = target.astype(x.dtype, copy=False)
+            loss = kernels.cross_entropy_probabilities(
+                x, y, weight, self.label_smoothing, mean, grad
+            )
+            self._grad = grad
+            return float(loss)
         if target.shape != (n,) or target.dtype.kind not in "iu":
             raise ValueError(
-                f"CrossEntropyLoss expected target of integer class indices with shape ({n},), "
-                f"got {target.dtype} array of shape {target.shape}"
+                f"CrossEntropyLoss expected target of integer class indices with shape ({n},) "
+                f"or of class probabilities with shape ({n}, {c}), got {target.dtype} array of "
+                f"shape {target.shape}"
             )
         target = target.astype(np.intp, copy=False)  # one compiled kernel for every int type
         counted = target[target != self.ignore_index]
@@ -82,23 +100,23 @@ class CrossEntropyLoss(Module):
                 f"CrossEntropyLoss expected target values in [0, {c}) or ignore_index "
                 f"({self.ignore_index}), got min {counted.min()} and max {counted.max()}"
             )
-        if self.weight is None:
-            weight = np.ones(c)
-        elif self.weight.shape != (c,):
-            raise ValueError(
-                f"CrossEntropyLoss expected weight of shape ({c},), one per class of the "
-                f"input (N, {c}), got shape {self.weight.shape}"
-            )
-        else:
-            weight = self.weight.astype(np.float64)
-        grad = np.empty_like(x)
         # The mean of no values is NaN, as in PyTorch (the kernel divides by Σ w = 0).
-        mean = self.reduction == "mean"
         loss = kernels.cross_entropy(
             x, target, weight, self.ignore_index, self.label_smoothing, mean, grad
         )
         self._grad = grad
         return float(loss)
+
+    def _class_weights(self, c):
+        """The class weights as float64 (C,): ones without ``weight``."""
+        if self.weight is None:
+            return np.ones(c)
+        if self.weight.shape != (c,):
+            raise ValueError(
+                f"CrossEntropyLoss expected weight of shape ({c},), one per class of the "
+                f"input (N, {c}), got shape {self.weight.shape}"
+            )
+        return self.weight.astype(np.float64)
 
     def backward(self, grad_out=None):
         require_forward(self, self._grad)
