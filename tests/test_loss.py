@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import dense as ref
 
-from tinynet.nn import CrossEntropyLoss, MSELoss
+from tinynet.nn import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from tinynet.testing import assert_close
 
 SMOOTHING = [0.0, 0.1, 0.5, 1.0]
@@ -398,3 +400,90 @@ def test_cross_entropy_empty_batch_and_no_classes():
     assert CrossEntropyLoss(reduction="sum")(np.zeros((0, 3)), np.zeros(0, np.int64)) == 0
     with pytest.raises(ValueError, match="at least one class"):
         crit(np.zeros((2, 0), np.float32), np.zeros(2, np.int64))
+
+
+# -- BCEWithLogitsLoss -------------------------------------------------------------------------
+
+
+def bce_case(shape, seed, weight_shape=None, pos_shape=None):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape) * 4
+    y = rng.uniform(0, 1, shape)
+    hard = rng.random(shape) < 0.5  # some hard labels, 0 or 1
+    y[hard] = np.round(y[hard])
+    w = None if weight_shape is None else rng.uniform(0.1, 2, weight_shape)
+    p = None if pos_shape is None else rng.uniform(0.2, 3, pos_shape)
+    return x, y, w, p
+
+
+def bce_reference(x, y, w, p, reduction):
+    """−w·[p·y·log σ(x) + (1 − y)·log(1 − σ(x))] from the definition, in float64 with
+    math.log1p / math.exp per element, and its derivative w·(σ(x)·(1 + (p − 1)·y) − p·y)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    w = np.broadcast_to(1.0 if w is None else w, x.shape)
+    p = np.broadcast_to(1.0 if p is None else p, x.shape)
+    losses, grads = np.zeros(x.shape), np.zeros(x.shape)
+    for i in np.ndindex(x.shape):
+        v = x[i]
+        log_sig = -math.log1p(math.exp(-v)) if v > 0 else v - math.log1p(math.exp(v))
+        log_one_minus = log_sig - v  # log(1 − σ(v)) = log σ(v) − v
+        sig = 1 / (1 + math.exp(-v)) if v > 0 else math.exp(v) / (1 + math.exp(v))
+        losses[i] = -w[i] * (p[i] * y[i] * log_sig + (1 - y[i]) * log_one_minus)
+        grads[i] = w[i] * (sig * (1 + (p[i] - 1) * y[i]) - p[i] * y[i])
+    scale = 1 / max(x.size, 1) if reduction == "mean" else 1.0
+    return losses.sum() * scale, grads * scale
+
+
+@pytest.mark.parametrize(
+    ("shape", "weight_shape", "pos_shape"),
+    [((7,), None, None), ((5, 3), (3,), (3,)), ((4, 3), (4, 1), None), ((2, 3, 4, 5), None, (5,))],
+)
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_bce_with_logits_against_reference_and_torch(shape, weight_shape, pos_shape, reduction):
+    x, y, w, p = bce_case(shape, 0, weight_shape, pos_shape)
+    crit = BCEWithLogitsLoss(w, reduction=reduction, pos_weight=p)
+    loss, grad = crit(x, y), crit.backward()
+    expected_loss, expected_grad = bce_reference(x, y, w, p, reduction)
+    assert_close(loss, expected_loss, rtol=1e-12)
+    assert_close(grad, expected_grad, rtol=1e-11, atol=1e-15)
+    torch = pytest.importorskip("torch")
+    theirs = torch.nn.BCEWithLogitsLoss(
+        weight=None if w is None else torch.tensor(w),
+        reduction=reduction,
+        pos_weight=None if p is None else torch.tensor(p),
+    )
+    assert_same_as_torch(torch, crit, theirs, x, y)
+    assert set(crit.state_dict()) == set(theirs.state_dict())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bce_with_logits_is_stable_for_large_logits(dtype):
+    x = np.array([-200.0, -30.0, 0.0, 30.0, 200.0], dtype=dtype)
+    y = np.array([1.0, 0.0, 0.5, 1.0, 0.0], dtype=dtype)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        crit = BCEWithLogitsLoss(reduction="sum")
+        loss = crit(x, y)
+        grad = crit.backward()
+    assert grad.dtype == dtype and np.isfinite(grad).all()
+    # 200 and 200 from the two wrong extremes, log 2 at 0, about e^-30 from the right ones.
+    assert_close(loss, 400 + math.log(2), rtol=1e-9)
+    assert_close(grad, np.array([-1.0, 0.0, 0.0, 0.0, 1.0]), atol=1e-12)
+
+
+def test_bce_with_logits_gradient_is_the_central_difference():
+    x, y, w, p = bce_case((4, 3), 1, (3,), (3,))
+    crit = BCEWithLogitsLoss(w, pos_weight=p)
+    crit(x, y)
+    numeric = central_differences(lambda z: BCEWithLogitsLoss(w, pos_weight=p)(z, y), x)
+    assert_close(crit.backward(), numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_bce_with_logits_errors():
+    with pytest.raises(ValueError, match="expected reduction in .*got 'none'"):
+        BCEWithLogitsLoss(reduction="none")
+    with pytest.raises(ValueError, match=r"target of the input's shape \(2, 3\), got \(3,\)"):
+        BCEWithLogitsLoss()(np.zeros((2, 3)), np.zeros(3))
+    with pytest.raises(ValueError, match=r"pos_weight broadcastable .*got shape \(2,\)"):
+        BCEWithLogitsLoss(pos_weight=np.ones(2))(np.zeros((2, 3)), np.zeros((2, 3)))
+    with pytest.raises(RuntimeError, match="BCEWithLogitsLoss.backward called before forward"):
+        BCEWithLogitsLoss().backward()

@@ -8,7 +8,7 @@ from .dropout import Dropout
 from .flatten import Flatten
 from .fused import FusedReLU
 from .linear import Linear
-from .loss import CrossEntropyLoss, MSELoss
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from .merge import Add, Concat, Identity
 from .module import Module, Parameter, Sequential
 from .pooling import (
@@ -26,6 +26,7 @@ __all__ = [
     "AdaptiveAvgPool3d",
     "AvgPool2d",
     "AvgPool3d",
+    "BCEWithLogitsLoss",
     "BatchNorm1d",
     "BatchNorm2d",
     "BatchNorm3d",

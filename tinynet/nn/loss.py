@@ -12,7 +12,36 @@ from .validation import cast_input, require_forward
 _REDUCTIONS = ("mean", "sum")
 
 
-class CrossEntropyLoss(Module):
+class _Loss(Module):
+    """What the losses share: the reduction, and a backward that returns the gradient the
+    forward computed (the loss is the end of the graph: no grad_out is needed)."""
+
+    def __init__(self, reduction: str):
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(
+                f"{type(self).__name__} expected reduction in {_REDUCTIONS}, got {reduction!r}"
+            )
+        self.reduction = reduction
+        self._grad = None
+
+    def _same_shape(self, input, target):
+        """The input and the target as float arrays of the input's dtype and one shape."""
+        x = cast_input(self, input)
+        y = cast_input(self, target, x.dtype)
+        if x.shape != y.shape:
+            raise ValueError(
+                f"{type(self).__name__} expected target of the input's shape {x.shape}, "
+                f"got {y.shape}"
+            )
+        return x, y
+
+    def backward(self, grad_out=None):
+        require_forward(self, self._grad)
+        return self._grad
+
+
+class CrossEntropyLoss(_Loss):
     """Softmax cross-entropy on raw scores (logits), fused for stability, as
     torch.nn.CrossEntropyLoss.
 
@@ -36,11 +65,7 @@ class CrossEntropyLoss(Module):
         reduction: str = "mean",
         label_smoothing: float = 0.0,
     ):
-        super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(
-                f"CrossEntropyLoss expected reduction in {_REDUCTIONS}, got {reduction!r}"
-            )
+        super().__init__(reduction)
         if not 0.0 <= float(label_smoothing) <= 1.0:
             raise ValueError(
                 f"CrossEntropyLoss expected label_smoothing in [0, 1], got {label_smoothing!r}"
@@ -59,9 +84,7 @@ class CrossEntropyLoss(Module):
             weight = weight.copy()
         self.register_buffer("weight", weight)
         self.ignore_index = int(ignore_index)
-        self.reduction = reduction
         self.label_smoothing = float(label_smoothing)
-        self._grad = None
 
     def forward(self, input, target):
         x = cast_input(self, input)
@@ -118,10 +141,6 @@ class CrossEntropyLoss(Module):
             )
         return self.weight.astype(np.float64)
 
-    def backward(self, grad_out=None):
-        require_forward(self, self._grad)
-        return self._grad
-
     def extra_repr(self) -> str:
         text = f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}"
         if self.ignore_index != -100:
@@ -129,28 +148,66 @@ class CrossEntropyLoss(Module):
         return ("weight=..., " if self.weight is not None else "") + text
 
 
-class MSELoss(Module):
+class MSELoss(_Loss):
     """Mean squared error, mean over every element (or sum); gradient 2(x − y)/numel."""
 
     def __init__(self, reduction: str = "mean"):
-        super().__init__()
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"MSELoss expected reduction in {_REDUCTIONS}, got {reduction!r}")
-        self.reduction = reduction
-        self._grad = None
+        super().__init__(reduction)
 
     def forward(self, input, target):
-        x = cast_input(self, input)
-        y = cast_input(self, target, x.dtype)
-        if x.shape != y.shape:
-            raise ValueError(
-                f"MSELoss expected target of the input's shape {x.shape}, got {y.shape}"
-            )
+        x, y = self._same_shape(input, target)
         diff = x - y
         scale = 1.0 / max(x.size, 1) if self.reduction == "mean" else 1.0
         self._grad = diff * x.dtype.type(2 * scale)
         return float(np.square(diff, dtype=np.float64).sum() * scale)
 
-    def backward(self, grad_out=None):
-        require_forward(self, self._grad)
-        return self._grad
+
+class BCEWithLogitsLoss(_Loss):
+    """Binary cross-entropy on raw scores (logits), as torch.nn.BCEWithLogitsLoss: one
+    independent yes/no per output element (binary or multi-label classification).
+
+    ℓ = −w·[p·y·log σ(x) + (1 − y)·log(1 − σ(x))] per element, with the target y in [0, 1],
+    ``weight`` w (broadcast to the input's shape) and ``pos_weight`` p (one per class, along the
+    last axis; > 1 raises recall). Computed without σ itself, which rounds to 0 or 1 for
+    |x| > 17 in float32: log σ(x) = −softplus(−x) and log(1 − σ(x)) = −softplus(x), so
+
+        ℓ = w·[(1 − y)·x + (1 + (p − 1)·y)·softplus(−x)],
+        dℓ/dx = w·[(1 − y) − (1 + (p − 1)·y)·σ(−x)]   (σ(x) − y when w = p = 1),
+
+    then the mean over every element, or the sum.
+    """
+
+    def __init__(self, weight=None, *, reduction: str = "mean", pos_weight=None):
+        super().__init__(reduction)
+        self.register_buffer("weight", None if weight is None else cast_input(self, weight).copy())
+        self.register_buffer(
+            "pos_weight", None if pos_weight is None else cast_input(self, pos_weight).copy()
+        )
+
+    def forward(self, input, target):
+        x, y = self._same_shape(input, target)
+        # Loss terms in float64: softplus of float32 scores would round small terms away.
+        x64, y64 = x.astype(np.float64), y.astype(np.float64)
+        scale = 1.0 / max(x.size, 1) if self.reduction == "mean" else 1.0
+        lw = 1.0 if self.pos_weight is None else 1.0 + (self._broadcast("pos_weight", x) - 1) * y64
+        w = 1.0 if self.weight is None else self._broadcast("weight", x)
+        softplus_neg = np.logaddexp(0.0, -x64)  # −log σ(x)
+        losses = w * ((1.0 - y64) * x64 + lw * softplus_neg)
+        sigma_neg = np.exp(-np.logaddexp(0.0, x64))  # σ(−x), without overflow
+        self._grad = (w * ((1.0 - y64) - lw * sigma_neg) * scale).astype(x.dtype)
+        return float(losses.sum() * scale)
+
+    def _broadcast(self, name, x):
+        """The buffer ``name`` as float64, broadcast against the input (torch's rule: weight
+        to the input's shape, pos_weight along its last axis)."""
+        value = getattr(self, name).astype(np.float64)
+        try:
+            return np.broadcast_to(value, x.shape)
+        except ValueError:
+            raise ValueError(
+                f"BCEWithLogitsLoss expected {name} broadcastable to the input's shape "
+                f"{x.shape}, got shape {value.shape}"
+            ) from None
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
