@@ -3,12 +3,17 @@
 ``profile(model, input_shape)`` runs a few training steps (forward, then backward with
 ``input_grad=False``, as a training loop does) on a deep copy of the model and prints::
 
-    profile: Sequential, input (64, 1, 28, 28) float32, train mode, 2 threads, 20 steps
-    Layer    Type         Forward ms   Backward ms   Share   GFLOP/s   First step s
-    0        Conv2d            0.512         0.701    5.1%      57.2           0.61
+    profile: Sequential, input (64, 1, 28, 28) float32, train mode, 2 threads, medians of 20 steps
+    Layer             Type         Forward ms  Backward ms   Share  GFLOP/s  First step s
+    0                 Conv2d            0.941        0.924    7.2%     30.7          0.33
+    1                 BatchNorm2d       0.775        1.246    7.8%      4.1          0.03
     ...
-    (outside layers)           0.210         0.153    1.5%
-    step                       9.870        14.020  100.0%
+    4                 Conv2d            4.843        8.745   52.5%     95.5          0.06
+    ...
+    (outside layers)                    0.067        0.108    0.7%
+    step                               10.396       14.448  100.0%
+
+(LeNet-BN, batch 64, on 2 cores: its second convolution is half of a training step.)
 
 How: each leaf layer's ``forward`` and ``backward`` are wrapped, on the copy only, with a
 timer (an instance attribute named ``forward`` takes precedence over the class's method, as
