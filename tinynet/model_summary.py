@@ -157,7 +157,7 @@ def summarize(model: Module, input_shape, dtype=None) -> ModelSummary:
     """
     if not isinstance(model, Module):
         raise TypeError(f"summary expected a tinynet Module, got {type(model).__name__}")
-    input_shape = _check_shape(input_shape)
+    input_shape = check_input_shape(input_shape)
     work = copy.deepcopy(model).eval()
     if dtype is not None:
         work.to(dtype)
@@ -241,7 +241,9 @@ def leaf_layers(model: Module) -> list[tuple[str, Module]]:
     ]
 
 
-def _check_shape(input_shape) -> tuple[int, ...]:
+def check_input_shape(input_shape, caller: str = "summary") -> tuple[int, ...]:
+    """``input_shape`` as a tuple of ints ≥ 1 (batch included), or a ValueError naming
+    ``caller`` (summary, profile) and what it got."""
     try:
         shape = tuple(input_shape)
     except TypeError:
@@ -252,7 +254,7 @@ def _check_shape(input_shape) -> tuple[int, ...]:
         or any(s < 1 for s in shape)
     ):
         raise ValueError(
-            f"summary expected input_shape to be a tuple of positive ints including the batch "
+            f"{caller} expected input_shape to be a tuple of positive ints including the batch "
             f"dimension, e.g. (1, 1, 28, 28); got {input_shape!r}"
         )
     return tuple(int(s) for s in shape)

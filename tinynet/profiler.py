@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import config
-from .model_summary import _check_shape, count_flops, leaf_layers
+from .model_summary import check_input_shape, count_flops, leaf_layers
 from .nn.fused import FusedReLU
 from .nn.module import Module, backward_into
 
@@ -165,7 +165,11 @@ def measure(model: Module, input, *, steps: int = 20, train: bool = True, dtype=
     if isinstance(input, np.ndarray):
         x = input.astype(dtype, copy=False)
     else:
-        x = np.random.default_rng(0).standard_normal(_check_shape(input)).astype(dtype)
+        x = (
+            np.random.default_rng(0)
+            .standard_normal(check_input_shape(input, "profile"))
+            .astype(dtype)
+        )
 
     # Leaves only (a container with parameters of its own would count its children twice:
     # its time stays outside the layers), a FusedReLU as one.

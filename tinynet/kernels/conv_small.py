@@ -54,6 +54,10 @@ from numba import njit, prange
 from .. import config
 from .conv import zero_fill
 
+# Output planes each forward kernel accumulates at once, by kernel size: its acc work array
+# holds that many rows of OH·wp values per block (the 5×5 one pairs output channels).
+ACCUMULATORS = {3: 1, 5: 2}
+
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
 def _padded_plane(out_h, out_w, k):
