@@ -97,6 +97,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
 
     from . import limits as limits_mod
     from .runner import IMPLS, add_rates, run_workload
+    from .timing import SETTLE_S
     from .torch_impl import import_torch
     from .workloads import all_workloads
 
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
     threads = max(1, min(args.threads, numba.config.NUMBA_NUM_THREADS))
     reps = args.reps or (3 if args.quick else 11)
     min_sample = args.min_sample or (0.002 if args.quick else 0.05)
+    settle = 0.0 if args.quick else SETTLE_S
 
     def set_threads(n):
         tinynet.set_num_threads(n)
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace, log=print) -> dict:
     records = []
     for n, work in enumerate(workloads, 1):
         log(f"[{n}/{len(workloads)}] {work.name}")
-        records.append(run_workload(work, impls, tinynet, torch, reps, min_sample))
+        records.append(run_workload(work, impls, tinynet, torch, reps, min_sample, settle))
     results["workloads"] = records
     # Limits again at the end: if the machine got busier during the run, it shows here. The
     # fractions use the better of the two, the best this machine showed it can do.
@@ -163,17 +165,19 @@ def _scaling(args, workloads, impls, tn, torch, cores, set_threads, log) -> dict
     """The limits and (by default) the model workloads at 1..cores threads."""
     from . import limits as limits_mod
     from .runner import run_workload
+    from .timing import SETTLE_S
 
     chosen = workloads if args.only else [w for w in workloads if w.group == "model"]
     reps = max(3, (args.reps or 7) // 2)
     min_sample = args.min_sample or (0.002 if args.quick else 0.05)
+    settle = 0.0 if args.quick else SETTLE_S
     out = {}
     for t in range(1, cores + 1):
         set_threads(t)
         log(f"thread scaling: {t} thread(s)")
         entry = {"limits": limits_mod.measure_limits(args.quick), "workloads": {}}
         for work in chosen:
-            record = run_workload(work, impls, tn, torch, reps, min_sample)
+            record = run_workload(work, impls, tn, torch, reps, min_sample, settle)
             entry["workloads"][work.name] = {
                 impl: r.get("median_s") for impl, r in record["impl"].items()
             }

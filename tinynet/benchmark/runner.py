@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .timing import time_interleaved
+from .timing import SETTLE_S, time_interleaved
 
 IMPLS = ("tinynet", "numpy", "torch")
 
@@ -67,7 +67,9 @@ def validate(outputs: dict[str, dict], tolerance: float) -> dict[str, dict]:
     return verdict
 
 
-def run_workload(work, impls, tn, torch, reps: int, min_sample_s: float) -> dict:
+def run_workload(
+    work, impls, tn, torch, reps: int, min_sample_s: float, settle_s: float = SETTLE_S
+) -> dict:
     """Build, validate and time one workload; a record for the report."""
     record = {
         "name": work.name,
@@ -104,7 +106,9 @@ def run_workload(work, impls, tn, torch, reps: int, min_sample_s: float) -> dict
         for impl in IMPLS
         if impl in outputs and record["impl"][impl]["status"] in ("ok", "unchecked")
     }
-    for impl, result in time_interleaved(timed, reps, min_sample_s=min_sample_s).items():
+    for impl, result in time_interleaved(
+        timed, reps, min_sample_s=min_sample_s, settle_s=settle_s
+    ).items():
         if "error" in result:
             record["impl"][impl]["status"] = f"n/a ({result['error']})"
             continue

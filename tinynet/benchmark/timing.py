@@ -11,9 +11,13 @@ The rules, and why:
 * **Enough work per sample.** A sample times ``number`` back-to-back calls, with ``number``
   chosen so one sample lasts at least ``min_sample_s``; a 20-microsecond call timed alone
   would measure the clock.
-* **No pause between samples.** A pause lets thread pools fall asleep, and on a busy machine
-  waking a sleeping worker can wait a whole scheduler time slice (milliseconds); in a training
-  loop calls come back to back, so samples do too.
+* **A pause between samples, none within one.** After a call, thread pools keep their
+  workers spinning on the cores for a while, waiting for more work: OpenBLAS (NumPy's
+  products) for 2^28 cycles by default, about 0.1 s. Whoever runs next shares the cores with
+  them: measured on a 2-core machine, tinynet's Conv2d 32 → 64 forward right after NumPy's
+  took 8.5 ms instead of 2.0 with a 10 ms pause, still 2.6x slow after 50 ms, and as fast as
+  alone after 150 ms; PyTorch's suffered alike. So each sample waits ``settle_s`` (0.2 s)
+  first. Within a sample, calls come back to back, as in a training loop.
 * **Medians and spread.** The median is robust to the odd sample a neighbour's process
   stole; the interquartile range and min/max show how noisy the machine was.
 """
@@ -56,7 +60,8 @@ def summarize(times: list[float]) -> dict:
     }
 
 
-_SETTLE_S = 0.02
+# Longer than OpenBLAS's default spin (2^28 cycles, ~0.1 s at 2.5 GHz; see the rules above).
+SETTLE_S = 0.2
 
 
 def time_interleaved(
@@ -64,6 +69,7 @@ def time_interleaved(
     reps: int,
     warmup: int = 2,
     min_sample_s: float = 0.02,
+    settle_s: float = SETTLE_S,
 ) -> dict[str, dict]:
     """Time each callable in ``fns``, interleaving their samples; per-call statistics.
 
@@ -99,7 +105,7 @@ def time_interleaved(
             # Let the previous implementation's thread pools fall asleep first: OpenMP and
             # OpenBLAS workers spin-wait for a while after each call, on the cores the next
             # implementation needs, which otherwise slows whoever runs second.
-            time.sleep(_SETTLE_S)
+            time.sleep(settle_s)
             start = time.perf_counter()
             for _ in range(number):
                 fn()
