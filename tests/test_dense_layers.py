@@ -602,14 +602,21 @@ def test_mlp_gradcheck_every_element():
     assert gradcheck(model, rand(4, 3), max_checks=None)
 
 
+@pytest.mark.parametrize(
+    "n, fan_in, fan_out",
+    [(70, 300, 200), (33, 500, 301), (300, 200, 70), (2, 3000, 1001)],
+    ids=["by features", "by features, uneven", "by rows", "batch of 2"],
+)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_linear_split_across_threads_matches_numpy(threads):
-    """A product large enough for the row-block kernels (one BLAS call per thread)."""
+def test_linear_split_across_threads_matches_numpy(threads, n, fan_in, fan_out):
+    """Products large enough to split across threads (one BLAS call per thread): by output
+    features when the batch is smaller than their count, else by rows."""
+    assert 2 * n * fan_in * fan_out >= 4_000_000  # the layer's threshold for splitting
     rng = np.random.default_rng(3)
     tinynet.manual_seed(3)
-    layer = Linear(300, 200).double()
-    x = rng.standard_normal((70, 300))
-    g = rng.standard_normal((70, 200))
+    layer = Linear(fan_in, fan_out).double()
+    x = rng.standard_normal((n, fan_in))
+    g = rng.standard_normal((n, fan_out))
     with tinynet.set_num_threads(threads):
         y = layer(x)
         gx = layer.backward(g)

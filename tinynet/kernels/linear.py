@@ -61,6 +61,30 @@ def linear_forward(x, weight, blocks, out):
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def linear_forward_by_features(x, weight, blocks, scratch, out):
+    """out = x @ weightᵀ split by output features instead of rows, for a batch smaller than
+    the feature count: each block's product is then squarer, which BLAS runs faster (measured
+    on (64, 3136) → 128, 2 threads: 0.30 ms against 0.36 by rows; BLAS packs the whole weight
+    once per row block, so row blocks of 32 spend much of their time packing).
+
+    Shapes: scratch (blocks, ≥ N·⌈out / blocks⌉): a block's columns of out are strided, and
+    BLAS writes a contiguous matrix, so each block computes into its own scratch row and
+    then copies into its columns. Parallel over: feature blocks; each writes only its own scratch
+    and its own columns of out.
+    """
+    n, m = x.shape[0], weight.shape[0]
+    for b in prange(blocks):
+        o0 = b * m // blocks
+        o1 = (b + 1) * m // blocks
+        part = scratch[b, : n * (o1 - o0)].reshape(n, o1 - o0)
+        np.dot(x, weight[o0:o1].T, part)
+        for i in range(n):
+            for j in range(o1 - o0):
+                out[i, o0 + j] = part[i, j]
+    return out
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def linear_backward(
     x, weight, grad_out, grad_out_t, blocks, input_grad, grad_x, grad_w, weight_grad
 ):
