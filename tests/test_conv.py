@@ -443,85 +443,100 @@ def test_state_dict_loads_pytorch_weights():
     assert_close(ours(x), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-12, atol=1e-12)
 
 
-# -- Winograd F(2×2, 3×3) and F(2×2, 5×5) --------------------------------------------------
+# -- Winograd F(2×2, 3×3), F(4×4, 3×3) and F(2×2, 5×5) -------------------------------------
+
+# (kernel size, output tile side) of each Winograd kernel
+KINDS = [(3, 2), (3, 4), (5, 2)]
+KIND_IDS = ["F(2x2,3x3)", "F(4x4,3x3)", "F(2x2,5x5)"]
 
 
 @pytest.fixture
 def winograd(monkeypatch):
     """Make a Conv2d take the Winograd path whatever its size (the dispatch rule is a speed
-    rule: small test shapes would go to im2col)."""
+    rule: small test shapes would go to im2col), with the given output tile."""
     monkeypatch.setattr("tinynet.nn.conv_winograd._WINOGRAD_MIN_TILES", 1)
 
-    def make(cin, cout, padding=1, bias=True, dtype=np.float64, k=3):
+    def make(cin, cout, padding=1, bias=True, dtype=np.float64, k=3, tile=2):
         layer = Conv2d(cin, cout, k, padding=padding, bias=bias).to(dtype)
         layer._winograd = True
+        layer._winograd_tile = lambda n, out_size: tile
         return layer
 
     return make
 
 
+_WINOGRAD_CASES_3x3 = [
+    (3, 4, 5, (7, 9), 1, True),  # odd sizes: tiles hang over the bottom and right edges
+    (2, 3, 2, (6, 6), 0, True),
+    (1, 1, 1, (5, 4), 2, False),  # batch 1, one channel, the widest padding
+    (2, 2, 3, (3, 3), 0, True),  # a 1×1 output: one tile, mostly overhanging
+    (4, 6, 4, (8, 5), "same", False),
+    (2, 3, 4, (10, 13), 1, True),  # F(4×4): whole tiles down, one column past the right
+]
+
+
 @pytest.mark.parametrize(
-    "batch, cin, cout, size, padding, bias, k",
-    [
-        (3, 4, 5, (7, 9), 1, True, 3),  # odd sizes: tiles hang over the bottom and right edges
-        (2, 3, 2, (6, 6), 0, True, 3),
-        (1, 1, 1, (5, 4), 2, False, 3),  # batch 1, one channel, the widest padding
-        (2, 2, 3, (3, 3), 0, True, 3),  # a 1×1 output: one tile, three quarters overhanging
-        (4, 6, 4, (8, 5), "same", False, 3),
-        (3, 4, 5, (9, 11), 2, True, 5),
-        (2, 3, 2, (6, 7), 0, True, 5),  # a 2×3 output: the right tiles overhang
-        (1, 1, 1, (3, 4), 4, False, 5),  # the widest padding: tiles reading mostly zeros
-        (2, 2, 3, (5, 5), 0, True, 5),  # a 1×1 output
-        (4, 6, 4, (8, 5), "same", False, 5),
-        (2, 5, 3, (7, 6), (1, 3), True, 5),  # unequal padding per axis
+    "batch, cin, cout, size, padding, bias, k, tile",
+    [(*case, 3, tile) for tile in (2, 4) for case in _WINOGRAD_CASES_3x3]
+    + [
+        (*case, 5, 2)
+        for case in [
+            (3, 4, 5, (9, 11), 2, True),
+            (2, 3, 2, (6, 7), 0, True),  # a 2×3 output: the right tiles overhang
+            (1, 1, 1, (3, 4), 4, False),  # the widest padding: tiles reading mostly zeros
+            (2, 2, 3, (5, 5), 0, True),  # a 1×1 output
+            (4, 6, 4, (8, 5), "same", False),
+            (2, 5, 3, (7, 6), (1, 3), True),  # unequal padding per axis
+        ]
     ],
 )
-def test_winograd_matches_reference(winograd, batch, cin, cout, size, padding, bias, k):
-    layer = winograd(cin, cout, padding, bias, k=k)
+def test_winograd_matches_reference(winograd, batch, cin, cout, size, padding, bias, k, tile):
+    layer = winograd(cin, cout, padding, bias, k=k, tile=tile)
     x = make_input(batch, cin, size, "strided", seed=batch)
     check_against_reference(layer, x)
     assert layer._x_padded is not None  # the Winograd path was taken
 
 
-@pytest.mark.parametrize("k", [3, 5])
-def test_winograd_float32_error_is_a_few_ulps(winograd, k):
+@pytest.mark.parametrize("k, tile", KINDS, ids=KIND_IDS)
+def test_winograd_float32_error_is_a_few_ulps(winograd, k, tile):
     # The transforms round in float32 on top of the sums: bound the error by the output scale.
-    # F(2×2, 5×5)'s transforms multiply by up to 5 and add six values a step: a larger bound.
-    layer = winograd(16, 24, dtype=np.float32, padding=k // 2, k=k)
+    # The 6×6 transforms (F(4×4, 3×3), F(2×2, 5×5)) multiply by up to 8 and add six values a
+    # step: a larger bound.
+    layer = winograd(16, 24, dtype=np.float32, padding=k // 2, k=k, tile=tile)
     x = make_input(4, 16, (11, 13), "contiguous", seed=7).astype(np.float32)
     y, grad_out, grad_x = run_layer(layer, x)
     args = ((1, 1), reference_padding(layer), (1, 1), 1)
     ref_y = conv_forward(x, layer.weight.data, layer.bias.data, *args)
     ref_gx, ref_gw, _ = conv_backward(x, layer.weight.data, grad_out, *args)
-    bound = 1e-5 if k == 3 else 3e-5
+    bound = 1e-5 if (k, tile) == (3, 2) else 3e-5
     for got, ref in [(y, ref_y), (grad_x, ref_gx), (layer.weight.grad, ref_gw)]:
         assert np.abs(got - ref).max() < bound * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("k", [3, 5])
-def test_winograd_gradcheck(winograd, k):
-    layer = winograd(3, 4, padding=k // 2, k=k)
+@pytest.mark.parametrize("k, tile", KINDS, ids=KIND_IDS)
+def test_winograd_gradcheck(winograd, k, tile):
+    layer = winograd(3, 4, padding=k // 2, k=k, tile=tile)
     x = np.random.default_rng(3).standard_normal((2, 3, 5, 7))
     assert gradcheck(layer, x, max_checks=40)
 
 
-@pytest.mark.parametrize("k", [3, 5])
-def test_winograd_same_input_gives_bit_identical_results(winograd, k):
+@pytest.mark.parametrize("k, tile", KINDS, ids=KIND_IDS)
+def test_winograd_same_input_gives_bit_identical_results(winograd, k, tile):
     x = make_input(9, 8, (9, 7), "contiguous", seed=0).astype(np.float32)
     results = []
     for _ in range(2):
         tinynet.manual_seed(0)
-        layer = winograd(8, 8, dtype=np.float32, k=k)
+        layer = winograd(8, 8, dtype=np.float32, k=k, tile=tile)
         y, _, grad_x = run_layer(layer, x)
         results.append((y, grad_x, layer.weight.grad, layer.bias.grad))
     for first, second in zip(*results, strict=True):
         assert np.array_equal(first, second)
 
 
-@pytest.mark.parametrize("k", [3, 5])
-def test_winograd_matches_pytorch_float32(winograd, k):
+@pytest.mark.parametrize("k, tile", KINDS, ids=KIND_IDS)
+def test_winograd_matches_pytorch_float32(winograd, k, tile):
     torch = pytest.importorskip("torch")
-    layer = winograd(8, 6, dtype=np.float32, k=k)
+    layer = winograd(8, 6, dtype=np.float32, k=k, tile=tile)
     x = make_input(3, 8, (9, 10), "contiguous", seed=2).astype(np.float32)
     y, grad_out, grad_x = run_layer(layer, x)
     xt = torch.tensor(x, requires_grad=True)
@@ -563,6 +578,44 @@ def test_winograd_dispatch_rule():
     x = make_input(1, 8, (5, 5), "contiguous", seed=1)
     check_against_reference(layer, x)
     assert layer._x_padded is None
+
+
+@pytest.mark.parametrize("k, tile", KINDS, ids=KIND_IDS)
+def test_winograd_relu_flag_clamps_in_the_output_transform(winograd, k, tile):
+    layer = winograd(8, 5, dtype=np.float32, padding=k // 2, k=k, tile=tile)
+    x = make_input(3, 8, (10, 7), "contiguous", seed=4).astype(np.float32)
+    plain = layer(x)
+    fused = layer._forward(x, relu=True)
+    assert layer._x_padded is not None
+    assert_close(fused, np.maximum(plain, 0), rtol=0, atol=0, name="fused relu")
+
+
+def test_winograd_tile_rule():
+    """F(4×4, 3×3) where it needs at most 60% of F(2×2)'s products and has enough tiles;
+    the backward uses the forward's tile even if the thread count changed in between."""
+    with tinynet.set_num_threads(2):
+        assert Conv2d(16, 32, 3, padding=1)._winograd_tile(64, (32, 32)) == 4
+        assert Conv2d(32, 32, 3, padding=1)._winograd_tile(64, (28, 28)) == 4
+        assert Conv2d(32, 64, 3, padding=1)._winograd_tile(64, (14, 14)) == 2  # 73%: overhang
+        assert Conv2d(128, 128, 3, padding=1)._winograd_tile(16, (8, 8)) == 2  # 64 tiles
+        assert Conv2d(32, 32, 5, padding=2)._winograd_tile(64, (32, 32)) == 2  # 5×5
+        assert Conv2d(8, 4, 3, padding=1)._winograd_tile(16, (16, 16)) == 4
+    with tinynet.set_num_threads(1):
+        assert Conv2d(8, 4, 3, padding=1)._winograd_tile(8, (16, 16)) == 4  # 128 tiles, 1 thread
+    # A 10×10 output pads differently for each tile (12 or 14 rows): a backward that asked
+    # the rule again, after it changed its answer, would read the padded input wrongly.
+    layer = Conv2d(8, 4, 3, padding=1).double()
+    x = make_input(16, 8, (10, 10), "contiguous", seed=5)
+    layer._winograd_tile = lambda n, out_size: 4
+    y = layer(x)
+    assert layer._x_padded is not None
+    layer._winograd_tile = lambda n, out_size: 2  # as if the thread count had changed it
+    grad_out = np.random.default_rng(1).standard_normal(y.shape)
+    grad_x = layer.backward(grad_out)
+    args = ((1, 1), reference_padding(layer), (1, 1), 1)
+    ref_gx, ref_gw, _ = conv_backward(x, layer.weight.data, grad_out, *args)
+    assert_close(grad_x, ref_gx, rtol=1e-9, atol=1e-9, name="grad input")
+    assert_close(layer.weight.grad, ref_gw, rtol=1e-9, atol=1e-9, name="grad weight")
 
 
 # -- the direct 3×3 and 5×5 path for few input channels (kernels/conv_small.py) --------------

@@ -46,6 +46,7 @@ from .graph import INPUT, Graph
 COSTS = {
     "Conv:gemm": 18.0,
     "Conv2d:winograd": 20.0,
+    "Conv2d:winograd4": 20.0,
     "Conv2d:winograd5": 20.0,
     "Conv2d:small": 10.0,
     "Conv:direct": 11.0,
@@ -317,8 +318,11 @@ def group_key(layer, shape) -> str | None:
     name = type(layer).__name__
     if isinstance(layer, (nn.Conv2d, nn.Conv3d)):
         out_size = layer._output_size(shape[2:])
-        if layer._winograd_fits(shape[0], out_size):  # F(2×2, 3×3) or F(2×2, 5×5)
-            return f"{name}:winograd" + ("5" if layer.kernel_size[0] == 5 else "")
+        if layer._winograd_fits(shape[0], out_size):  # F(2×2, 3×3), F(4×4, 3×3), F(2×2, 5×5)
+            if layer.kernel_size[0] == 5:
+                return f"{name}:winograd5"
+            tile = layer._winograd_tile(shape[0], out_size)
+            return f"{name}:winograd" + ("4" if tile == 4 else "")
         if layer._winograd3d_fits(shape[0], out_size):
             return f"{name}:winograd3d"
         for path in ("planes", "small"):

@@ -215,15 +215,17 @@ def _store(v, first, p, row):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _input_transform(xpad, line0, line1, v):
+def _input_transform(xpad, line0, line1, step, v):
     """V[ξ][c, p] = (Bᵀ d B)[ξ] for the 6×6 patch d of tile p in lines line0 .. line1.
 
-    Shapes: xpad (N, C, 2·th + 4, 2·tw + 4); v (36, ≥ C·tiles), tiles = (line1 − line0)·tw:
-    plane ξ holds V[ξ] (C × tiles) row-major in its first C·tiles entries.
+    ``step``: the tiles' output size, 2 here (F(2×2, 5×5)) or 4 (F(4×4, 3×3), winograd4.py,
+    whose Bᵀ is this one): patches start every ``step`` rows and columns.
+    Shapes: xpad (N, C, step·th + 6 − step, step·tw + 6 − step); v (36, ≥ C·tiles), tiles =
+    (line1 − line0)·tw: plane ξ holds V[ξ] (C × tiles) row-major in its first C·tiles entries.
     """
     n_channels, height, width = xpad.shape[1], xpad.shape[2], xpad.shape[3]
-    th = (height - 4) // 2
-    tw = (width - 4) // 2
+    th = (height - 6 + step) // step
+    tw = (width - 6 + step) // step
     tiles = (line1 - line0) * tw
     x = xpad.reshape(-1)  # flat, unsigned offsets: see winograd._input_transform
     k = _constants(xpad.dtype)
@@ -232,10 +234,10 @@ def _input_transform(xpad, line0, line1, v):
     for c in range(n_channels):
         for line in range(line0, line1):
             n = line // th
-            r = u(((n * n_channels + c) * height + 2 * (line - n * th)) * width)
+            r = u(((n * n_channels + c) * height + step * (line - n * th)) * width)
             base = c * tiles + (line - line0) * tw
             for tx in range(tw):
-                q = r + u(2 * tx)
+                q = r + u(step * tx)
                 p = base + tx
                 # Bᵀ down each of the patch's columns, then along each resulting row.
                 a0 = _bt(_column(x, q, w), k)
@@ -255,14 +257,15 @@ def _input_transform(xpad, line0, line1, v):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _input_transform_backward(v, line0, line1, gxpad):
+def _input_transform_backward(v, line0, line1, step, gxpad):
     """gxpad[n, c, patch of tile p] += B · dV[:][c, p] (as 6×6) · Bᵀ: the transpose above.
 
-    Shapes as :func:`_input_transform`, with v holding dV; overlapping patches accumulate.
+    Shapes and ``step`` as :func:`_input_transform`, with v holding dV; overlapping patches
+    accumulate.
     """
     n_channels, height, width = gxpad.shape[1], gxpad.shape[2], gxpad.shape[3]
-    th = (height - 4) // 2
-    tw = (width - 4) // 2
+    th = (height - 6 + step) // step
+    tw = (width - 6 + step) // step
     tiles = (line1 - line0) * tw
     g = gxpad.reshape(-1)
     k = _constants(gxpad.dtype)
@@ -271,10 +274,10 @@ def _input_transform_backward(v, line0, line1, gxpad):
     for c in range(n_channels):
         for line in range(line0, line1):
             n = line // th
-            r = u(((n * n_channels + c) * height + 2 * (line - n * th)) * width)
+            r = u(((n * n_channels + c) * height + step * (line - n * th)) * width)
             base = c * tiles + (line - line0) * tw
             for tx in range(tw):
-                q = r + u(2 * tx)
+                q = r + u(step * tx)
                 p = base + tx
                 # B along each row of dV, then down each resulting column.
                 h0 = _b((v[0, p], v[1, p], v[2, p], v[3, p], v[4, p], v[5, p]), k)
@@ -407,7 +410,7 @@ def winograd5_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
         for line0 in range((t * n_lines) // n_blocks, last, lines):
             line1 = min(line0 + lines, last)
             tiles = (line1 - line0) * tw
-            _input_transform(xpad, line0, line1, v[t])
+            _input_transform(xpad, line0, line1, 2, v[t])
             for k in range(36):
                 vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
                 mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
@@ -444,7 +447,7 @@ def winograd5_backward(
         for line0 in range(n0 * th, n1 * th, lines):
             line1 = min(line0 + lines, n1 * th)
             tiles = (line1 - line0) * tw
-            _input_transform(xpad, line0, line1, v[t])
+            _input_transform(xpad, line0, line1, 2, v[t])
             _grad_output_transform(grad_out, line0, line1, th, m[t])
             for k in range(36):
                 vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
@@ -452,7 +455,7 @@ def winograd5_backward(
                 np.dot(mk, vk.T, product)
                 add_into(product, partial_u[t, k])
                 np.dot(u[k].T, mk, vk)  # V[ξ] is no longer needed: its space takes dV[ξ]
-            _input_transform_backward(v[t], line0, line1, gxpad)
+            _input_transform_backward(v[t], line0, line1, 2, gxpad)
         for n in range(n0, n1):
             _crop(gxpad[n], padding, grad_x[n])
     sum_blocks(partial_u.reshape(n_blocks, -1), grad_u.reshape(-1))

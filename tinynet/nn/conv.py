@@ -4,8 +4,9 @@ out[n, o, p] = bias[o] + Σ_{c in o's group} Σ_{taps t} weight[o, c, t] · x[n,
 t·dilation − padding] (a cross-correlation, as in every deep-learning framework), with the
 input zero-padded. The layers only validate, keep state and pick a kernel; the loops live in
 ``tinynet/kernels/conv.py`` (vol2col + BLAS, or direct loops for other depthwise layers),
-``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions) and
-``winograd5.py`` (F(2×2, 5×5), for 5×5 ones),
+``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions),
+``winograd4.py`` (F(4×4, 3×3), for those on larger maps) and ``winograd5.py`` (F(2×2, 5×5),
+for 5×5 ones),
 ``tinynet/kernels/winograd3d.py`` (its 3-D form, F(2×2×2, 3×3×3), for Conv3d),
 ``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps)
 and ``tinynet/kernels/conv_small.py`` (direct 3×3 and 5×5 loops for few input channels per group:
@@ -143,6 +144,7 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         self._planes = self._planes_applies()
         self._x = None
         self._x_padded = None  # the Winograd path's zero-padded input, kept for backward
+        self._winograd_tile_used = 2  # its output tile side (conv_winograd.py)
         self._out_size = None
         self._work = {}
 

@@ -1,10 +1,11 @@
-"""The Winograd paths of Conv2d, F(2×2, 3×3) and F(2×2, 5×5): when they apply, their
-buffers, forward and backward.
+"""The Winograd paths of Conv2d, F(2×2, 3×3), F(4×4, 3×3) and F(2×2, 5×5): when they
+apply, their buffers, forward and backward.
 
 Kept apart from ``conv.py`` so that file reads as the general case (vol2col + BLAS); the
-kernels themselves are in ``tinynet/kernels/winograd.py`` and ``winograd5.py``. Both take 2×2
-output tiles; a k × k kernel reads (k + 1) × (k + 1) input patches, and the products run in a
-Winograd domain of (k + 1)² planes. ``_ConvNd`` inherits these methods.
+kernels themselves are in ``tinynet/kernels/winograd.py``, ``winograd4.py`` and
+``winograd5.py``. F(s×s, k×k) takes s×s output tiles; each reads an (s + k − 1)² input patch,
+and the products run in a Winograd domain of (s + k − 1)² planes. ``_ConvNd`` inherits these
+methods.
 """
 
 from __future__ import annotations
@@ -12,26 +13,36 @@ from __future__ import annotations
 import numpy as np
 
 from .. import config
-from ..kernels import winograd, winograd5
+from ..kernels import winograd, winograd4, winograd5
 
 # Winograd: about this many 2×2 output tiles per chunk, so that a chunk's 16 (3×3) or 36 (5×5)
 # matrix products are large enough for BLAS (measured: 64×32 @ 32×T runs at ~100 GFLOP/s per
 # core from T ≈ 100 to 400, slower past ~800 as the chunk leaves the cache; for 5×5, 128 and
 # 512 tiles measured the same as 256).
 _WINOGRAD_TILES = 256
+_WINOGRAD4_TILES = 128  # F(4×4, 3×3): 36 planes a tile instead of 16
 # Where Winograd starts to beat im2col (see _ConvNd._winograd_applies for the measurements).
 _WINOGRAD_MIN_CHANNELS = 8
 _WINOGRAD5_MIN_CHANNELS = 12
 _WINOGRAD_MIN_TILES = 64
-# Per kernel size: the kernels' functions (weight transform, its transpose, forward, backward).
+# F(4×4, 3×3) from this many 4×4 tiles per thread (see WinogradMixin._winograd_tile).
+_WINOGRAD4_MIN_TILES = 128
+# Per (kernel size, tile size): the kernels' functions (weight transform, its transpose,
+# forward, backward).
 _KERNELS = {
-    3: (
+    (3, 2): (
         winograd.winograd_weight_transform,
         winograd.winograd_weight_transform_backward,
         winograd.winograd_forward,
         winograd.winograd_backward,
     ),
-    5: (
+    (3, 4): (
+        winograd4.winograd4_weight_transform,
+        winograd4.winograd4_weight_transform_backward,
+        winograd4.winograd4_forward,
+        winograd4.winograd4_backward,
+    ),
+    (5, 2): (
         winograd5.winograd5_weight_transform,
         winograd5.winograd5_weight_transform_backward,
         winograd5.winograd5_forward,
@@ -81,21 +92,44 @@ class WinogradMixin:
             and self.in_channels >= (_WINOGRAD_MIN_CHANNELS if k == 3 else _WINOGRAD5_MIN_CHANNELS)
         )
 
+    def _winograd_tile(self, n, out_size) -> int:
+        """The output tile side for a batch of ``n`` with this output size: 4 (F(4×4, 3×3))
+        where it pays, else 2 (F(2×2, 3×3), and always for 5×5).
+
+        F(4×4, 3×3) runs 36 products per 4×4 tile, F(2×2, 3×3) 16 per 2×2 tile: 56% of the
+        products where the sides are multiples of 4, but a side that is not computes the
+        overhang for nothing, the 6×6 transforms cost more per tile, and fewer, larger tiles
+        make thinner matrix products. Measured (float32, 2 threads, forward / backward time
+        of F(2×2) over F(4×4), above 1: F(4×4) faster): (64, 16, 32²) → 32: 0.98 / 1.33;
+        (64, 32, 28²) → 32: 1.04 / 1.33; (8, 64, 56²) → 64: 1.37 / 1.37; (32, 32, 16²) → 32:
+        1.00 / 1.17–1.20; but (64, 32, 14²) → 64 (73% of the products): 0.92–0.96 / 0.99, and
+        (16, 128, 8²) → 128 (64 tiles of 4×4 in all): 0.78 / 0.74. Hence: at most 60% of the
+        products and at least _WINOGRAD4_MIN_TILES 4×4 tiles per thread.
+        """
+        if self.kernel_size[0] != 3:
+            return 2
+        th4, tw4 = -(-out_size[0] // 4), -(-out_size[1] // 4)
+        th2, tw2 = -(-out_size[0] // 2), -(-out_size[1] // 2)
+        fewer = 36 * th4 * tw4 <= 0.6 * 16 * th2 * tw2
+        enough = n * th4 * tw4 >= _WINOGRAD4_MIN_TILES * max(1, config.get_num_threads())
+        return 4 if fewer and enough else 2
+
     def _winograd_fits(self, n, out_size) -> bool:
         """Whether this forward takes the Winograd path: the layer allows it, enough tiles."""
         tiles = n * ((out_size[0] + 1) // 2) * ((out_size[1] + 1) // 2)
         return self._winograd and tiles >= _WINOGRAD_MIN_TILES
 
-    def _winograd_work(self, n, out_size, dtype):
+    def _winograd_work(self, n, out_size, tile, dtype):
         """Tile lines per chunk, the padded input and the per-block work arrays (V and M)."""
         k = self.kernel_size[0]
-        planes = (k + 1) ** 2
-        th, tw = (out_size[0] + 1) // 2, (out_size[1] + 1) // 2
-        lines = max(1, _WINOGRAD_TILES // tw)
+        s = tile
+        planes = (s + k - 1) ** 2
+        th, tw = -(-out_size[0] // s), -(-out_size[1] // s)
+        lines = max(1, (_WINOGRAD_TILES if s == 2 else _WINOGRAD4_TILES) // tw)
         # The forward shares tile lines among all threads; the backward whole samples (its
         # input gradient adds overlapping patches: a sample's lines stay on one thread).
         blocks = max(1, config.get_num_threads())
-        shape = (n, self.in_channels, 2 * th + k - 1, 2 * tw + k - 1)
+        shape = (n, self.in_channels, s * th + k - 1, s * tw + k - 1)
         xpad = self._buffer("xpad", shape, dtype)
         v_plane = _plane(self.in_channels * lines * tw, dtype)
         m_plane = _plane(self.out_channels * lines * tw, dtype)
@@ -103,23 +137,35 @@ class WinogradMixin:
         m = self._buffer("m", (blocks, planes, m_plane), dtype)
         return lines, xpad, v, m
 
-    def _winograd_weights(self, dtype):
-        """The weights in the Winograd domain, U = G g Gᵀ: ((k + 1)², out_channels, in_channels)."""
+    def _winograd_weights(self, tile, dtype):
+        """The weights in the Winograd domain, U = G g Gᵀ: (planes, out_channels, in_channels)."""
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
-        planes = (self.kernel_size[0] + 1) ** 2
+        planes = (tile + self.kernel_size[0] - 1) ** 2
         u = self._buffer("u", (planes, self.out_channels, self.in_channels), dtype)
-        _KERNELS[self.kernel_size[0]][0](weight, u)
+        _KERNELS[self.kernel_size[0], tile][0](weight, u)
         return u
 
     def _winograd_forward(self, x, out_size, relu=False):
         n, dtype = x.shape[0], x.dtype
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
         bias = bias.astype(dtype, copy=False)
-        lines, xpad, v, m = self._winograd_work(n, out_size, dtype)
+        # The backward must use this forward's tile (its padded input has that layout), even
+        # if the thread count changes in between.
+        tile = self._winograd_tile_used = self._winograd_tile(n, out_size)
+        lines, xpad, v, m = self._winograd_work(n, out_size, tile, dtype)
         out = np.empty((n, self.out_channels, *out_size), dtype=dtype)
         with config.single_threaded_blas(), config.one_thread_if(v.shape[0] == 1):
-            _KERNELS[self.kernel_size[0]][2](
-                x, self._winograd_weights(dtype), bias, relu, self._pad_low, lines, out, xpad, v, m
+            _KERNELS[self.kernel_size[0], tile][2](
+                x,
+                self._winograd_weights(tile, dtype),
+                bias,
+                relu,
+                self._pad_low,
+                lines,
+                out,
+                xpad,
+                v,
+                m,
             )
         # The backward reads the input in this padded form (the buffer is rewritten only by
         # the next forward, which replaces self._x too).
@@ -129,8 +175,10 @@ class WinogradMixin:
     def _winograd_backward(self, grad_out):
         x = self._x
         n, dtype = x.shape[0], x.dtype
-        lines, xpad, v, m = self._winograd_work(n, self._out_size, dtype)
-        u = self._winograd_weights(dtype)
+        tile = self._winograd_tile_used
+        lines, xpad, v, m = self._winograd_work(n, self._out_size, tile, dtype)
+        u = self._winograd_weights(tile, dtype)
+        kernels = _KERNELS[self.kernel_size[0], tile]
         gxpad = self._buffer("gxpad", xpad.shape, dtype)
         partial_u = self._buffer("partial_u", (v.shape[0], *u.shape), dtype)
         partial_b = self._rows("partial_b", v.shape[0], self.out_channels, dtype)
@@ -139,7 +187,7 @@ class WinogradMixin:
         grad_w = self._buffer("grad_w", self.weight.shape, dtype)
         grad_x = np.empty_like(x)
         with config.single_threaded_blas(), config.one_thread_if(v.shape[0] == 1):
-            _KERNELS[self.kernel_size[0]][3](
+            kernels[3](
                 self._x_padded,
                 u,
                 grad_out,
@@ -154,7 +202,7 @@ class WinogradMixin:
                 partial_u,
                 partial_b,
             )
-        _KERNELS[self.kernel_size[0]][1](grad_u, grad_w)
+        kernels[1](grad_u, grad_w)
         self.weight.grad += grad_w
         if self.bias is not None:
             self.bias.grad += grad_b

@@ -1,0 +1,334 @@
+"""Winograd F(4×4, 3×3) convolution kernels: 3×3, stride 1, dilation 1, one group.
+
+The same algorithm as ``winograd.py`` (read that module first: layout, chunks, backward)
+with 4×4 output tiles instead of 2×2: a tile reads a 6×6 input patch, and the elementwise
+product lives in a 6×6 Winograd domain, so each chunk runs 36 matrix products. That is
+36·Cout·C multiplies per 16 outputs, against 16·Cout·C per 4 for F(2×2, 3×3) and 9·Cout·C
+per output for the direct sum: 4× fewer than direct, 1.78× fewer than F(2×2, 3×3). The
+transforms also move fewer values per output (36 in and 36 out per 16 outputs, against 16
+per 4). Lavin & Gray (2015) give the matrices, for the points 0, ±1, ±2 and ∞:
+
+    Bᵀ = [4  0 −5  0  1  0]    G = [ 1/4    0     0  ]    Aᵀ = [1  1  1  1  1  0]
+         [0 −4 −4  1  1  0]        [−1/6  −1/6  −1/6 ]         [0  1 −1  2 −2  0]
+         [0  4 −4 −1  1  0]        [−1/6   1/6  −1/6 ]         [0  1  1  4  4  0]
+         [0 −2 −1  2  1  0]        [1/24  1/12  1/6  ]         [0  1 −1  8 −8  1]
+         [0  2 −1 −2  1  0]        [1/24 −1/12  1/6  ]
+         [0  4  0 −5  0  1]        [ 0      0     1  ]
+
+Bᵀ is F(2×2, 5×5)'s (same points), so the input transforms are ``winograd5``'s, called with
+tiles 4 apart. The weight transforms and the two drivers below repeat ``winograd5``'s shape
+with this module's matrices rather than share code through branches: a kernel compiles
+every branch it has, and each path's first cold start should pay only for its own.
+
+Where it pays: a map whose side is not a multiple of 4 computes the last tiles' overhang for
+nothing (14×14 outputs take 4×4 tiles of 16×16: 31% more products than needed), so the
+layer picks F(2×2, 3×3) or this by the products each needs (``nn/conv_winograd.py``).
+
+Accuracy: the transforms multiply by up to 8 and add six values per step, so float32
+results differ from the direct sum by ~1e-6 of the output scale (as F(2×2, 5×5), which uses
+the same points), against ~1e-7 for F(2×2, 3×3); tests bound it by 3e-5. Float64 runs
+differ by ~1e-15.
+
+Debugging: with ``NUMBA_DISABLE_JIT=1`` these are plain Python (slow) that pdb can step into.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import config
+from .conv import add_into, row_sum, sum_blocks, zero_fill
+from .winograd import _crop, _pad
+from .winograd5 import _constants, _input_transform, _input_transform_backward, _store
+
+# Output tile side: patches start every STEP rows and columns of the padded input.
+STEP = 4
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _g(g0, g1, g2, k):
+    """G applied to a 3-vector (the weight transform along one axis); k: _constants."""
+    two, four, quarter, sixth, twenty_fourth = k[0], k[1], k[5], k[6], k[7]
+    even = g0 + g2
+    return (
+        quarter * g0,
+        -sixth * (even + g1),
+        sixth * (g1 - even),
+        twenty_fourth * (g0 + four * g2 + two * g1),
+        twenty_fourth * (g0 + four * g2 - two * g1),
+        g2,
+    )
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _gt(u, k):
+    """Gᵀ applied to a 6-tuple: the transpose of :func:`_g`."""
+    u0, u1, u2, u3, u4, u5 = u
+    two, four, quarter, sixth, twenty_fourth = k[0], k[1], k[5], k[6], k[7]
+    s12 = sixth * (u1 + u2)
+    s34, d34 = twenty_fourth * (u3 + u4), twenty_fourth * (u3 - u4)
+    return quarter * u0 - s12 + s34, sixth * (u2 - u1) + two * d34, four * s34 - s12 + u5
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _at(m, k):
+    """Aᵀ applied to a 6-tuple (the output transform along one axis)."""
+    m0, m1, m2, m3, m4, m5 = m
+    two, four, eight = k[0], k[1], k[3]
+    s12, d12 = m1 + m2, m1 - m2
+    s34, d34 = m3 + m4, m3 - m4
+    return m0 + s12 + s34, d12 + two * d34, s12 + four * s34, d12 + eight * d34 + m5
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _a(y0, y1, y2, y3, k):
+    """A applied to a 4-vector: the transpose of :func:`_at`."""
+    two, four, eight = k[0], k[1], k[3]
+    even, odd = y0 + y2, y1 + y3
+    even4, odd2 = y0 + four * y2, two * y1 + eight * y3
+    return y0, even + odd, even - odd, even4 + odd2, even4 - odd2, y3
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd4_weight_transform(weight, u):
+    """u[ξ, o, c] = (G · weight[o, c] · Gᵀ)[ξ], ξ = 6·row + column.
+
+    Shapes: weight (Cout, C, 3, 3); u (36, Cout, C), overwritten. Serial (little work).
+    """
+    n_out, n_channels = weight.shape[0], weight.shape[1]
+    k = _constants(u.dtype)
+    for o in range(n_out):
+        for i in range(n_channels):
+            w = weight[o, i]
+            # Columns of G·w (6×3), one per kernel column.
+            c0 = _g(w[0, 0], w[1, 0], w[2, 0], k)
+            c1 = _g(w[0, 1], w[1, 1], w[2, 1], k)
+            c2 = _g(w[0, 2], w[1, 2], w[2, 2], k)
+            for r in range(6):
+                row = _g(c0[r], c1[r], c2[r], k)
+                for j in range(6):
+                    u[6 * r + j, o, i] = row[j]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd4_weight_transform_backward(grad_u, grad_w):
+    """grad_w[o, c] = Gᵀ · grad_u[:, o, c] (as 6×6) · G: the transpose of the weight transform.
+
+    Shapes: grad_u (36, Cout, C); grad_w (Cout, C, 3, 3), overwritten. Serial.
+    """
+    n_out, n_channels = grad_w.shape[0], grad_w.shape[1]
+    k = _constants(grad_w.dtype)
+    for o in range(n_out):
+        for i in range(n_channels):
+            d = grad_u[:, o, i]
+            # Columns of Gᵀ·dU (3×6), one per Winograd-domain column.
+            c0 = _gt((d[0], d[6], d[12], d[18], d[24], d[30]), k)
+            c1 = _gt((d[1], d[7], d[13], d[19], d[25], d[31]), k)
+            c2 = _gt((d[2], d[8], d[14], d[20], d[26], d[32]), k)
+            c3 = _gt((d[3], d[9], d[15], d[21], d[27], d[33]), k)
+            c4 = _gt((d[4], d[10], d[16], d[22], d[28], d[34]), k)
+            c5 = _gt((d[5], d[11], d[17], d[23], d[29], d[35]), k)
+            for r in range(3):
+                row = _gt((c0[r], c1[r], c2[r], c3[r], c4[r], c5[r]), k)
+                for j in range(3):
+                    grad_w[o, i, r, j] = row[j]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _plus(r, b):
+    """The 4-tuple r with b added to each value."""
+    return r[0] + b, r[1] + b, r[2] + b, r[3] + b
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _output_transform(m, bias, relu, line0, line1, th, out):
+    """out[n, o, 4×4 block of tile p] = Aᵀ · M[:][o, p] (as 6×6) · A + bias[o], then
+    max(·, 0) if ``relu``.
+
+    As winograd._output_transform: the transform over the chunk's tiles into ``blocks``
+    (16, tiles), row 4·i + j holding the tiles' output (i, j), contiguous so LLVM vectorises
+    it; then a scatter into out that drops the values past the bottom and right edges.
+    """
+    n_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    tw = (ow + STEP - 1) // STEP
+    tiles = (line1 - line0) * tw
+    blocks = np.empty((16, tiles), dtype=out.dtype)
+    half = np.empty((24, tiles), dtype=out.dtype)  # Aᵀ·M: row 4·c + i holds (i, c)
+    y, bf = out.reshape(-1), blocks.reshape(-1)
+    k = _constants(out.dtype)
+    u = np.uint64
+    whole, rest = ow // STEP, ow % STEP  # tiles of a line inside the output; columns after
+    for o in range(n_out):
+        b = bias[o]
+        base = o * tiles
+        # Aᵀ down each column c of M, then along each row i of the result: one short loop
+        # over the tiles per column and per row, each simple enough for LLVM to vectorise
+        # (one loop doing all 36 loads and 16 stores per tile ran scalar: 2x slower).
+        for c in range(6):
+            for t in range(tiles):
+                p = base + t
+                col = (m[c, p], m[6 + c, p], m[12 + c, p], m[18 + c, p], m[24 + c, p], m[30 + c, p])
+                half[4 * c, t], half[4 * c + 1, t], half[4 * c + 2, t], half[4 * c + 3, t] = _at(
+                    col, k
+                )
+        for i in range(4):
+            for t in range(tiles):
+                row = (half[i, t], half[4 + i, t], half[8 + i, t], half[12 + i, t])
+                row = row + (half[16 + i, t], half[20 + i, t])
+                r = _plus(_at(row, k), b)
+                j = 4 * i
+                blocks[j, t], blocks[j + 1, t], blocks[j + 2, t], blocks[j + 3, t] = r
+        for line in range(line0, line1):
+            n = line // th
+            i0 = STEP * (line - n * th)
+            t0 = u((line - line0) * tw)
+            for i in range(min(STEP, oh - i0)):
+                dst = u(((n * n_out + o) * oh + i0 + i) * ow)
+                # blocks' rows for output columns 4q, 4q + 1, 4q + 2, 4q + 3 of this row
+                s0 = u(STEP * i * tiles) + t0
+                s1, s2, s3 = s0 + u(tiles), s0 + u(2 * tiles), s0 + u(3 * tiles)
+                if relu:  # "0 if v <= 0": a NaN stays NaN, as in ReLU
+                    for q in range(whole):
+                        d = dst + u(STEP * q)
+                        v0, v1, v2, v3 = bf[s0 + u(q)], bf[s1 + u(q)], bf[s2 + u(q)], bf[s3 + u(q)]
+                        y[d] = 0 if v0 <= 0 else v0
+                        y[d + u(1)] = 0 if v1 <= 0 else v1
+                        y[d + u(2)] = 0 if v2 <= 0 else v2
+                        y[d + u(3)] = 0 if v3 <= 0 else v3
+                else:
+                    for q in range(whole):
+                        d = dst + u(STEP * q)
+                        y[d] = bf[s0 + u(q)]
+                        y[d + u(1)] = bf[s1 + u(q)]
+                        y[d + u(2)] = bf[s2 + u(q)]
+                        y[d + u(3)] = bf[s3 + u(q)]
+                # The last tile's columns inside the output, when it hangs over the edge.
+                for j in range(rest):
+                    v = bf[s0 + u(j * tiles + whole)]
+                    y[dst + u(STEP * whole + j)] = 0 if relu and v <= 0 else v
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _grad_output_transform(grad_out, line0, line1, th, m):
+    """dM[ξ][o, p] = (A · dy · Aᵀ)[ξ] for the 4×4 gradient block dy of tile p (0 past the edge).
+
+    Shapes: grad_out (N, Cout, OH, OW); m (36, ≥ Cout·tiles).
+    """
+    n_out, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    tw = (ow + STEP - 1) // STEP
+    tiles = (line1 - line0) * tw
+    zero = grad_out.dtype.type(0)
+    y = grad_out.reshape(-1)  # flat, unsigned offsets: see winograd._output_transform
+    k = _constants(grad_out.dtype)
+    u = np.uint64
+    d = np.empty((STEP, STEP), dtype=grad_out.dtype)  # an overhanging tile's block, padded
+    for o in range(n_out):
+        for line in range(line0, line1):
+            n = line // th
+            i0 = STEP * (line - n * th)
+            rows = min(STEP, oh - i0)
+            r = u(((n * n_out + o) * oh + i0) * ow)
+            w = u(ow)
+            base = o * tiles + (line - line0) * tw
+            for tx in range(tw):
+                j0 = STEP * tx
+                q = r + u(j0)
+                if rows == STEP and j0 + STEP <= ow:  # the tile is inside: no tests
+                    c0 = _a(y[q], y[q + w], y[q + w + w], y[q + w + w + w], k)
+                    q1 = q + u(1)
+                    c1 = _a(y[q1], y[q1 + w], y[q1 + w + w], y[q1 + w + w + w], k)
+                    q2 = q + u(2)
+                    c2 = _a(y[q2], y[q2 + w], y[q2 + w + w], y[q2 + w + w + w], k)
+                    q3 = q + u(3)
+                    c3 = _a(y[q3], y[q3 + w], y[q3 + w + w], y[q3 + w + w + w], k)
+                else:  # overhanging: read zeros past the edges
+                    d[:] = zero
+                    for i in range(rows):
+                        for j in range(min(STEP, ow - j0)):
+                            d[i, j] = y[q + u(i * ow + j)]
+                    c0 = _a(d[0, 0], d[1, 0], d[2, 0], d[3, 0], k)
+                    c1 = _a(d[0, 1], d[1, 1], d[2, 1], d[3, 1], k)
+                    c2 = _a(d[0, 2], d[1, 2], d[2, 2], d[3, 2], k)
+                    c3 = _a(d[0, 3], d[1, 3], d[2, 3], d[3, 3], k)
+                p = base + tx
+                _store(m, 0, p, _a(c0[0], c1[0], c2[0], c3[0], k))  # written out (winograd5)
+                _store(m, 6, p, _a(c0[1], c1[1], c2[1], c3[1], k))
+                _store(m, 12, p, _a(c0[2], c1[2], c2[2], c3[2], k))
+                _store(m, 18, p, _a(c0[3], c1[3], c2[3], c3[3], k))
+                _store(m, 24, p, _a(c0[4], c1[4], c2[4], c3[4], k))
+                _store(m, 30, p, _a(c0[5], c1[5], c2[5], c3[5], k))
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd4_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
+    """out = conv3×3(x, g) + bias (then max(·, 0) if ``relu``), u = the transformed weights.
+
+    As winograd.winograd_forward, with u (36, Cout, C), xpad (N, C, 4·th + 2, 4·tw + 2),
+    th = ⌈OH/4⌉, tw = ⌈OW/4⌉, v (T, 36, ≥ C·lines·tw), m (T, 36, ≥ Cout·lines·tw).
+    Parallel over samples (padding), then blocks of tile lines (block t writes only its
+    lines' output rows and v[t], m[t]).
+    """
+    n_batch, n_channels = x.shape[0], x.shape[1]
+    n_out = u.shape[1]
+    n_blocks = v.shape[0]
+    th = (xpad.shape[2] - 2) // STEP
+    tw = (xpad.shape[3] - 2) // STEP
+    for n in prange(n_batch):
+        _pad(x[n], padding, xpad[n])
+    n_lines = n_batch * th  # shared out evenly, as in winograd.winograd_forward
+    for t in prange(n_blocks):
+        last = ((t + 1) * n_lines) // n_blocks
+        for line0 in range((t * n_lines) // n_blocks, last, lines):
+            line1 = min(line0 + lines, last)
+            tiles = (line1 - line0) * tw
+            _input_transform(xpad, line0, line1, STEP, v[t])
+            for k in range(36):
+                vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
+                mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
+                np.dot(u[k], vk, mk)
+            _output_transform(m[t], bias, relu, line0, line1, th, out)
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def winograd4_backward(
+    xpad, u, grad_out, padding, lines, grad_x, grad_u, grad_b, gxpad, v, m, partial_u, partial_b
+):
+    """All three gradients of :func:`winograd4_forward`, in the Winograd domain.
+
+    As winograd.winograd_backward, with 36 planes: grad_u (36, Cout, C) is the gradient of u
+    (winograd4_weight_transform_backward turns it into the weight gradient); partial_u
+    (T, 36, Cout, C), partial_b (T, ≥ Cout). Parallel over blocks of samples; the sums over
+    samples go through the per-block partials, added in block order (race-free, deterministic).
+    """
+    n_batch, n_channels = grad_x.shape[0], grad_x.shape[1]
+    n_out = u.shape[1]
+    n_blocks = v.shape[0]
+    th = (xpad.shape[2] - 2) // STEP
+    tw = (xpad.shape[3] - 2) // STEP
+    for t in prange(n_blocks):
+        product = np.empty((n_out, n_channels), dtype=u.dtype)
+        zero_fill(partial_u[t].reshape(-1))
+        zero_fill(partial_b[t])
+        n0 = (t * n_batch) // n_blocks
+        n1 = ((t + 1) * n_batch) // n_blocks
+        for n in range(n0, n1):
+            zero_fill(gxpad[n].reshape(-1))
+            for o in range(grad_b.shape[0]):
+                partial_b[t, o] += row_sum(grad_out[n, o].reshape(-1))
+        for line0 in range(n0 * th, n1 * th, lines):
+            line1 = min(line0 + lines, n1 * th)
+            tiles = (line1 - line0) * tw
+            _input_transform(xpad, line0, line1, STEP, v[t])
+            _grad_output_transform(grad_out, line0, line1, th, m[t])
+            for k in range(36):
+                vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
+                mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
+                np.dot(mk, vk.T, product)
+                add_into(product, partial_u[t, k])
+                np.dot(u[k].T, mk, vk)  # V[ξ] is no longer needed: its space takes dV[ξ]
+            _input_transform_backward(v[t], line0, line1, STEP, gxpad)
+        for n in range(n0, n1):
+            _crop(gxpad[n], padding, grad_x[n])
+    sum_blocks(partial_u.reshape(n_blocks, -1), grad_u.reshape(-1))
+    sum_blocks(partial_b, grad_b)
