@@ -86,17 +86,18 @@ def _gt(u0, u1, u2, u3, half):
     return u0 + half * (u1 + u2), half * (u1 - u2), half * (u1 + u2) + u3
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def winograd_weight_transform(weight, u):
     """u[ξ, o, c] = (G · weight[o, c] · Gᵀ)[ξ], ξ = 4·row + column.
 
     Shapes: weight (Cout, C, 3, 3); u (16, Cout, C), overwritten.
-    Serial: a few microseconds of work, less than starting a parallel region costs.
+    Parallel over: output channels (each writes its own o); run on one thread for small layers
+    (the caller's config.threads_for), where starting a parallel region costs more.
     """
     n_out, n_channels = weight.shape[0], weight.shape[1]
     # A literal 0.5 is a float64 and would turn float32 arithmetic into float64.
     half = u.dtype.type(0.5)
-    for o in range(n_out):
+    for o in prange(n_out):
         for c in range(n_channels):
             w = weight[o, c]
             # Columns of G·w (4×3), one per kernel column.
@@ -109,15 +110,15 @@ def winograd_weight_transform(weight, u):
                     u[4 * i + j, o, c] = row[j]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def winograd_weight_transform_backward(grad_u, grad_w):
     """grad_w[o, c] = Gᵀ · grad_u[:, o, c] (as 4×4) · G: the transpose of the weight transform.
 
-    Shapes: grad_u (16, Cout, C); grad_w (Cout, C, 3, 3), overwritten. Serial, as above.
+    Shapes: grad_u (16, Cout, C); grad_w (Cout, C, 3, 3), overwritten. Parallel as above.
     """
     n_out, n_channels = grad_w.shape[0], grad_w.shape[1]
     half = grad_w.dtype.type(0.5)
-    for o in range(n_out):
+    for o in prange(n_out):
         for c in range(n_channels):
             # Columns of Gᵀ·dU (3×4), one per Winograd-domain column.
             c0 = _gt(grad_u[0, o, c], grad_u[4, o, c], grad_u[8, o, c], grad_u[12, o, c], half)

@@ -49,18 +49,18 @@ from .conv_planes import gemm
 from .winograd import _g, _gt
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def winograd3d_weight_transform(weight, u):
     """u[16·i + 4·j + k, o, c] = ((G⊗G⊗G) weight[o, c])[i, j, k].
 
     Shapes: weight (Cout, C, 3, 3, 3); u (64, Cout, C), overwritten.
-    Serial: microseconds of work, less than starting a parallel region costs.
+    Parallel over output channels, as winograd.winograd_weight_transform.
     """
     n_out, n_channels = weight.shape[0], weight.shape[1]
     half = u.dtype.type(0.5)  # a literal 0.5 would turn float32 arithmetic into float64
     s1 = np.empty((3, 3, 4), dtype=u.dtype)  # G along width
     s2 = np.empty((3, 4, 4), dtype=u.dtype)  # then along height
-    for o in range(n_out):
+    for o in prange(n_out):
         for c in range(n_channels):
             w = weight[o, c]
             for a in range(3):
@@ -79,17 +79,17 @@ def winograd3d_weight_transform(weight, u):
                         u[16 * i + 4 * j + k, o, c] = col[i]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def winograd3d_weight_transform_backward(grad_u, grad_w):
     """grad_w[o, c] = (Gᵀ⊗Gᵀ⊗Gᵀ) grad_u[:, o, c]: the transpose of the weight transform.
 
-    Shapes: grad_u (64, Cout, C); grad_w (Cout, C, 3, 3, 3), overwritten. Serial, as above.
+    Shapes: grad_u (64, Cout, C); grad_w (Cout, C, 3, 3, 3), overwritten. Parallel as above.
     """
     n_out, n_channels = grad_w.shape[0], grad_w.shape[1]
     half = grad_w.dtype.type(0.5)
     s1 = np.empty((4, 4, 3), dtype=grad_w.dtype)  # Gᵀ along width
     s2 = np.empty((4, 3, 3), dtype=grad_w.dtype)  # then along height
-    for o in range(n_out):
+    for o in prange(n_out):
         for c in range(n_channels):
             for i in range(4):
                 for j in range(4):

@@ -134,15 +134,16 @@ def _gt(u, k):
     )
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def winograd5_weight_transform(weight, u):
     """u[ξ, o, c] = (G · weight[o, c] · Gᵀ)[ξ], ξ = 6·row + column.
 
-    Shapes: weight (Cout, C, 5, 5); u (36, Cout, C), overwritten. Serial (little work).
+    Shapes: weight (Cout, C, 5, 5); u (36, Cout, C), overwritten. Parallel over output
+    channels, as winograd.winograd_weight_transform.
     """
     n_out, n_channels = weight.shape[0], weight.shape[1]
     k = _constants(u.dtype)
-    for o in range(n_out):
+    for o in prange(n_out):
         for i in range(n_channels):
             w = weight[o, i]
             # Columns of G·w (6×5), one per kernel column.
@@ -157,15 +158,15 @@ def winograd5_weight_transform(weight, u):
                     u[6 * r + j, o, i] = row[j]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def winograd5_weight_transform_backward(grad_u, grad_w):
     """grad_w[o, c] = Gᵀ · grad_u[:, o, c] (as 6×6) · G: the transpose of the weight transform.
 
-    Shapes: grad_u (36, Cout, C); grad_w (Cout, C, 5, 5), overwritten. Serial.
+    Shapes: grad_u (36, Cout, C); grad_w (Cout, C, 5, 5), overwritten. Parallel as above.
     """
     n_out, n_channels = grad_w.shape[0], grad_w.shape[1]
     k = _constants(grad_w.dtype)
-    for o in range(n_out):
+    for o in prange(n_out):
         for i in range(n_channels):
             d = grad_u[:, o, i]
             # Columns of Gᵀ·dU (5×6), one per Winograd-domain column.

@@ -145,6 +145,7 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         self._x = None
         self._x_padded = None  # the Winograd path's zero-padded input, kept for backward
         self._winograd_tile_used = 2  # its output tile side (conv_winograd.py)
+        self._u_forward = None  # its weights in the Winograd domain, kept for backward
         self._out_size = None
         self._work = {}
 

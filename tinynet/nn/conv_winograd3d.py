@@ -71,7 +71,9 @@ class Winograd3dMixin:
         """The weights in the Winograd domain, (G⊗G⊗G) g: (64, out_channels, in_channels)."""
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
         u = self._buffer("u", (64, self.out_channels, self.in_channels), dtype)
-        winograd3d.winograd3d_weight_transform(weight, u)
+        with config.threads_for(weight.size):
+            winograd3d.winograd3d_weight_transform(weight, u)
+        self._u_forward = u  # the backward's U: see conv_winograd.WinogradMixin._winograd_u
         return u
 
     def _winograd3d_forward(self, x, out_size, relu=False):
@@ -94,7 +96,7 @@ class Winograd3dMixin:
         x = self._x
         n, dtype = x.shape[0], x.dtype
         lines, xpad, v, m = self._winograd3d_work(n, self._out_size, dtype)
-        u = self._winograd3d_weights(dtype)
+        u = self._u_forward
         blocks = v.shape[0]
         gxpad = self._buffer("gxpad", xpad.shape, dtype)
         partial_u = self._buffer("partial_u", (blocks, u.size), dtype)
@@ -108,7 +110,8 @@ class Winograd3dMixin:
                 self._x_padded, u, grad_out, self._pad_low, lines, grad_x, grad_u, grad_b,
                 gxpad, v, m, partial_u, partial_b,
             )  # fmt: skip
-        winograd3d.winograd3d_weight_transform_backward(grad_u, grad_w)
+        with config.threads_for(grad_w.size):
+            winograd3d.winograd3d_weight_transform_backward(grad_u, grad_w)
         self.weight.grad += grad_w
         if self.bias is not None:
             self.bias.grad += grad_b
