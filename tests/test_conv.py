@@ -703,3 +703,66 @@ def test_work_rows_are_a_cache_line_apart(size, blocks, dtype):
     rows = Conv2d(2, 2, 3)._rows("probe", blocks, size, dtype)
     assert rows.shape[0] == blocks and rows.dtype == dtype
     assert (rows.shape[1] - size) * rows.itemsize >= 64
+
+
+# -- the Winograd weight transforms, against their matrices ----------------------------------
+
+_G3 = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+_G43 = np.array(
+    [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]
+)  # fmt: skip
+_G5 = np.array(
+    [[1 / 4, 0, 0, 0, 0], [-1 / 6, -1 / 6, -1 / 6, -1 / 6, -1 / 6],
+     [-1 / 6, 1 / 6, -1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6, 1 / 3, 2 / 3],
+     [1 / 24, -1 / 12, 1 / 6, -1 / 3, 2 / 3], [0, 0, 0, 0, 1]]
+)  # fmt: skip
+
+
+def _kron(g, dims):
+    """The matrix of the weight transform on a flattened kernel: G⊗G (G⊗G⊗G for 3-D), so
+    that U[ξ] = Σ_t K[ξ, t]·g[t] with ξ and t in row-major order."""
+    k = g
+    for _ in range(dims - 1):
+        k = np.kron(k, g)
+    return k
+
+
+@pytest.mark.parametrize(
+    "module, name, g, shape",
+    [
+        ("winograd", "winograd", _G3, (64, 60, 3, 3)),
+        ("winograd4", "winograd4", _G43, (64, 60, 3, 3)),
+        ("winograd5", "winograd5", _G5, (48, 32, 5, 5)),
+        ("winograd3d", "winograd3d", _G3, (48, 32, 3, 3, 3)),
+    ],
+)
+def test_winograd_weight_transforms_match_their_matrices(module, name, g, shape):
+    """U = G g Gᵀ and its transpose, grad_w = Gᵀ grad_u G, against their Kronecker matrices, on 1 and
+    2 threads (layers this large run the transforms in parallel over output channels):
+    the same bits on both."""
+    import importlib
+
+    kernels = importlib.import_module(f"tinynet.kernels.{module}")
+    forward = getattr(kernels, f"{name}_weight_transform")
+    backward = getattr(kernels, f"{name}_weight_transform_backward")
+    assert np.prod(shape) >= tinynet.config.SERIAL_BELOW  # large enough to run in parallel
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal(shape)
+    kron = _kron(g, weight.ndim - 2)
+    flat = weight.reshape(shape[0] * shape[1], -1)
+    expected = (kron @ flat.T).reshape(-1, *shape[:2])
+    grad_u = rng.standard_normal(expected.shape)
+    expected_grad = (kron.T @ grad_u.reshape(len(kron), -1)).T.reshape(shape)
+    results = []
+    for threads in (1, 2):
+        u = np.empty_like(expected)
+        grad_w = np.empty_like(weight)
+        with tinynet.set_num_threads(threads):
+            forward(weight, u)
+            backward(grad_u, grad_w)
+        assert_close(u, expected, rtol=1e-12, atol=1e-12, name="U")
+        assert_close(grad_w, expected_grad, rtol=1e-12, atol=1e-12, name="grad weight")
+        results.append((u, grad_w))
+    assert np.array_equal(results[0][0], results[1][0])
+    assert np.array_equal(results[0][1], results[1][1])

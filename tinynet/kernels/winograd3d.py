@@ -46,7 +46,7 @@ from numba import njit, prange
 from .. import config
 from .conv import row_sum, sum_blocks, zero_fill
 from .conv_planes import gemm
-from .winograd import _g, _gt
+from .winograd import _g, _gt, _to_planes
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -58,9 +58,10 @@ def winograd3d_weight_transform(weight, u):
     """
     n_out, n_channels = weight.shape[0], weight.shape[1]
     half = u.dtype.type(0.5)  # a literal 0.5 would turn float32 arithmetic into float64
-    s1 = np.empty((3, 3, 4), dtype=u.dtype)  # G along width
-    s2 = np.empty((3, 4, 4), dtype=u.dtype)  # then along height
     for o in prange(n_out):
+        s1 = np.empty((3, 3, 4), dtype=u.dtype)  # G along width
+        s2 = np.empty((3, 4, 4), dtype=u.dtype)  # then along height
+        rows = np.empty((n_channels, 64), dtype=u.dtype)  # see winograd._to_planes
         for c in range(n_channels):
             w = weight[o, c]
             for a in range(3):
@@ -76,7 +77,8 @@ def winograd3d_weight_transform(weight, u):
                 for k in range(4):
                     col = _g(s2[0, j, k], s2[1, j, k], s2[2, j, k], half)
                     for i in range(4):
-                        u[16 * i + 4 * j + k, o, c] = col[i]
+                        rows[c, 16 * i + 4 * j + k] = col[i]
+        _to_planes(rows, u, o)
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -87,9 +89,9 @@ def winograd3d_weight_transform_backward(grad_u, grad_w):
     """
     n_out, n_channels = grad_w.shape[0], grad_w.shape[1]
     half = grad_w.dtype.type(0.5)
-    s1 = np.empty((4, 4, 3), dtype=grad_w.dtype)  # Gᵀ along width
-    s2 = np.empty((4, 3, 3), dtype=grad_w.dtype)  # then along height
     for o in prange(n_out):
+        s1 = np.empty((4, 4, 3), dtype=grad_w.dtype)  # Gᵀ along width
+        s2 = np.empty((4, 3, 3), dtype=grad_w.dtype)  # then along height
         for c in range(n_channels):
             for i in range(4):
                 for j in range(4):

@@ -35,7 +35,7 @@ from numba import njit, prange
 
 from .. import config
 from .conv import add_into, row_sum, sum_blocks, zero_fill
-from .winograd import _crop, _pad
+from .winograd import _crop, _pad, _to_planes
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -144,6 +144,7 @@ def winograd5_weight_transform(weight, u):
     n_out, n_channels = weight.shape[0], weight.shape[1]
     k = _constants(u.dtype)
     for o in prange(n_out):
+        rows = np.empty((n_channels, 36), dtype=u.dtype)  # see winograd._to_planes
         for i in range(n_channels):
             w = weight[o, i]
             # Columns of G·w (6×5), one per kernel column.
@@ -155,7 +156,8 @@ def winograd5_weight_transform(weight, u):
             for r in range(6):
                 row = _g((c0[r], c1[r], c2[r], c3[r], c4[r]), k)
                 for j in range(6):
-                    u[6 * r + j, o, i] = row[j]
+                    rows[i, 6 * r + j] = row[j]
+        _to_planes(rows, u, o)
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
