@@ -738,9 +738,9 @@ def _kron(g, dims):
     ],
 )
 def test_winograd_weight_transforms_match_their_matrices(module, name, g, shape):
-    """U = G g Gᵀ and its transpose, grad_w = Gᵀ grad_u G, against their Kronecker matrices, on 1 and
-    2 threads (layers this large run the transforms in parallel over output channels):
-    the same bits on both."""
+    """U = G g Gᵀ and its transpose, grad_w = Gᵀ grad_u G, against their Kronecker
+    matrices, on 1 and 2 threads (layers this large run the transforms in parallel over
+    output channels): the same bits on both."""
     import importlib
 
     kernels = importlib.import_module(f"tinynet.kernels.{module}")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from reference.conv import conv_backward, conv_forward
 
 import tinynet
-from tinynet.kernels import conv_planes
+from tinynet.kernels import blas, conv_planes
 from tinynet.nn import Conv2d, Conv3d
 from tinynet.testing import assert_close, gradcheck
 
@@ -208,7 +208,7 @@ def test_gemm_on_strided_row_major_matrices(dtype, trans_a, trans_b):
     op_b = b[:, : b_shape[1]].T if trans_b else b[:, : b_shape[1]]
     expected = c.copy()
     expected[:, :n] = op_a @ op_b + 0.5 * c[:, :n]
-    for gemm in (conv_planes.gemm, conv_planes._gemm_numpy):
+    for gemm in (blas.gemm, blas._gemm_numpy):
         got = c.copy()
         args = (a.reshape(-1), a.shape[1], b.reshape(-1), b.shape[1], 0.5)
         gemm(trans_a, trans_b, m, n, k, *args, got.reshape(-1), got.shape[1])

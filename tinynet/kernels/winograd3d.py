@@ -44,8 +44,8 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
+from .blas import gemm
 from .conv import row_sum, sum_blocks, zero_fill
-from .conv_planes import gemm
 from .winograd import _g, _gt, _to_planes
 
 

@@ -83,9 +83,7 @@ class Linear(Module):
                 if blocks == 1:  # no parallel region to start for one block
                     kernels.forward_rows(x2, w, y)
                 elif x2.shape[0] < self.out_features:
-                    width = -(-self.out_features // blocks)
-                    scratch = np.empty((blocks, x2.shape[0] * width), dtype=w.dtype)
-                    kernels.linear_forward_by_features(x2, w, blocks, scratch, y)
+                    kernels.linear_forward_by_features(x2, w, blocks, y)
                 else:
                     kernels.linear_forward(x2, w, blocks, y)
         else:
