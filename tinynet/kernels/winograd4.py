@@ -39,7 +39,7 @@ from numba import njit, prange
 
 from .. import config
 from .conv import add_into, row_sum, sum_blocks, zero_fill
-from .winograd import _crop, _pad, _to_planes
+from .winograd import _crop, _pad, _rows_to_output, _to_planes
 from .winograd5 import _constants, _input_transform, _input_transform_backward, _store
 
 # Output tile side: patches start every STEP rows and columns of the padded input.
@@ -149,19 +149,15 @@ def _output_transform(m, bias, relu, line0, line1, th, out):
     """out[n, o, 4×4 block of tile p] = Aᵀ · M[:][o, p] (as 6×6) · A + bias[o], then
     max(·, 0) if ``relu``.
 
-    As winograd._output_transform: the transform over the chunk's tiles into ``blocks``
-    (16, tiles), row 4·i + j holding the tiles' output (i, j), contiguous so LLVM vectorises
-    it; then a scatter into out that drops the values past the bottom and right edges.
+    As winograd._output_transform: the transform over the chunk's tiles into ``rows``
+    (4, 4·tiles), laid out as the output's rows (tile t's row i at columns 4t .. 4t + 3 of
+    row i), then a contiguous copy per output row that drops the values past the edges.
     """
-    n_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
-    tw = (ow + STEP - 1) // STEP
-    tiles = (line1 - line0) * tw
-    blocks = np.empty((16, tiles), dtype=out.dtype)
+    n_out, ow = out.shape[1], out.shape[3]
+    tiles = (line1 - line0) * ((ow + STEP - 1) // STEP)
+    rows = np.empty((STEP, STEP * tiles), dtype=out.dtype)  # as the output's rows
     half = np.empty((24, tiles), dtype=out.dtype)  # Aᵀ·M: row 4·c + i holds (i, c)
-    y, bf = out.reshape(-1), blocks.reshape(-1)
     k = _constants(out.dtype)
-    u = np.uint64
-    whole, rest = ow // STEP, ow % STEP  # tiles of a line inside the output; columns after
     for o in range(n_out):
         b = bias[o]
         base = o * tiles
@@ -180,36 +176,9 @@ def _output_transform(m, bias, relu, line0, line1, th, out):
                 row = (half[i, t], half[4 + i, t], half[8 + i, t], half[12 + i, t])
                 row = row + (half[16 + i, t], half[20 + i, t])
                 r = _plus(_at(row, k), b)
-                j = 4 * i
-                blocks[j, t], blocks[j + 1, t], blocks[j + 2, t], blocks[j + 3, t] = r
-        for line in range(line0, line1):
-            n = line // th
-            i0 = STEP * (line - n * th)
-            t0 = u((line - line0) * tw)
-            for i in range(min(STEP, oh - i0)):
-                dst = u(((n * n_out + o) * oh + i0 + i) * ow)
-                # blocks' rows for output columns 4q, 4q + 1, 4q + 2, 4q + 3 of this row
-                s0 = u(STEP * i * tiles) + t0
-                s1, s2, s3 = s0 + u(tiles), s0 + u(2 * tiles), s0 + u(3 * tiles)
-                if relu:  # "0 if v <= 0": a NaN stays NaN, as in ReLU
-                    for q in range(whole):
-                        d = dst + u(STEP * q)
-                        v0, v1, v2, v3 = bf[s0 + u(q)], bf[s1 + u(q)], bf[s2 + u(q)], bf[s3 + u(q)]
-                        y[d] = 0 if v0 <= 0 else v0
-                        y[d + u(1)] = 0 if v1 <= 0 else v1
-                        y[d + u(2)] = 0 if v2 <= 0 else v2
-                        y[d + u(3)] = 0 if v3 <= 0 else v3
-                else:
-                    for q in range(whole):
-                        d = dst + u(STEP * q)
-                        y[d] = bf[s0 + u(q)]
-                        y[d + u(1)] = bf[s1 + u(q)]
-                        y[d + u(2)] = bf[s2 + u(q)]
-                        y[d + u(3)] = bf[s3 + u(q)]
-                # The last tile's columns inside the output, when it hangs over the edge.
-                for j in range(rest):
-                    v = bf[s0 + u(j * tiles + whole)]
-                    y[dst + u(STEP * whole + j)] = 0 if relu and v <= 0 else v
+                c = STEP * t
+                rows[i, c], rows[i, c + 1], rows[i, c + 2], rows[i, c + 3] = r
+        _rows_to_output(rows, relu, line0, line1, th, o, out)
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)

@@ -35,7 +35,7 @@ from numba import njit, prange
 
 from .. import config
 from .conv import add_into, row_sum, sum_blocks, zero_fill
-from .winograd import _crop, _pad, _to_planes
+from .winograd import _crop, _pad, _rows_to_output, _to_planes
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -302,16 +302,12 @@ def _input_transform_backward(v, line0, line1, step, gxpad):
 def _output_transform(m, bias, relu, line0, line1, th, out):
     """out[n, o, 2×2 block of tile p] = Aᵀ · M[:][o, p] (as 6×6) · A + bias[o], then
     max(·, 0) if ``relu``. As winograd._output_transform: the transform over the chunk's
-    tiles into ``blocks``, then a scatter into out that drops values past an odd edge.
+    tiles into ``rows`` laid out as the output's rows, then a contiguous copy per row.
     """
-    n_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
-    tw = (ow + 1) // 2
-    tiles = (line1 - line0) * tw
-    blocks = np.empty((4, tiles), dtype=out.dtype)
-    y, bf = out.reshape(-1), blocks.reshape(-1)
+    n_out, ow = out.shape[1], out.shape[3]
+    tiles = (line1 - line0) * ((ow + 1) // 2)
+    rows = np.empty((2, 2 * tiles), dtype=out.dtype)
     k = _constants(out.dtype)
-    u = np.uint64
-    one, two, pairs = u(1), u(2), u(ow // 2)
     for o in range(n_out):
         b = bias[o]
         base = o * tiles
@@ -325,31 +321,11 @@ def _output_transform(m, bias, relu, line0, line1, th, out):
             a5 = _at((m[5, p], m[11, p], m[17, p], m[23, p], m[29, p], m[35, p]), k)
             row0 = _at((a0[0], a1[0], a2[0], a3[0], a4[0], a5[0]), k)
             row1 = _at((a0[1], a1[1], a2[1], a3[1], a4[1], a5[1]), k)
-            blocks[0, t] = row0[0] + b
-            blocks[1, t] = row0[1] + b
-            blocks[2, t] = row1[0] + b
-            blocks[3, t] = row1[1] + b
-        for line in range(line0, line1):
-            n = line // th
-            i0 = 2 * (line - n * th)
-            t0 = u((line - line0) * tw)
-            for i in range(min(2, oh - i0)):
-                dst = u(((n * n_out + o) * oh + i0 + i) * ow)
-                even = u(2 * i * tiles) + t0
-                odd = even + u(tiles)
-                if relu:  # "0 if v <= 0": a NaN stays NaN, as in ReLU
-                    for q in range(pairs):
-                        v = bf[even + q]
-                        y[dst + two * q] = 0 if v <= 0 else v
-                        v = bf[odd + q]
-                        y[dst + two * q + one] = 0 if v <= 0 else v
-                else:
-                    for q in range(pairs):
-                        y[dst + two * q] = bf[even + q]
-                        y[dst + two * q + one] = bf[odd + q]
-                if ow % 2:
-                    v = bf[even + pairs]
-                    y[dst + u(ow - 1)] = 0 if relu and v <= 0 else v
+            rows[0, 2 * t] = row0[0] + b
+            rows[0, 2 * t + 1] = row0[1] + b
+            rows[1, 2 * t] = row1[0] + b
+            rows[1, 2 * t + 1] = row1[1] + b
+        _rows_to_output(rows, relu, line0, line1, th, o, out)
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
