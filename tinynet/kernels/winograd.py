@@ -285,49 +285,52 @@ def _grad_output_transform(grad_out, line0, line1, th, m):
     """dM[ξ][o, p] = (A · dy · Aᵀ)[ξ] for the 2×2 gradient block dy of tile p (0 past the edge).
 
     Shapes: grad_out (N, Cout, OH, OW); m (16, ≥ Cout·tiles), planes as in
-    :func:`_input_transform`. Two passes per channel, the mirror of _output_transform: a
-    scalar gather of each tile's four values into ``blocks`` (4, tiles), then the transform
-    over all tiles of the chunk, contiguous, which LLVM vectorises (one pass writing 16
-    planes per tile ran scalar: 2x slower).
+    :func:`_input_transform`. Two passes per channel, the mirror of _output_transform: each
+    gradient row of the chunk's lines copied in one contiguous run into ``rows`` (2, 2·tiles),
+    zeros past the edges (:func:`_output_to_rows`), then the transform over all tiles of the
+    chunk, which LLVM vectorises (one pass writing 16 planes per tile ran scalar: 2x slower).
     """
-    n_out, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
-    tw = (ow + 1) // 2
-    tiles = (line1 - line0) * tw
-    zero = grad_out.dtype.type(0)
-    blocks = np.empty((4, tiles), dtype=grad_out.dtype)  # rows: y00, y01, y10, y11
-    y, bf = grad_out.reshape(-1), blocks.reshape(-1)  # flat, unsigned: see _output_transform
-    u = np.uint64
-    one, two, pairs = u(1), u(2), u(ow // 2)
+    n_out, ow = grad_out.shape[1], grad_out.shape[3]
+    tiles = (line1 - line0) * ((ow + 1) // 2)
+    rows = np.empty((2, 2 * tiles), dtype=grad_out.dtype)
     for o in range(n_out):
-        for line in range(line0, line1):
-            n = line // th
-            i0 = 2 * (line - n * th)
-            t0 = u((line - line0) * tw)
-            for i in range(2):
-                even = u(2 * i * tiles) + t0
-                odd = even + u(tiles)
-                if i0 + i < oh:
-                    src = u(((n * n_out + o) * oh + i0 + i) * ow)
-                    for q in range(pairs):
-                        bf[even + q] = y[src + two * q]
-                        bf[odd + q] = y[src + two * q + one]
-                    if ow % 2:  # the last tile hangs over the right edge: zeros there
-                        bf[even + pairs] = y[src + u(ow - 1)]
-                        bf[odd + pairs] = zero
-                else:  # the tile row hangs over the bottom edge
-                    for q in range(tw):
-                        bf[even + q] = zero
-                        bf[odd + q] = zero
+        _output_to_rows(grad_out, line0, line1, th, o, rows)
         # Row r of A·dy (r = 0..3), then A along it into planes 4r .. 4r + 3: one loop per r,
         # so that each writes 4 planes; LLVM cannot tell the 16 planes of m apart and does
         # not vectorise a loop that stores into all of them.
         base = o * tiles
         for r in range(4):
             for t in range(tiles):
-                c0 = _a(blocks[0, t], blocks[2, t])[r]
-                c1 = _a(blocks[1, t], blocks[3, t])[r]
+                c0 = _a(rows[0, 2 * t], rows[1, 2 * t])[r]
+                c1 = _a(rows[0, 2 * t + 1], rows[1, 2 * t + 1])[r]
                 p = base + t
                 m[4 * r, p], m[4 * r + 1, p], m[4 * r + 2, p], m[4 * r + 3, p] = _a(c0, c1)
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _output_to_rows(grad_out, line0, line1, th, o, rows):
+    """The transpose of :func:`_rows_to_output`: channel o's rows of grad_out for tile lines
+    line0 .. line1 into ``rows`` (s, s·tiles), one contiguous copy per row, and zeros where
+    the last tiles hang over the edges."""
+    step = rows.shape[0]
+    oh, ow = grad_out.shape[2], grad_out.shape[3]
+    tw = (ow + step - 1) // step
+    zero = rows.dtype.type(0)
+    for line in range(line0, line1):
+        n = line // th
+        i0 = step * (line - n * th)
+        c0 = step * (line - line0) * tw  # this line's first column in rows
+        for i in range(step):
+            dst = rows[i, c0 : c0 + step * tw]
+            if i0 + i < oh:
+                src = grad_out[n, o, i0 + i]
+                for j in range(ow):
+                    dst[j] = src[j]
+                for j in range(ow, step * tw):
+                    dst[j] = zero
+            else:
+                for j in range(step * tw):
+                    dst[j] = zero
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
