@@ -35,7 +35,7 @@ from numba import njit, prange
 
 from .. import config
 from .conv import add_into, row_sum, sum_blocks, zero_fill
-from .winograd import _crop, _pad, _rows_to_output, _to_planes
+from .winograd import _crop, _output_to_rows, _pad, _rows_to_output, _to_planes
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -332,38 +332,22 @@ def _output_transform(m, bias, relu, line0, line1, th, out):
 def _grad_output_transform(grad_out, line0, line1, th, m):
     """dM[ξ][o, p] = (A · dy · Aᵀ)[ξ] for the 2×2 gradient block dy of tile p (0 past the edge).
 
-    Shapes: grad_out (N, Cout, OH, OW); m (36, ≥ Cout·tiles).
+    Shapes: grad_out (N, Cout, OH, OW); m (36, ≥ Cout·tiles). As winograd's: the gradient
+    rows copied into ``rows`` (2, 2·tiles), then one loop over the tiles per row r of A·dy,
+    each writing 6 planes.
     """
-    n_out, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
-    tw = (ow + 1) // 2
-    tiles = (line1 - line0) * tw
-    zero = grad_out.dtype.type(0)
-    y = grad_out.reshape(-1)
+    n_out, ow = grad_out.shape[1], grad_out.shape[3]
+    tiles = (line1 - line0) * ((ow + 1) // 2)
+    rows = np.empty((2, 2 * tiles), dtype=grad_out.dtype)
     k = _constants(grad_out.dtype)
-    u = np.uint64
     for o in range(n_out):
-        for line in range(line0, line1):
-            n = line // th
-            i0 = 2 * (line - n * th)
-            r0 = u(((n * n_out + o) * oh + i0) * ow)
-            r1 = r0 + u(ow)
-            base = o * tiles + (line - line0) * tw
-            for tx in range(tw):
-                p = base + tx
-                j0 = 2 * tx
-                j = u(j0)
-                y00 = y[r0 + j]
-                y01 = y[r0 + j + u(1)] if j0 + 1 < ow else zero
-                y10 = y[r1 + j] if i0 + 1 < oh else zero
-                y11 = y[r1 + j + u(1)] if i0 + 1 < oh and j0 + 1 < ow else zero
-                a0 = _a(y00, y10, k)
-                a1 = _a(y01, y11, k)
-                _store(m, 0, p, _a(a0[0], a1[0], k))  # written out, as in _input_transform
-                _store(m, 6, p, _a(a0[1], a1[1], k))
-                _store(m, 12, p, _a(a0[2], a1[2], k))
-                _store(m, 18, p, _a(a0[3], a1[3], k))
-                _store(m, 24, p, _a(a0[4], a1[4], k))
-                _store(m, 30, p, _a(a0[5], a1[5], k))
+        _output_to_rows(grad_out, line0, line1, th, o, rows)
+        base = o * tiles
+        for r in range(6):
+            for t in range(tiles):
+                c0 = _a(rows[0, 2 * t], rows[1, 2 * t], k)[r]
+                c1 = _a(rows[0, 2 * t + 1], rows[1, 2 * t + 1], k)[r]
+                _store(m, 6 * r, base + t, _a(c0, c1, k))
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
