@@ -1,9 +1,10 @@
 """Matrix products of the Linear layer, split across Numba's threads.
 
-Each thread calls BLAS (through ``np.dot``) on its own block of rows, with BLAS itself kept
-single-threaded. Letting a multi-threaded BLAS do the whole product instead would leave its
-worker threads spin-waiting after every call, on the cores Numba's kernels need next; on two
-cores that made the layers after a Linear up to 10x slower.
+Each thread calls BLAS (``np.dot``, or ``blas.gemm`` for a strided block) on its own block
+of the product, with BLAS itself kept single-threaded. Letting a multi-threaded BLAS do the
+whole product instead would leave its worker threads spin-waiting after every call, on the
+cores Numba's kernels need next; on two cores that made the layers after a Linear up to 10x
+slower.
 """
 
 import numpy as np
@@ -50,34 +51,25 @@ def linear_backward_serial(
 def linear_forward(x, weight, blocks, out):
     """out = x @ weightᵀ; x (N, in), weight (out, in), out (N, out), all C-contiguous.
 
-    Loop: for each of ``blocks`` row blocks, one GEMM. Parallel over: row blocks of x and
-    out; each block writes only its own rows.
-    """
-    n = x.shape[0]
-    for b in prange(blocks):
-        r0 = b * n // blocks
-        r1 = (b + 1) * n // blocks
-        forward_rows(x[r0:r1], weight, out[r0:r1])
-    return out
-
-
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
-def linear_forward_by_features(x, weight, blocks, out):
-    """out = x @ weightᵀ split by output features instead of rows, for a batch smaller than
-    the feature count: each block's product is then squarer, which BLAS runs faster (measured
-    on (64, 3136) → 128, 2 threads: 0.30 ms against 0.36 by rows; BLAS packs the whole weight
-    once per row block, so row blocks of 32 spend much of their time packing).
-
-    A block's columns of out are strided (a row stride of out_features), which ``np.dot``
-    cannot write, so the block calls gemm with that leading dimension. Parallel over:
-    feature blocks; each writes only its own columns of out.
+    Loop: for each of ``blocks`` blocks, one GEMM: blocks of rows, or, for a batch smaller
+    than the feature count, blocks of output features, whose products are squarer, which
+    BLAS runs faster (measured on (64, 3136) → 128, 2 threads: 0.30 ms against 0.36 by rows;
+    BLAS packs the whole weight once per row block, so row blocks of 32 spend much of their
+    time packing). A block of features is a strided block of out's columns, which ``np.dot``
+    cannot write: it goes through gemm with out's row stride. Parallel over: the blocks; each
+    writes only its own rows or columns of out.
     """
     n, k, m = x.shape[0], x.shape[1], weight.shape[0]
     xf, wf, of = x.reshape(-1), weight.reshape(-1), out.reshape(-1)
     for b in prange(blocks):
-        o0 = b * m // blocks
-        o1 = (b + 1) * m // blocks
-        gemm(False, True, n, o1 - o0, k, xf, k, wf[o0 * k :], k, 0.0, of[o0:], m)
+        if n < m:
+            o0 = b * m // blocks
+            o1 = (b + 1) * m // blocks
+            gemm(False, True, n, o1 - o0, k, xf, k, wf[o0 * k :], k, 0.0, of[o0:], m)
+        else:
+            r0 = b * n // blocks
+            r1 = (b + 1) * n // blocks
+            forward_rows(x[r0:r1], weight, out[r0:r1])
     return out
 
 

@@ -82,8 +82,6 @@ class Linear(Module):
             with config.single_threaded_blas():
                 if blocks == 1:  # no parallel region to start for one block
                     kernels.forward_rows(x2, w, y)
-                elif x2.shape[0] < self.out_features:
-                    kernels.linear_forward_by_features(x2, w, blocks, y)
                 else:
                     kernels.linear_forward(x2, w, blocks, y)
         else:
