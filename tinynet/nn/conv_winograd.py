@@ -187,6 +187,15 @@ class WinogradMixin:
         tile = self._winograd_tile_used
         lines, xpad, v, m = self._winograd_work(n, self._out_size, tile, dtype)
         u = self._u_forward
+        # The kernels index the forward's padded input and U without bounds checks: a layout
+        # that no longer matches them must stop here, not read past their ends.
+        planes = (tile + self.kernel_size[0] - 1) ** 2
+        if self._x_padded.shape != xpad.shape or u.shape[0] != planes:
+            raise RuntimeError(
+                f"{self.describe()}: the backward's Winograd layout {xpad.shape}, {planes} "
+                f"planes does not match its forward's {self._x_padded.shape}, {u.shape[0]} "
+                "planes (a bug in tinynet: please report it)"
+            )
         kernels = _KERNELS[self.kernel_size[0], tile]
         gxpad = self._buffer("gxpad", xpad.shape, dtype)
         partial_u = self._buffer("partial_u", (v.shape[0], *u.shape), dtype)
