@@ -1,13 +1,14 @@
 """Smoke test of the benchmark: tiny shapes, few repetitions; checks structure, not speed."""
 
 import json
+import time
 
 import numpy as np
 import pytest
 
 from tinynet.benchmark import main, report
 from tinynet.benchmark.runner import validate
-from tinynet.benchmark.timing import summarize, time_interleaved
+from tinynet.benchmark.timing import calibrate, summarize, time_interleaved
 
 # Cheap workloads whose kernels compile quickly: dense layers, BN1d, ReLU and the paper's MLP.
 ONLY = "linear,relu,bn1d,bn_mlp"
@@ -107,6 +108,29 @@ def test_interleaved_timing_reports_errors_and_spread():
     assert out["a"]["samples"] == 3 and out["a"]["min_s"] <= out["a"]["median_s"]
     stats = summarize([1.0, 2.0, 3.0, 4.0, 100.0])
     assert stats["median_s"] == 3.0 and stats["max_s"] == 100.0
+
+
+def _slow_start(slow_calls):
+    """A function whose first ``slow_calls`` calls take 20 ms and later ones 0.1 ms."""
+    calls = []
+
+    def fn():
+        calls.append(None)
+        end = time.perf_counter() + (0.02 if len(calls) <= slow_calls else 1e-4)
+        while time.perf_counter() < end:
+            pass
+
+    return fn
+
+
+def test_calibration_is_not_fooled_by_a_slow_start():
+    # A count fixed by the slow first call would be 1; the fast rate needs 100+ calls to fill
+    # a 10 ms sample (at most ~130, as calibration aims 30% past the target).
+    assert 100 <= calibrate(_slow_start(1), min_sample_s=0.01) <= 140
+    assert calibrate(lambda: None, min_sample_s=1.0, max_number=50) == 50
+    # A slow spell through the whole calibration: the samples themselves notice and retake.
+    out = time_interleaved({"a": _slow_start(3)}, reps=3, warmup=0, min_sample_s=0.01)
+    assert out["a"]["number"] >= 100 and out["a"]["median_s"] < 1e-3
 
 
 def test_only_matching_nothing_is_an_error(capsys):
