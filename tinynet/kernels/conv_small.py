@@ -54,9 +54,9 @@ from numba import njit, prange
 from .. import config
 from .conv import zero_fill
 
-# Output planes each forward kernel accumulates at once, by kernel size: its acc work array
-# holds that many rows of OH·wp values per block (the 5×5 one pairs output channels).
-ACCUMULATORS = {3: 1, 5: 2}
+# Output planes each forward kernel accumulates at once (two output channels): its acc work
+# array holds that many rows of OH·wp values per block.
+ACCUMULATORS = 2
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -117,6 +117,33 @@ def _plane(xpad, weight, o, c0, hp, wp, length, acc):
                 + w8 * xpad[r2 + p + two]
             )
             acc[p] = taps if first else acc[p] + taps
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _plane_pair(xpad, weight, o, c0, hp, wp, length, acc, acc2):
+    """:func:`_plane` for output channels o and o + 1 of one group at once, into acc and
+    acc2: each of the nine shifted input values is loaded once for both channels' taps."""
+    one = np.uint64(1)
+    two = np.uint64(2)
+    for c in range(weight.shape[1]):
+        w = weight[o, c]
+        v = weight[o + 1, c]
+        w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+        v0, v1, v2, v3, v4, v5, v6, v7, v8 = v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+        r0 = np.uint64((c0 + c) * hp * wp)
+        r1 = r0 + np.uint64(wp)
+        r2 = r1 + np.uint64(wp)
+        first = c == 0  # stores: no zeroing pass (see _plane)
+        for p in range(np.uint64(length)):
+            x0, x1, x2 = xpad[r0 + p], xpad[r0 + p + one], xpad[r0 + p + two]
+            x3, x4, x5 = xpad[r1 + p], xpad[r1 + p + one], xpad[r1 + p + two]
+            x6, x7, x8 = xpad[r2 + p], xpad[r2 + p + one], xpad[r2 + p + two]
+            taps = w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3 + w4 * x4 + w5 * x5
+            taps = taps + w6 * x6 + w7 * x7 + w8 * x8
+            taps2 = v0 * x0 + v1 * x1 + v2 * x2 + v3 * x3 + v4 * x4 + v5 * x5
+            taps2 = taps2 + v6 * x6 + v7 * x7 + v8 * x8
+            acc[p] = taps if first else acc[p] + taps
+            acc2[p] = taps2 if first else acc2[p] + taps2
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -189,21 +216,39 @@ def conv2d_small_forward(x, weight, bias, relu, padding, out, xpad, acc):
     left); out (N, Cout, OH, OW) written. The padded plane is
     hp × wp = (OH + k − 1) × (OW + k − 1), k = 3. Work space, one row per block of samples:
     xpad (T, ≥ C·hp·wp + k − 1) (the last row's junk columns read k − 1 values past the
-    plane) and acc (T, ≥ OH·wp).
-    Loop nest: for block t: for n in block: pad x[n]; for o: acc = Σ_c 9 taps; out[n, o] =
-    acc without its junk columns + bias. Parallel over: blocks of samples (block t writes
-    out[n] of its own samples and xpad[t], acc[t] only: race-free).
+    plane) and acc (T, ≥ 2·OH·wp): two accumulators, for two output channels of a group at
+    once (:func:`_plane_pair`; an odd group's last channel alone).
+    Loop nest: for block t: for n in block: pad x[n]; for each pair o, o + 1: acc = Σ_c 9 taps;
+    out[n, o] = acc without its junk columns + bias. Parallel over: blocks of samples (block t
+    writes out[n] of its own samples and xpad[t], acc[t] only: race-free).
+
+    Two channels per pass load each input value once for 18 products instead of 9, measured
+    (float32, ms, one pass vs two channels, 1 / 2 threads, batch 64) on AVX-512 (AMD Zen 4):
+    1 → 32 on 28²: 0.75 / 0.46 vs 0.65 / 0.33; 3 → 16 on 32²: 1.09 / 0.58 vs 0.76 / 0.41;
+    8 → 32 on 28²: 4.70 / 2.60 vs 3.44 / 1.79; and compiled for AVX2 (NUMBA_CPU_NAME=znver3,
+    16 vector registers, so the 18 weights spill): 0.86 / 0.52 vs 0.87 / 0.45; 1.60 / 0.71 vs
+    1.38 / 0.55; 5.11 / 3.13 vs 3.63 / 2.62.
     """
     n_batch, n_out, cin_g = x.shape[0], weight.shape[0], weight.shape[1]
     cout_g = n_out // (x.shape[1] // cin_g)
     hp, wp, length = _padded_plane(out.shape[2], out.shape[3], 3)
     n_blocks = xpad.shape[0]
+    oh, ow = out.shape[2], out.shape[3]
     for t in prange(n_blocks):
+        acc1, acc2 = acc[t, :length], acc[t, length : 2 * length]
         for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
             _pad_flat(x[n], padding[0], padding[1], hp, wp, xpad[t])
-            for o in range(n_out):
-                _plane(xpad[t], weight, o, (o // cout_g) * cin_g, hp, wp, length, acc[t])
-                _store(acc[t], bias[o], relu, out.shape[2], out.shape[3], wp, out[n, o].reshape(-1))
+            o = 0
+            while o < n_out:
+                c0 = (o // cout_g) * cin_g
+                pair = o + 1 < n_out and (o + 1) // cout_g == o // cout_g  # o + 1: same group
+                if pair:
+                    _plane_pair(xpad[t], weight, o, c0, hp, wp, length, acc1, acc2)
+                    _store(acc2, bias[o + 1], relu, oh, ow, wp, out[n, o + 1].reshape(-1))
+                else:
+                    _plane(xpad[t], weight, o, c0, hp, wp, length, acc1)
+                _store(acc1, bias[o], relu, oh, ow, wp, out[n, o].reshape(-1))
+                o += 2 if pair else 1
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -216,8 +261,7 @@ def conv2d_small5_forward(x, weight, bias, relu, padding, out, xpad, acc):
     Two channels per pass measured 1.2–1.45x faster than one (interleaved, 1 and 2 threads):
     LeNet-5's 6 → 16 on (64, 6, 14, 14) 0.58 against 0.75 ms on 2 threads; its input
     gradient, 16 → 6 on (64, 16, 18, 18) with padding 4, 1.77 against 2.38; (64, 3, 32, 32)
-    → 16, padding 2, 1.77 against 2.22. The 3×3 kernel keeps one channel: two would hold 18
-    weights in AVX2's 16 vector registers (measured slower).
+    → 16, padding 2, 1.77 against 2.22. (The 3×3 kernel pairs channels too.)
     """
     n_batch, n_out, cin_g = x.shape[0], weight.shape[0], weight.shape[1]
     cout_g = n_out // (x.shape[1] // cin_g)

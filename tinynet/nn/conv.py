@@ -254,7 +254,7 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         blocks = max(1, min(config.get_num_threads(), n))
         plane = (oh + k - 1) * (ow + k - 1)
         xpad = self._rows("small_xpad", blocks, self.in_channels * plane + k - 1, dtype)
-        acc = self._rows("small_acc", blocks, conv_small.ACCUMULATORS[k] * oh * (ow + k - 1), dtype)
+        acc = self._rows("small_acc", blocks, conv_small.ACCUMULATORS * oh * (ow + k - 1), dtype)
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
         weight = weight.reshape(self.out_channels, self.in_channels // self.groups, k * k)
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
@@ -310,7 +310,7 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         plane = (height + k - 1) * (width + k - 1)
         gpad = self._rows("small_gpad", blocks, n_out * plane + k - 1, dtype)
         gacc = self._rows(
-            "small_gacc", blocks, conv_small.ACCUMULATORS[k] * height * (width + k - 1), dtype
+            "small_gacc", blocks, conv_small.ACCUMULATORS * height * (width + k - 1), dtype
         )
         grad_x = np.empty_like(x)
         padding = (k - 1 - self._pad_low[0], k - 1 - self._pad_low[1])
