@@ -47,7 +47,8 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
-from .conv import add_into, row_sum, sum_blocks, zero_fill
+from .blas import gemm
+from .conv import row_sum, sum_blocks, zero_fill
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -149,11 +150,13 @@ def winograd_weight_transform_backward(grad_u, grad_w):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _input_transform(xpad, line0, line1, v):
+def _input_transform(xpad, line0, line1, v, by_tile=False):
     """V[ξ][c, p] = (Bᵀ d B)[ξ] for the 4×4 patch d of tile p in lines line0 .. line1.
 
     Shapes: xpad (N, C, 2·th + 2, 2·tw + 2); v (16, ≥ C·tiles), tiles = (line1 − line0)·tw:
-    plane ξ holds V[ξ] (C × tiles) row-major in its first C·tiles entries.
+    plane ξ holds V[ξ] (C × tiles) row-major in its first C·tiles entries, or with
+    ``by_tile`` its transpose (tiles × C), for the backward's weight gradient (see
+    winograd_backward).
     """
     n_channels, height, width = xpad.shape[1], xpad.shape[2], xpad.shape[3]
     th = (height - 2) // 2
@@ -165,14 +168,16 @@ def _input_transform(xpad, line0, line1, v):
     u = np.uint64
     w1, w2, w3 = u(width), u(2 * width), u(3 * width)
     one, two, three = u(1), u(2), u(3)
+    # Where V[ξ][c, tile] goes in plane ξ: c·channel_step + tile·tile_step.
+    channel_step, tile_step = (1, n_channels) if by_tile else (tiles, 1)
     for c in range(n_channels):
         for line in range(line0, line1):
             n = line // th
             r = u(((n * n_channels + c) * height + 2 * (line - n * th)) * width)
-            base = c * tiles + (line - line0) * tw
+            base = c * channel_step + (line - line0) * tw * tile_step
             for tx in range(tw):
                 q = r + u(2 * tx)
-                p = base + tx
+                p = base + tx * tile_step
                 # Bᵀ down each of the patch's columns, then along each resulting row.
                 a0 = _bt(x[q], x[q + w1], x[q + w2], x[q + w3])
                 a1 = _bt(x[q + one], x[q + w1 + one], x[q + w2 + one], x[q + w3 + one])
@@ -412,7 +417,6 @@ def winograd_backward(
     for t in prange(n_blocks):
         # Loops and serial helpers only: whole-array statements here would each become a
         # parallel loop of their own, slow to compile (see conv.py).
-        product = np.empty((n_out, n_channels), dtype=u.dtype)
         zero_fill(partial_u[t].reshape(-1))
         zero_fill(partial_b[t])
         n0 = (t * n_batch) // n_blocks
@@ -424,15 +428,17 @@ def winograd_backward(
         for line0 in range(n0 * th, n1 * th, lines):
             line1 = min(line0 + lines, n1 * th)
             tiles = (line1 - line0) * tw
-            _input_transform(xpad, line0, line1, v[t])
+            # V stored by tile (tiles × C), so that dU[ξ] += dM[ξ] @ V[ξ]ᵀ multiplies two
+            # row-major matrices: BLAS ran it from the (C × tiles) layout, transposed, at 2/3
+            # of the speed (64×252 by 252×32, one core, AVX-512: 59 against 91 GFLOP/s).
+            _input_transform(xpad, line0, line1, v[t], True)
             _grad_output_transform(grad_out, line0, line1, th, m[t])
             for k in range(16):
-                vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
                 mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
-                np.dot(mk, vk.T, product)
-                add_into(product, partial_u[t, k])
-                # V[ξ] is no longer needed: its space takes dV[ξ].
-                np.dot(u[k].T, mk, vk)
+                gemm(False, False, n_out, n_channels, tiles, m[t, k], tiles, v[t, k],
+                     n_channels, 1.0, partial_u[t, k].reshape(-1), n_channels)  # fmt: skip
+                # V[ξ] is no longer needed: its space takes dV[ξ] (C × tiles).
+                np.dot(u[k].T, mk, v[t, k, : n_channels * tiles].reshape(n_channels, tiles))
             _input_transform_backward(v[t], line0, line1, gxpad)
         for n in range(n0, n1):
             _crop(gxpad[n], padding, grad_x[n])

@@ -38,7 +38,8 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
-from .conv import add_into, row_sum, sum_blocks, zero_fill
+from .blas import gemm
+from .conv import row_sum, sum_blocks, zero_fill
 from .winograd import _crop, _pad, _rows_to_output, _to_planes
 from .winograd5 import _constants, _input_transform, _input_transform_backward, _store
 
@@ -279,7 +280,6 @@ def winograd4_backward(
     th = (xpad.shape[2] - 2) // STEP
     tw = (xpad.shape[3] - 2) // STEP
     for t in prange(n_blocks):
-        product = np.empty((n_out, n_channels), dtype=u.dtype)
         zero_fill(partial_u[t].reshape(-1))
         zero_fill(partial_b[t])
         n0 = (t * n_batch) // n_blocks
@@ -291,14 +291,16 @@ def winograd4_backward(
         for line0 in range(n0 * th, n1 * th, lines):
             line1 = min(line0 + lines, n1 * th)
             tiles = (line1 - line0) * tw
-            _input_transform(xpad, line0, line1, STEP, v[t])
+            # V by tile: dU[ξ] += dM[ξ] @ V[ξ]ᵀ multiplies two row-major matrices (see
+            # winograd.winograd_backward).
+            _input_transform(xpad, line0, line1, STEP, v[t], True)
             _grad_output_transform(grad_out, line0, line1, th, m[t])
             for k in range(36):
-                vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
                 mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
-                np.dot(mk, vk.T, product)
-                add_into(product, partial_u[t, k])
-                np.dot(u[k].T, mk, vk)  # V[ξ] is no longer needed: its space takes dV[ξ]
+                gemm(False, False, n_out, n_channels, tiles, m[t, k], tiles, v[t, k],
+                     n_channels, 1.0, partial_u[t, k].reshape(-1), n_channels)  # fmt: skip
+                # V[ξ] is no longer needed: its space takes dV[ξ] (C × tiles).
+                np.dot(u[k].T, mk, v[t, k, : n_channels * tiles].reshape(n_channels, tiles))
             _input_transform_backward(v[t], line0, line1, STEP, gxpad)
         for n in range(n0, n1):
             _crop(gxpad[n], padding, grad_x[n])

@@ -34,7 +34,8 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
-from .conv import add_into, row_sum, sum_blocks, zero_fill
+from .blas import gemm
+from .conv import row_sum, sum_blocks, zero_fill
 from .winograd import _crop, _output_to_rows, _pad, _rows_to_output, _to_planes
 
 
@@ -218,13 +219,14 @@ def _store(v, first, p, row):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _input_transform(xpad, line0, line1, step, v):
+def _input_transform(xpad, line0, line1, step, v, by_tile=False):
     """V[ξ][c, p] = (Bᵀ d B)[ξ] for the 6×6 patch d of tile p in lines line0 .. line1.
 
     ``step``: the tiles' output size, 2 here (F(2×2, 5×5)) or 4 (F(4×4, 3×3), winograd4.py,
     whose Bᵀ is this one): patches start every ``step`` rows and columns.
     Shapes: xpad (N, C, step·th + 6 − step, step·tw + 6 − step); v (36, ≥ C·tiles), tiles =
-    (line1 − line0)·tw: plane ξ holds V[ξ] (C × tiles) row-major in its first C·tiles entries.
+    (line1 − line0)·tw: plane ξ holds V[ξ] (C × tiles) row-major in its first C·tiles entries,
+    or with ``by_tile`` its transpose (tiles × C), as winograd._input_transform.
     """
     n_channels, height, width = xpad.shape[1], xpad.shape[2], xpad.shape[3]
     th = (height - 6 + step) // step
@@ -234,14 +236,15 @@ def _input_transform(xpad, line0, line1, step, v):
     k = _constants(xpad.dtype)
     u = np.uint64
     w = u(width)
+    channel_step, tile_step = (1, n_channels) if by_tile else (tiles, 1)
     for c in range(n_channels):
         for line in range(line0, line1):
             n = line // th
             r = u(((n * n_channels + c) * height + step * (line - n * th)) * width)
-            base = c * tiles + (line - line0) * tw
+            base = c * channel_step + (line - line0) * tw * tile_step
             for tx in range(tw):
                 q = r + u(step * tx)
-                p = base + tx
+                p = base + tx * tile_step
                 # Bᵀ down each of the patch's columns, then along each resulting row.
                 a0 = _bt(_column(x, q, w), k)
                 a1 = _bt(_column(x, q + u(1), w), k)
@@ -398,7 +401,6 @@ def winograd5_backward(
     th = (xpad.shape[2] - 4) // 2
     tw = (xpad.shape[3] - 4) // 2
     for t in prange(n_blocks):
-        product = np.empty((n_out, n_channels), dtype=u.dtype)
         zero_fill(partial_u[t].reshape(-1))
         zero_fill(partial_b[t])
         n0 = (t * n_batch) // n_blocks
@@ -410,14 +412,16 @@ def winograd5_backward(
         for line0 in range(n0 * th, n1 * th, lines):
             line1 = min(line0 + lines, n1 * th)
             tiles = (line1 - line0) * tw
-            _input_transform(xpad, line0, line1, 2, v[t])
+            # V by tile: dU[ξ] += dM[ξ] @ V[ξ]ᵀ multiplies two row-major matrices (see
+            # winograd.winograd_backward).
+            _input_transform(xpad, line0, line1, 2, v[t], True)
             _grad_output_transform(grad_out, line0, line1, th, m[t])
             for k in range(36):
-                vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
                 mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
-                np.dot(mk, vk.T, product)
-                add_into(product, partial_u[t, k])
-                np.dot(u[k].T, mk, vk)  # V[ξ] is no longer needed: its space takes dV[ξ]
+                gemm(False, False, n_out, n_channels, tiles, m[t, k], tiles, v[t, k],
+                     n_channels, 1.0, partial_u[t, k].reshape(-1), n_channels)  # fmt: skip
+                # V[ξ] is no longer needed: its space takes dV[ξ] (C × tiles).
+                np.dot(u[k].T, mk, v[t, k, : n_channels * tiles].reshape(n_channels, tiles))
             _input_transform_backward(v[t], line0, line1, 2, gxpad)
         for n in range(n0, n1):
             _crop(gxpad[n], padding, grad_x[n])
