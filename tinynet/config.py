@@ -26,6 +26,17 @@ FASTMATH: set[str] | bool = (
     else False
 )
 
+# The Winograd kernels (kernels/winograd*.py) are compiled without fast-math flags. With
+# them, LLVM's choices (reassociating a sum, fusing a multiply and an add) came out
+# differently for a kernel compiled in the running process and the same kernel loaded from
+# the on-disk cache, so a first run (which compiles) and the runs after it gave results a few
+# ulps apart: the Winograd layers' outputs and gradients, and so a LeNet-BN training run
+# (tests/test_determinism.py). Their loops vectorise across tiles, with no reduction that
+# needs reassociation, and the products are BLAS's: IEEE arithmetic cost them 0–8% (forward
+# + backward, measured on AVX-512). The other kernels' results came out the same compiled or
+# loaded (measured on all layer types and a LeNet-BN step), reductions and all.
+WINOGRAD_FASTMATH: set[str] | bool = False
+
 # Compiled kernels are cached on disk (in __pycache__) so the second start is fast.
 CACHE: bool = os.environ.get("TINYNET_NUMBA_CACHE", "1") != "0"
 

@@ -51,43 +51,43 @@ from .blas import gemm
 from .conv import row_sum, sum_blocks, zero_fill
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _bt(d0, d1, d2, d3):
     """Bᵀ applied to a 4-vector (the input transform along one axis)."""
     return d0 - d2, d1 + d2, d2 - d1, d1 - d3
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _b(w0, w1, w2, w3):
     """B applied to a 4-vector: the transpose of :func:`_bt`."""
     return w0, w1 - w2 + w3, w1 + w2 - w0, -w3
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _at(m0, m1, m2, m3):
     """Aᵀ applied to a 4-vector (the output transform along one axis)."""
     return m0 + m1 + m2, m1 - m2 - m3
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _a(y0, y1):
     """A applied to a 2-vector: the transpose of :func:`_at`."""
     return y0, y0 + y1, y0 - y1, -y1
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _g(g0, g1, g2, half):
     """G applied to a 3-vector (the weight transform along one axis); half = 0.5 in the dtype."""
     return g0, half * (g0 + g1 + g2), half * (g0 - g1 + g2), g2
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _gt(u0, u1, u2, u3, half):
     """Gᵀ applied to a 4-vector: the transpose of :func:`_g`."""
     return u0 + half * (u1 + u2), half * (u1 - u2), half * (u1 + u2) + u3
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _to_planes(rows, u, o):
     """u[k, o, c] = rows[c, k]: output channel o's transformed weights into u's planes.
 
@@ -101,7 +101,7 @@ def _to_planes(rows, u, o):
             u[k, o, c] = rows[c, k]
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd_weight_transform(weight, u):
     """u[ξ, o, c] = (G · weight[o, c] · Gᵀ)[ξ], ξ = 4·row + column.
 
@@ -127,7 +127,7 @@ def winograd_weight_transform(weight, u):
         _to_planes(rows, u, o)
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd_weight_transform_backward(grad_u, grad_w):
     """grad_w[o, c] = Gᵀ · grad_u[:, o, c] (as 4×4) · G: the transpose of the weight transform.
 
@@ -149,7 +149,7 @@ def winograd_weight_transform_backward(grad_u, grad_w):
                     grad_w[o, c, i, j] = row[j]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _input_transform(xpad, line0, line1, v, by_tile=False):
     """V[ξ][c, p] = (Bᵀ d B)[ξ] for the 4×4 patch d of tile p in lines line0 .. line1.
 
@@ -189,7 +189,7 @@ def _input_transform(xpad, line0, line1, v, by_tile=False):
                 v[12, p], v[13, p], v[14, p], v[15, p] = _bt(a0[3], a1[3], a2[3], a3[3])
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _input_transform_backward(v, line0, line1, gxpad):
     """gxpad[n, c, patch of tile p] += B · dV[:][c, p] (as 4×4) · Bᵀ: the transpose above.
 
@@ -225,7 +225,7 @@ def _input_transform_backward(v, line0, line1, gxpad):
                     g[k + w3] += col[3]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _output_transform(m, bias, relu, line0, line1, th, out):
     """out[n, o, 2×2 block of tile p] = Aᵀ · M[:][o, p] (as 4×4) · A + bias[o], then
     max(·, 0) if ``relu`` (a fused ReLU).
@@ -259,7 +259,7 @@ def _output_transform(m, bias, relu, line0, line1, th, out):
         _rows_to_output(rows, relu, line0, line1, th, o, out)
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _rows_to_output(rows, relu, line0, line1, th, o, out):
     """Channel o's output rows of tile lines line0 .. line1 from ``rows`` (s, s·tiles), in
     which an output transform with s×s tiles left them laid out as the output's rows (line
@@ -285,7 +285,7 @@ def _rows_to_output(rows, relu, line0, line1, th, o, out):
                     dst[j] = src[j]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _grad_output_transform(grad_out, line0, line1, th, m):
     """dM[ξ][o, p] = (A · dy · Aᵀ)[ξ] for the 2×2 gradient block dy of tile p (0 past the edge).
 
@@ -312,7 +312,7 @@ def _grad_output_transform(grad_out, line0, line1, th, m):
                 m[4 * r, p], m[4 * r + 1, p], m[4 * r + 2, p], m[4 * r + 3, p] = _a(c0, c1)
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _output_to_rows(grad_out, line0, line1, th, o, rows):
     """The transpose of :func:`_rows_to_output`: channel o's rows of grad_out for tile lines
     line0 .. line1 into ``rows`` (s, s·tiles), one contiguous copy per row, and zeros where
@@ -338,7 +338,7 @@ def _output_to_rows(grad_out, line0, line1, th, o, rows):
                     dst[j] = zero
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
     """out = conv3×3(x, g) + bias (then max(·, 0) if ``relu``), with u = the transformed
     weights (winograd_weight_transform).
@@ -376,7 +376,7 @@ def winograd_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
             _output_transform(m[t], bias, relu, line0, line1, th, out)
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _pad(x, padding, xpad):
     """xpad = x placed at (top, left) in zeros. Shapes: x (C, H, W); xpad (C, H2, W2)."""
     n_channels, height, width = x.shape
@@ -392,7 +392,7 @@ def _pad(x, padding, xpad):
                 dst[j] = src[j]
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd_backward(
     xpad, u, grad_out, padding, lines, grad_x, grad_u, grad_b, gxpad, v, m, partial_u, partial_b
 ):
@@ -446,7 +446,7 @@ def winograd_backward(
     sum_blocks(partial_b, grad_b)
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _crop(xpad, padding, x):
     """x = the (H, W) window of xpad at (top, left): the transpose of :func:`_pad`."""
     n_channels, height, width = x.shape

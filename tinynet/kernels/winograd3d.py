@@ -49,7 +49,7 @@ from .conv import row_sum, sum_blocks, zero_fill
 from .winograd import _g, _gt, _to_planes
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd3d_weight_transform(weight, u):
     """u[16·i + 4·j + k, o, c] = ((G⊗G⊗G) weight[o, c])[i, j, k].
 
@@ -81,7 +81,7 @@ def winograd3d_weight_transform(weight, u):
         _to_planes(rows, u, o)
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd3d_weight_transform_backward(grad_u, grad_w):
     """grad_w[o, c] = (Gᵀ⊗Gᵀ⊗Gᵀ) grad_u[:, o, c]: the transpose of the weight transform.
 
@@ -111,7 +111,7 @@ def winograd3d_weight_transform_backward(grad_u, grad_w):
                         grad_w[o, c, a, b, e] = col[a]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _line_origin(line, td, th):
     """(sample, first padded depth, first padded row) of tile line ``line``."""
     per_sample = td * th
@@ -120,7 +120,7 @@ def _line_origin(line, td, th):
     return n, 2 * (r // th), 2 * (r % th)
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _run(line, line1, td, th):
     """(sample, first padded depth, first tile row, count) of the run of tile lines from
     ``line`` (at most to line1) in one (sample, tile depth) slab: contiguous in xpad's
@@ -136,7 +136,7 @@ def _run(line, line1, td, th):
 _BT_ROWS = ((0, 2, False), (1, 2, True), (2, 1, False), (1, 3, False))
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE, inline="always")
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE, inline="always")
 def _pair(src, i, j, plus, out, k, size):
     """out[k + f] = src[i + f] ± src[j + f] for f < size: one output stream, so LLVM vectorises
     it. Arrays are flat and offsets unsigned (np.uint64): Numba's negative-index test on
@@ -150,7 +150,7 @@ def _pair(src, i, j, plus, out, k, size):
             out[k + f] = src[i + f] - src[j + f]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _input_transform(xpad, line0, line1, t, h, v):
     """V[ξ][c, p] = ((Bᵀ⊗Bᵀ⊗Bᵀ) d)[ξ] for the 4×4×4 patch d of tile p in lines line0 .. line1.
 
@@ -203,7 +203,7 @@ def _input_transform(xpad, line0, line1, t, h, v):
         line += count
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _input_transform_backward(v, line0, line1, t, h, gxpad):
     """gxpad[patch of tile p] += (B⊗B⊗B) dV[:][c, p]: the transpose of _input_transform.
 
@@ -274,7 +274,7 @@ def _input_transform_backward(v, line0, line1, t, h, gxpad):
         line += count
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _output_transform(m, bias, relu, line0, line1, w, y, blocks, out):
     """out[n, o, 2×2×2 block of tile p] = (Aᵀ⊗Aᵀ⊗Aᵀ) M[:][o, p] + bias[o], then max(·, 0) if
     ``relu``.
@@ -353,7 +353,7 @@ def _output_transform(m, bias, relu, line0, line1, w, y, blocks, out):
                         row[q] = bf[src + q]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _grad_output_transform(grad_out, line0, line1, w, y, blocks, m):
     """dM[ξ][o, p] = ((A⊗A⊗A) dy)[ξ] for the 2×2×2 gradient block dy of tile p (0 past edges
     and on the spare tiles).
@@ -434,7 +434,7 @@ def _grad_output_transform(grad_out, line0, line1, w, y, blocks, m):
                 mf[m3 + p] = -wf[w1 + p]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _pad(x, padding, xpad):
     """xpad = x placed at (front, top, left) in zeros, each plane split by parity: padded
     (row, column) (y, w) at xpad[c, z, 2·(y % 2) + w % 2, y // 2, w // 2], so that the
@@ -457,7 +457,7 @@ def _pad(x, padding, xpad):
                     odd[q] = src[1 - first + 2 * q]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _crop(xpad, padding, x):
     """x = the (D, H, W) window of xpad at (front, top, left): the transpose of _pad."""
     n_channels, depth, height, width = x.shape
@@ -477,7 +477,7 @@ def _crop(xpad, padding, x):
                     dst[1 - first + 2 * q] = odd[q]
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd3d_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
     """out = conv3×3×3(x, g) + bias (then max(·, 0) if ``relu``), with u = the transformed
     weights (winograd3d_weight_transform).
@@ -518,7 +518,7 @@ def winograd3d_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
             _output_transform(m[t], bias, relu, line0, line1, h_rows, t_rows, blocks, out)
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd3d_backward(
     xpad, u, grad_out, padding, lines, grad_x, grad_u, grad_b, gxpad, v, m, partial_u, partial_b
 ):

@@ -47,7 +47,7 @@ from .winograd5 import _constants, _input_transform, _input_transform_backward, 
 STEP = 4
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _g(g0, g1, g2, k):
     """G applied to a 3-vector (the weight transform along one axis); k: _constants."""
     two, four, quarter, sixth, twenty_fourth = k[0], k[1], k[5], k[6], k[7]
@@ -62,7 +62,7 @@ def _g(g0, g1, g2, k):
     )
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _gt(u, k):
     """Gᵀ applied to a 6-tuple: the transpose of :func:`_g`."""
     u0, u1, u2, u3, u4, u5 = u
@@ -72,7 +72,7 @@ def _gt(u, k):
     return quarter * u0 - s12 + s34, sixth * (u2 - u1) + two * d34, four * s34 - s12 + u5
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _at(m, k):
     """Aᵀ applied to a 6-tuple (the output transform along one axis)."""
     m0, m1, m2, m3, m4, m5 = m
@@ -82,7 +82,7 @@ def _at(m, k):
     return m0 + s12 + s34, d12 + two * d34, s12 + four * s34, d12 + eight * d34 + m5
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _a(y0, y1, y2, y3, k):
     """A applied to a 4-vector: the transpose of :func:`_at`."""
     two, four, eight = k[0], k[1], k[3]
@@ -91,7 +91,7 @@ def _a(y0, y1, y2, y3, k):
     return y0, even + odd, even - odd, even4 + odd2, even4 - odd2, y3
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd4_weight_transform(weight, u):
     """u[ξ, o, c] = (G · weight[o, c] · Gᵀ)[ξ], ξ = 6·row + column.
 
@@ -115,7 +115,7 @@ def winograd4_weight_transform(weight, u):
         _to_planes(rows, u, o)
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd4_weight_transform_backward(grad_u, grad_w):
     """grad_w[o, c] = Gᵀ · grad_u[:, o, c] (as 6×6) · G: the transpose of the weight transform.
 
@@ -139,13 +139,13 @@ def winograd4_weight_transform_backward(grad_u, grad_w):
                     grad_w[o, i, r, j] = row[j]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _plus(r, b):
     """The 4-tuple r with b added to each value."""
     return r[0] + b, r[1] + b, r[2] + b, r[3] + b
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _output_transform(m, bias, relu, line0, line1, th, out):
     """out[n, o, 4×4 block of tile p] = Aᵀ · M[:][o, p] (as 6×6) · A + bias[o], then
     max(·, 0) if ``relu``.
@@ -182,7 +182,7 @@ def _output_transform(m, bias, relu, line0, line1, th, out):
         _rows_to_output(rows, relu, line0, line1, th, o, out)
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _grad_output_transform(grad_out, line0, line1, th, m):
     """dM[ξ][o, p] = (A · dy · Aᵀ)[ξ] for the 4×4 gradient block dy of tile p (0 past the edge).
 
@@ -233,7 +233,7 @@ def _grad_output_transform(grad_out, line0, line1, th, m):
                 _store(m, 30, p, _a(c0[5], c1[5], c2[5], c3[5], k))
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd4_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
     """out = conv3×3(x, g) + bias (then max(·, 0) if ``relu``), u = the transformed weights.
 
@@ -263,7 +263,7 @@ def winograd4_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
             _output_transform(m[t], bias, relu, line0, line1, th, out)
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd4_backward(
     xpad, u, grad_out, padding, lines, grad_x, grad_u, grad_b, gxpad, v, m, partial_u, partial_b
 ):

@@ -39,7 +39,7 @@ from .conv import row_sum, sum_blocks, zero_fill
 from .winograd import _crop, _output_to_rows, _pad, _rows_to_output, _to_planes
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _constants(dtype):
     """The numbers the transforms multiply by, in ``dtype``: a literal 2 or 1/6 would be an
     int64 or a float64 and turn float32 arithmetic into float64."""
@@ -56,7 +56,7 @@ def _constants(dtype):
     )
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _bt(d, k):
     """Bᵀ applied to a 6-tuple (the input transform along one axis); k: _constants."""
     d0, d1, d2, d3, d4, d5 = d
@@ -71,7 +71,7 @@ def _bt(d, k):
     )
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _b(w, k):
     """B applied to a 6-tuple: the transpose of :func:`_bt`."""
     w0, w1, w2, w3, w4, w5 = w
@@ -86,21 +86,21 @@ def _b(w, k):
     )
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _at(m, k):
     """Aᵀ applied to a 6-tuple (the output transform along one axis)."""
     m0, m1, m2, m3, m4, m5 = m
     return m0 + m1 + m2 + m3 + m4, m1 - m2 + k[0] * (m3 - m4) + m5
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _a(y0, y1, k):
     """A applied to a 2-vector: the transpose of :func:`_at`."""
     two = k[0] * y1
     return y0, y0 + y1, y0 - y1, y0 + two, y0 - two, y1
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _g(g, k):
     """G applied to a 5-tuple (the weight transform along one axis)."""
     g0, g1, g2, g3, g4 = g
@@ -118,7 +118,7 @@ def _g(g, k):
     )
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _gt(u, k):
     """Gᵀ applied to a 6-tuple: the transpose of :func:`_g`."""
     u0, u1, u2, u3, u4, u5 = u
@@ -135,7 +135,7 @@ def _gt(u, k):
     )
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd5_weight_transform(weight, u):
     """u[ξ, o, c] = (G · weight[o, c] · Gᵀ)[ξ], ξ = 6·row + column.
 
@@ -161,7 +161,7 @@ def winograd5_weight_transform(weight, u):
         _to_planes(rows, u, o)
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd5_weight_transform_backward(grad_u, grad_w):
     """grad_w[o, c] = Gᵀ · grad_u[:, o, c] (as 6×6) · G: the transpose of the weight transform.
 
@@ -185,7 +185,7 @@ def winograd5_weight_transform_backward(grad_u, grad_w):
                     grad_w[o, i, r, j] = row[j]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _column(x, q, w):
     """The six values x[q], x[q + w], ..., x[q + 5w] (one column of a 6×6 patch); q and w
     unsigned (see _input_transform)."""
@@ -194,7 +194,7 @@ def _column(x, q, w):
     return x[q], x[q + w], x[q + w2], x[q + w2 + w], x[q + w4], x[q + w4 + w]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _add_column(x, q, w, col):
     """x[q + i·w] += col[i] for i = 0 .. 5: the transpose of :func:`_column`."""
     w2 = w + w
@@ -207,7 +207,7 @@ def _add_column(x, q, w, col):
     x[q + w4 + w] += col[5]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _store(v, first, p, row):
     """v[first + j, p] = row[j] for j = 0 .. 5: one row of a 6×6 transform into its planes."""
     v[first, p] = row[0]
@@ -218,7 +218,7 @@ def _store(v, first, p, row):
     v[first + 5, p] = row[5]
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _input_transform(xpad, line0, line1, step, v, by_tile=False):
     """V[ξ][c, p] = (Bᵀ d B)[ξ] for the 6×6 patch d of tile p in lines line0 .. line1.
 
@@ -262,7 +262,7 @@ def _input_transform(xpad, line0, line1, step, v, by_tile=False):
                 _store(v, 30, p, _bt((a0[5], a1[5], a2[5], a3[5], a4[5], a5[5]), k))
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _input_transform_backward(v, line0, line1, step, gxpad):
     """gxpad[n, c, patch of tile p] += B · dV[:][c, p] (as 6×6) · Bᵀ: the transpose above.
 
@@ -301,7 +301,7 @@ def _input_transform_backward(v, line0, line1, step, gxpad):
                 _add_column(g, q + u(5), w, _b((h0[5], h1[5], h2[5], h3[5], h4[5], h5[5]), k))
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _output_transform(m, bias, relu, line0, line1, th, out):
     """out[n, o, 2×2 block of tile p] = Aᵀ · M[:][o, p] (as 6×6) · A + bias[o], then
     max(·, 0) if ``relu``. As winograd._output_transform: the transform over the chunk's
@@ -331,7 +331,7 @@ def _output_transform(m, bias, relu, line0, line1, th, out):
         _rows_to_output(rows, relu, line0, line1, th, o, out)
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _grad_output_transform(grad_out, line0, line1, th, m):
     """dM[ξ][o, p] = (A · dy · Aᵀ)[ξ] for the 2×2 gradient block dy of tile p (0 past the edge).
 
@@ -353,7 +353,7 @@ def _grad_output_transform(grad_out, line0, line1, th, m):
                 _store(m, 6 * r, base + t, _a(c0, c1, k))
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd5_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
     """out = conv5×5(x, g) + bias (then max(·, 0) if ``relu``), u = the transformed weights.
 
@@ -384,7 +384,7 @@ def winograd5_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
             _output_transform(m[t], bias, relu, line0, line1, th, out)
 
 
-@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd5_backward(
     xpad, u, grad_out, padding, lines, grad_x, grad_u, grad_b, gxpad, v, m, partial_u, partial_b
 ):
