@@ -1,7 +1,6 @@
 """Smoke test of the benchmark: tiny shapes, few repetitions; checks structure, not speed."""
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -110,27 +109,38 @@ def test_interleaved_timing_reports_errors_and_spread():
     assert stats["median_s"] == 3.0 and stats["max_s"] == 100.0
 
 
-def _slow_start(slow_calls):
-    """A function whose first ``slow_calls`` calls take 20 ms and later ones 0.1 ms."""
-    calls = []
+class _FakeClock:
+    """A clock that only the timed function moves, so the test does not depend on the machine:
+    the first ``slow_calls`` calls take 20 ms, later ones 0.1 ms."""
 
-    def fn():
-        calls.append(None)
-        end = time.perf_counter() + (0.02 if len(calls) <= slow_calls else 1e-4)
-        while time.perf_counter() < end:
-            pass
+    def __init__(self, slow_calls):
+        self.now, self.calls, self.slow_calls = 0.0, 0, slow_calls
 
-    return fn
+    def perf_counter(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+    def fn(self):
+        self.calls += 1
+        self.now += 0.02 if self.calls <= self.slow_calls else 1e-4
 
 
-def test_calibration_is_not_fooled_by_a_slow_start():
+def test_calibration_is_not_fooled_by_a_slow_start(monkeypatch):
+    from tinynet.benchmark import timing
+
     # A count fixed by the slow first call would be 1; the fast rate needs 100+ calls to fill
-    # a 10 ms sample (at most ~130, as calibration aims 30% past the target).
-    assert 100 <= calibrate(_slow_start(1), min_sample_s=0.01) <= 140
+    # a 10 ms sample (at most 131, as calibration aims 30% past the target).
+    clock = _FakeClock(slow_calls=1)
+    monkeypatch.setattr(timing, "time", clock)
+    assert 100 <= calibrate(clock.fn, min_sample_s=0.01) <= 131
     assert calibrate(lambda: None, min_sample_s=1.0, max_number=50) == 50
     # A slow spell through the whole calibration: the samples themselves notice and retake.
-    out = time_interleaved({"a": _slow_start(3)}, reps=3, warmup=0, min_sample_s=0.01)
-    assert out["a"]["number"] >= 100 and out["a"]["median_s"] < 1e-3
+    clock = _FakeClock(slow_calls=3)
+    monkeypatch.setattr(timing, "time", clock)
+    out = time_interleaved({"a": clock.fn}, reps=3, warmup=0, min_sample_s=0.01)
+    assert out["a"]["number"] >= 100 and out["a"]["median_s"] == pytest.approx(1e-4)
 
 
 def test_only_matching_nothing_is_an_error(capsys):

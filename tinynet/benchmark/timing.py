@@ -61,7 +61,7 @@ def calibrate(fn: Callable[[], object], min_sample_s: float, max_number: int = M
             continue
         met = False
         # Aim a little past the target so the next try usually succeeds.
-        number = min(max(int(1.3 * min_sample_s / best) + 1, number * 2), max_number)
+        number = min(max(int(1.3 * min_sample_s / max(best, 1e-9)) + 1, number * 2), max_number)
 
 
 def summarize(times: list[float]) -> dict:
