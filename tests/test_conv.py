@@ -658,14 +658,16 @@ def test_small_channel_direct_path_matches_reference(
         assert_close(layer.bias.grad, gb, rtol=1e-12, atol=1e-12, name="grad bias")
 
 
+@pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize(
     "cin, cout, groups",
     [(6, 9, 3), (4, 8, 2), (3, 7, 1), (2, 2, 2), (1, 1, 1), (5, 10, 5)],
 )
-def test_small5_channel_pairs_stay_within_their_group(cin, cout, groups):
-    """The 5×5 kernel computes two output channels of a group per pass: odd groups end with
-    one channel alone, and a pair never spans two groups (which read other input channels)."""
-    layer = Conv2d(cin, cout, 5, padding=2, groups=groups).double()
+def test_small_channel_pairs_stay_within_their_group(kernel, cin, cout, groups):
+    """The direct kernels compute two output channels of a group per pass: odd groups end
+    with one channel alone, and a pair never spans two groups (which read other input
+    channels)."""
+    layer = Conv2d(cin, cout, kernel, padding=kernel // 2, groups=groups).double()
     assert layer._small
     x = np.random.default_rng(3).standard_normal((3, cin, 7, 9))
     with tinynet.set_num_threads(2):

@@ -32,6 +32,12 @@ import numpy as np
 MAX_NUMBER = 10_000  # calls in one sample at most
 
 
+def _count_for(min_sample_s: float, per_call_s: float) -> int:
+    """Calls that fill a sample at ``per_call_s`` a call, aiming 30% past the target so that
+    the next try usually succeeds."""
+    return int(1.3 * min_sample_s / max(per_call_s, 1e-9)) + 1
+
+
 def calibrate(fn: Callable[[], object], min_sample_s: float, max_number: int = MAX_NUMBER) -> int:
     """How many back-to-back calls of ``fn`` make one sample last ``min_sample_s``.
 
@@ -60,8 +66,7 @@ def calibrate(fn: Callable[[], object], min_sample_s: float, max_number: int = M
             met = True
             continue
         met = False
-        # Aim a little past the target so the next try usually succeeds.
-        number = min(max(int(1.3 * min_sample_s / max(best, 1e-9)) + 1, number * 2), max_number)
+        number = min(max(_count_for(min_sample_s, best), number * 2), max_number)
 
 
 def summarize(times: list[float]) -> dict:
@@ -134,9 +139,7 @@ def time_interleaved(
                 # spell: raise it (for the later samples too) and take the sample again.
                 if elapsed >= min_sample_s / 2 or number >= MAX_NUMBER:
                     break
-                number = numbers[name] = min(
-                    int(1.3 * min_sample_s * number / max(elapsed, 1e-9)) + 1, MAX_NUMBER
-                )
+                number = numbers[name] = min(_count_for(min_sample_s, elapsed / number), MAX_NUMBER)
                 time.sleep(settle_s)
             samples[name].append(elapsed / number)
 
