@@ -636,12 +636,21 @@ def test_linear_split_across_threads_matches_numpy(threads, n, fan_in, fan_out):
     close(layer.bias.grad, g.T, np.ones(len(g)))
 
 
-def test_relu_keeps_nan_and_zeroes_gradient_where_not_positive():
+def test_relu_keeps_nan_and_passes_its_gradient():
+    """torch.relu keeps a NaN, and its backward (threshold_backward on the output) zeroes the
+    gradient only where the output is ≤ 0: at a NaN it passes, as at a positive value."""
     relu = ReLU()
     x = np.array([-1.0, 0.0, 2.0, np.nan, -np.inf, np.inf], dtype=np.float32)
     y = relu(x)
     np.testing.assert_array_equal(y, [0.0, 0.0, 2.0, np.nan, 0.0, np.inf])
-    np.testing.assert_array_equal(relu.backward(np.ones_like(x)), [0, 0, 1, 0, 0, 1])
-    big = np.random.default_rng(0).standard_normal((64, 1024)).astype(np.float32)  # parallel
-    np.testing.assert_array_equal(relu(big), np.maximum(big, 0))
-    np.testing.assert_array_equal(relu.backward(big), np.where(big > 0, big, 0))
+    np.testing.assert_array_equal(relu.backward(np.ones_like(x)), [0, 0, 1, 1, 0, 1])
+    rng = np.random.default_rng(0)
+    big = rng.standard_normal((64, 1024)).astype(np.float32)  # the parallel kernel
+    big[rng.random(big.shape) < 0.01] = np.nan
+    g = rng.standard_normal(big.shape).astype(np.float32)
+    np.testing.assert_array_equal(relu(big), np.where(big <= 0, 0, big))
+    np.testing.assert_array_equal(relu.backward(g), np.where(big <= 0, 0, g))
+    torch = pytest.importorskip("torch")
+    tx = torch.from_numpy(big).requires_grad_(True)
+    torch.relu(tx).backward(torch.from_numpy(g))
+    np.testing.assert_array_equal(relu.backward(g), tx.grad.numpy())

@@ -278,6 +278,29 @@ def test_cross_entropy_large_logits_are_stable(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_masked_logits(dtype):
+    """A −inf score on a class other than the target (a masked logit) has probability 0: the
+    loss stays finite, as torch's, which gathers the target's log-probability (0·∞ summed
+    over every class gave NaN). With label smoothing every class counts: +inf, as torch.
+    Probability targets sum over every class in torch, 0·∞ included: NaN there, alike."""
+    x = np.array([[-np.inf, 0.0, 1.0], [2.0, -np.inf, -np.inf]], dtype=dtype)
+    t = np.array([1, 0])
+    crit = CrossEntropyLoss(weight=np.array([1.0, 2.0, 3.0]))
+    loss = crit(x, t)
+    # −log p_t by hand over the finite scores: row 0 log(1 + e) − 0, row 1 0; weights 2, 1.
+    assert_close(loss, (2 * math.log(1 + math.e) + 0) / 3, rtol=1e-6)
+    grad = crit.backward()
+    p = np.exp(1.0) / (1 + np.exp(1.0))
+    assert_close(grad, np.array([[0, -2 * p, 2 * p], [0, 0, 0]]) / 3, rtol=1e-6, atol=1e-7)
+    assert CrossEntropyLoss(label_smoothing=0.1)(x, t) == np.inf
+    assert np.isnan(CrossEntropyLoss()(x, np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])))
+    torch = pytest.importorskip("torch")
+    tx, tt = torch.tensor(x), torch.tensor(t)
+    tloss = torch.nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0], dtype=tx.dtype))
+    assert_close(loss, tloss(tx, tt).item(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy_gradient_is_rounded_once(dtype):
     """softmax − one_hot in float64, then one rounding into the gradient's dtype: with one
     class the gradient is exactly 0 (a float32 store before subtracting left 2^-26/N)."""

@@ -144,7 +144,7 @@ def test_max_pool_matches_reference(config, data):
     shape, kernel, stride, padding, dilation, ceil_mode = config
     rng = np.random.default_rng(data["seed"])
     x = make_input(rng, shape, data["kind"], data["dtype"], data["layout"])
-    layer = MAX[len(kernel)](kernel, stride, padding, dilation, ceil_mode)
+    layer = MAX[len(kernel)](kernel, stride, padding, dilation, ceil_mode=ceil_mode)
     out, grad_out, grad_x = run(layer, x, data["seed"])
     xb, gb = (x, grad_out) if len(shape) == len(kernel) + 2 else batched(x, grad_out)
     ref_out, ref_grad = max_pool(xb, gb, kernel, stride, padding, dilation, ceil_mode)
@@ -300,6 +300,34 @@ def test_max_pool_matches_torch(config, data):
     layer = MAX[len(kernel)](**args, ceil_mode=ceil_mode)
     reference = torch_pool(torch, "max", len(kernel), **args, ceil_mode=ceil_mode)
     compare_with_torch(torch, layer, reference, x, data["seed"])
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_max_pool_return_indices(dims):
+    """torch.nn's argument order (the fifth is return_indices, the sixth ceil_mode); with
+    return_indices the forward returns (output, indices): each output's flat index within
+    its input plane, which must point at the maximum."""
+    rng = np.random.default_rng(dims)
+    shape = (2, 3, 9, 11) if dims == 2 else (2, 3, 7, 6, 9)
+    x = rng.integers(0, 4, shape).astype(np.float32)  # small integers: many ties
+    layer = MAX[dims](3, 2, 1, 1, True, True)
+    assert layer.return_indices and layer.ceil_mode
+    out, indices = layer(x)
+    assert indices.dtype == np.int64 and indices.shape == out.shape
+    planes = x.reshape(6, -1)
+    np.testing.assert_array_equal(
+        np.take_along_axis(planes, indices.reshape(6, -1), axis=1), out.reshape(6, -1)
+    )
+    grad_out = np.ones(out.shape)
+    expected, _ = max_pool(x, grad_out, (3,) * dims, (2,) * dims, (1,) * dims, (1,) * dims, True)
+    np.testing.assert_array_equal(out, expected)
+    assert MAX[dims](2, None, 0, 1, False, True).ceil_mode  # positional ceil_mode: sixth
+    with pytest.raises(ValueError, match=f"MaxPool{dims}d expected return_indices to be"):
+        MAX[dims](2, return_indices="yes")
+    torch = pytest.importorskip("torch")
+    t_out, t_indices = getattr(torch.nn, f"MaxPool{dims}d")(3, 2, 1, 1, True, True)(torch.tensor(x))
+    np.testing.assert_array_equal(out, t_out.numpy())
+    np.testing.assert_array_equal(indices, t_indices.numpy())
 
 
 @settings(max_examples=40, deadline=None)

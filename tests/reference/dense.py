@@ -38,7 +38,7 @@ def linear_backward(x, weight, grad_out):
 
 def relu(x):
     x = np.asarray(x, dtype=np.float64)
-    return np.where(x > 0, x, 0.0), np.where(x > 0, 1.0, 0.0)
+    return np.where(x <= 0, 0.0, x), np.where(x <= 0, 0.0, 1.0)  # as torch: a NaN passes
 
 
 def sigmoid(x):

@@ -101,7 +101,9 @@ def _formula(op, a, b, one):
     if op == RELU:
         return a if not a <= zero else zero  # "not ≤": a NaN stays NaN (as torch.relu)
     if op == RELU_GRAD:
-        return b if a > zero else zero
+        # Zero where the output is ≤ 0; elsewhere, a NaN output included, the gradient
+        # passes, as torch's threshold_backward.
+        return zero if a <= zero else b
     if op == SIGMOID:
         # σ(x) = 1 / (1 + e⁻ˣ), within 3 ulp; 0 for x < −88 (σ is below 6e-39 there).
         v = -a

@@ -12,9 +12,14 @@ from .. import config
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _against(row, q, scale, g):
+def _against(row, q, scale, g, gather):
     """Cross-entropy of one row of scores against a (weighted) target q: returns
     Σ_c q_c·(−log p_c) and writes g = ((Σ_c q_c)·p − q)·scale, its gradient, p = softmax(row).
+
+    With ``gather`` the classes with q_c = 0 are left out of the sum, as torch gathers the
+    target's log-probability for class-index targets: a −inf score on another class (a masked
+    logit) then leaves the loss finite, where 0·(−log 0) would make it NaN. For probability
+    targets torch sums over every class, NaN included, and so does this without ``gather``.
 
     −log p_c = log Σ_j exp(x_j − m) − (x_c − m) with m = max_j x_j, so no exponential
     overflows. g first holds exp(x_c − m) = p_c·Σ; the gradient is then formed in float64 and
@@ -35,7 +40,8 @@ def _against(row, q, scale, g):
     loss = 0.0
     for j in range(c):
         mass += q[j]
-        loss += q[j] * (log_s - (row[j] - m))
+        if q[j] != 0 or not gather:
+            loss += q[j] * (log_s - (row[j] - m))
     a = mass / s
     for j in range(c):
         g[j] = (g[j] * a - q[j]) * scale
@@ -78,7 +84,7 @@ def cross_entropy(x, target, weight, ignore_index, smoothing, mean, grad):
         for j in range(c):
             q[j] = weight[j] * smoothing / c
         q[t] += weight[t] * (1 - smoothing)
-        total += _against(x[i], q, scale, grad[i])
+        total += _against(x[i], q, scale, grad[i], True)
     return total * scale
 
 
@@ -96,5 +102,5 @@ def cross_entropy_probabilities(x, y, weight, smoothing, mean, grad):
     for i in range(n):
         for j in range(c):
             q[j] = weight[j] * ((1 - smoothing) * y[i, j] + smoothing / c)
-        total += _against(x[i], q, scale, grad[i])
+        total += _against(x[i], q, scale, grad[i], False)
     return total * scale

@@ -27,7 +27,8 @@ def _contiguous(a):
 
 
 class ReLU(_Elementwise):
-    """ReLU(x) = max(x, 0); its derivative is 1 where the output is positive, else 0."""
+    """ReLU(x) = max(x, 0); its derivative is 0 where the output is ≤ 0, else 1 (NaN
+    included, as torch)."""
 
     def forward(self, x):
         x = _contiguous(cast_input(self, x))

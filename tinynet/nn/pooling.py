@@ -98,9 +98,19 @@ class _PoolNd(Module):
 
 
 class _MaxPoolNd(_PoolNd):
-    def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    def __init__(
+        self,
+        kernel_size,
+        stride=None,
+        padding=0,
+        dilation=1,
+        return_indices=False,
+        ceil_mode=False,
+    ):
         super().__init__()
         name, n = type(self).__name__, self._dims
+        # torch.nn's argument order: a fifth positional argument is return_indices.
+        self.return_indices = check_flag(name, "return_indices", return_indices)
         self.kernel_size = ntuple(name, "kernel_size", kernel_size, n, 1)
         self.stride = self.kernel_size if stride is None else ntuple(name, "stride", stride, n, 1)
         self.padding = ntuple(name, "padding", padding, n, 0)
@@ -143,7 +153,10 @@ class _MaxPoolNd(_PoolNd):
                 dilation = (1,) * (3 - self._dims) + self.dilation
                 kernels.max_pool_forward(planes, *tables, dilation, out, argmax)
         self._argmax = argmax
-        return out.reshape(self._saved[1])
+        out = out.reshape(self._saved[1])
+        if self.return_indices:  # as torch: each maximum's flat index within its plane
+            return out, argmax.astype(np.int64).reshape(out.shape)
+        return out
 
     def backward(self, grad_out):
         grad_out = self._grad_out(grad_out)
@@ -167,7 +180,9 @@ class MaxPool2d(_MaxPoolNd):
     Ties go to the first maximum in scan order, and a NaN in the window gives NaN, as in
     PyTorch; backward routes each output gradient to that one input. With dilation a window
     can have every tap in the padding: its output is -inf and it passes no gradient (PyTorch
-    reports an index outside the window there).
+    reports an index outside the window there). With ``return_indices`` the forward returns
+    (output, indices), indices (int64, the output's shape) each maximum's flat index within
+    its input plane, as torch's.
 
     Shape: input (N, C, H, W) or (C, H, W); output (N, C, H_out, W_out) with
     H_out = ⌊(H + 2·ph − dh·(kh − 1) − 1) / sh⌋ + 1 (rounded up with ceil_mode, as torch).
