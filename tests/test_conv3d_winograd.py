@@ -145,14 +145,23 @@ def test_bit_identical_reruns():
         (dict(padding=1), (4, 16, 16, 16, 16), True),
         (dict(padding=1), (1, 16, 16, 16, 16), True),
         (dict(padding=1), (1, 16, 2, 2, 16), False),  # too few tiles
-        (dict(padding=1), (16, 16, 8, 8, 8), False),  # lines of 4 tiles
+        # Shorter lines: C·Cout / (C + Cout) against the line's length, odd sides.
+        (dict(padding=1, out_channels=16), (16, 16, 8, 8, 8), False),  # 4 tiles a line, 8
+        (dict(padding=1, out_channels=32), (1, 16, 8, 8, 8), True),  # 4 tiles, 10.7
+        (dict(padding=1, out_channels=32), (2, 16, 12, 12, 12), True),  # 6 tiles, 10.7
+        (dict(padding=1, out_channels=16), (8, 8, 12, 12, 12), False),  # 6 tiles, 5.3
+        (dict(padding=1, out_channels=32), (1, 32, 6, 6, 6), False),  # 3 tiles, 16
+        (dict(padding=1, out_channels=64), (1, 64, 4, 4, 4), True),  # 2 tiles, 32
+        (dict(padding=1, out_channels=64), (1, 64, 5, 5, 5), False),  # 58% of outputs used
+        (dict(padding=1, out_channels=64), (1, 32, 13, 14, 14), True),  # 93% used
         (dict(padding=1, stride=2), (8, 16, 16, 16, 16), False),
         (dict(padding=3), (8, 16, 16, 16, 16), False),
         (dict(padding=1, dilation=2), (8, 16, 16, 16, 16), False),
     ],
 )
 def test_path_taken(kwargs, shape, taken):
-    layer = Conv3d(shape[1], 4, 3, **kwargs)
+    kwargs = {"out_channels": 4} | kwargs
+    layer = Conv3d(shape[1], kernel_size=3, **kwargs)
     layer(np.zeros(shape, np.float32))
     assert (layer._x_padded is not None) == taken
 

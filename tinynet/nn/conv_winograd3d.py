@@ -6,6 +6,8 @@ The 3-D twin of ``conv_winograd.py``; the kernels are in ``tinynet/kernels/winog
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .. import config
@@ -20,6 +22,13 @@ _TILES = 128
 _MIN_CHANNELS = 4
 _MIN_TILES = 512
 _MIN_LINE = 8
+# Shorter lines pay more for the transforms per tile. Enough channels outweigh that: the
+# products grow with C·Cout, the transforms with C + Cout, and Winograd saves products, so
+# h = C·Cout / (C + Cout) is the measure: (tiles per line at least, h at least). An odd output
+# side also wastes half of each last tile: short lines need at least _SHORT_USE of the tiles'
+# outputs used. See _winograd3d_fits for the measurements.
+_SHORT_LINES = ((4, 10), (2, 20))
+_SHORT_USE = 0.8
 
 
 class Winograd3dMixin:
@@ -33,9 +42,10 @@ class Winograd3dMixin:
         planes; torch 2.13 alongside): (8, 16, 16³) → 32: 4.0 + 6.7 vs 6.7 + 12.2 (torch
         4.0 + 8.6); (8, 8, 16³) → 16: 1.6 + 2.5 vs 2.1 + 3.9; (4, 4, 16³) → 8: 0.38 + 0.55 vs
         0.53 + 0.56; (1, 8, 16³) → 8: 0.28 + 0.43 vs 0.40 + 0.68. On lines of 4 tiles (8³
-        outputs) the forward loses ((16, 16, 8³) → 32: 1.5 + 2.3 vs 1.3 + 3.2; (2, 16, 8³) →
-        16: 0.23 + 0.37 vs 0.18 + 0.42) and on 3 (6³) both do. Hence in_channels ≥ 4, lines
-        of ≥ 8 tiles and ≥ 512 tiles per batch.
+        outputs) the forward loses with 16 channels ((16, 16, 8³) → 32: 1.5 + 2.3 vs 1.3 +
+        3.2; (2, 16, 8³) → 16: 0.23 + 0.37 vs 0.18 + 0.42) and on 3 (6³) both do. Hence
+        in_channels ≥ 4, lines of ≥ 8 tiles and ≥ 512 tiles per batch, or shorter lines with
+        more channels (see _winograd3d_fits).
         """
         return (
             self._dims == 3
@@ -48,11 +58,33 @@ class Winograd3dMixin:
         )
 
     def _winograd3d_fits(self, n, out_size) -> bool:
-        """Whether this forward takes the Winograd path: the layer allows it, enough tiles."""
+        """Whether this forward takes the Winograd path: the layer allows it, and its lines of
+        tiles are long enough (_MIN_LINE, with _MIN_TILES in the batch), or shorter with
+        channels enough for the line length (_SHORT_LINES) and few outputs wasted.
+
+        Measured on shorter lines (Zen 4, 2 threads, float32, padding 1, batch 8 unless said;
+        Winograd / planes time, fastest of 9 samples, forward and forward + backward):
+        8³ outputs (4 tiles a line): 32 → 32 0.68 and 0.71, 32 → 64 0.69 and 0.77, batch 2
+        64 → 64 0.62 and 0.80, batch 1 32 → 32 0.77 and 0.86 (few tiles do not matter with
+        these channels), 24 → 24 0.98 and 0.77, 16 → 32 1.01–1.16 and 0.83–1.07 (h = 10.7:
+        taken, as a training step gains), 16 → 16 1.12 and 0.84 (h = 8: not taken).
+        12³ and 10³: batch 4 16 → 32 0.76 and 0.62 (10³: 0.91 and 0.74), 32 → 32 0.71 and
+        0.68; 16 → 16 1.06 and 0.87, 8 → 16 1.04–1.11 and 0.79–0.81 (not taken). 6³ (3 tiles
+        a line): 32 → 64 0.75 and 0.81, 64 → 64 0.80 and 0.88; 32 → 32 1.51–1.57 and 0.93–1.16
+        (not taken). 4³ (2 tiles a line): 64 → 64 0.87 and 0.91, 64 → 128 0.68 and 0.84,
+        128 → 128 0.80 and 0.92; 32 → 32 2.05 and 1.39 (not taken). Odd sides: 64 → 64 on 5³
+        1.23 and 1.27, on 3³ 2.2 and 1.6; 32 → 32 on 7³ 0.95 and 0.94, 16 → 32 1.47 and 1.04,
+        32 → 64 on 9³ 1.04 and 1.05 (none taken: 58–73% of the tiles' outputs used).
+        """
         if not self._winograd3d:  # Conv2d among others: out_size has two axes there
             return False
         td, th, tw = ((s + 1) // 2 for s in out_size)
-        return tw >= _MIN_LINE and n * td * th * tw >= _MIN_TILES
+        if tw >= _MIN_LINE:
+            return n * td * th * tw >= _MIN_TILES
+        used = math.prod(out_size) / (8 * td * th * tw)
+        h = self.in_channels * self.out_channels / (self.in_channels + self.out_channels)
+        enough = any(tw >= line and h >= least for line, least in _SHORT_LINES)
+        return enough and used >= _SHORT_USE
 
     def _winograd3d_work(self, n, out_size, dtype):
         """Tile lines per chunk, the padded input and the per-block work arrays (V and M)."""
