@@ -646,15 +646,20 @@ def test_small_channel_direct_path_matches_reference(
     assert layer._small  # this path, not vol2col or the general direct loops
     x = np.random.default_rng(1).standard_normal((batch, cin, height, width))
     with tinynet.set_num_threads(threads):
-        check_against_reference(layer, x, rtol=1e-11, atol=1e-11)
-        # Parameter gradients alone (a first layer in training) take the same kernel.
-        gw, gb = layer.weight.grad.copy(), None if layer.bias is None else layer.bias.grad.copy()
-        layer.zero_grad()
-        y = layer(x)
-        grad_out = np.random.default_rng(1).standard_normal(y.shape)
-        assert layer.backward(grad_out, input_grad=False) is None
+        check_direct_path(layer, x)
+
+
+def check_direct_path(layer, x):
+    """The reference check, then the parameter gradients alone (a first layer in training),
+    which the direct kernels compute without the input gradient: the same values."""
+    check_against_reference(layer, x, rtol=1e-11, atol=1e-11)
+    gw, gb = layer.weight.grad.copy(), None if layer.bias is None else layer.bias.grad.copy()
+    layer.zero_grad()
+    y = layer(x)
+    grad_out = np.random.default_rng(1).standard_normal(y.shape)
+    assert layer.backward(grad_out, input_grad=False) is None
     assert_close(layer.weight.grad, gw, rtol=1e-12, atol=1e-12, name="grad weight")
-    if bias:
+    if layer.bias is not None:
         assert_close(layer.bias.grad, gb, rtol=1e-12, atol=1e-12, name="grad bias")
 
 
@@ -692,6 +697,68 @@ def test_small_channel_path_only_where_it_applies():
     assert not Conv2d(64, 64, 3, groups=2)._small  # 32 per group: a GEMM per group wins
     assert not Conv2d(64, 64, 3, stride=2, groups=64)._small
     assert not Conv3d(1, 8, 3)._small
+
+
+# -- the direct 3×3×3 path for few input channels (kernels/conv_small3d.py) ------------------
+
+
+@given(
+    cin=st.integers(1, 3),
+    cout=st.integers(1, 5),  # odd counts end with one channel alone (two per pass)
+    # Padding 3 sends the input gradient to the plane path (the direct one needs ≤ 2).
+    padding=st.sampled_from([0, 1, 2, (2, 0, 1), (0, 1, 3), 3, "same"]),
+    size=st.tuples(st.integers(3, 7), st.integers(3, 7), st.integers(3, 8)),
+    batch=st.integers(1, 3),
+    bias=st.booleans(),
+    threads=st.sampled_from([1, 2]),
+)
+@settings(max_examples=40, deadline=None)
+def test_small_channel_3d_path_matches_reference(cin, cout, padding, size, batch, bias, threads):
+    tinynet.manual_seed(0)
+    layer = Conv3d(cin, cout, 3, padding=padding, bias=bias).double()
+    x = np.random.default_rng(1).standard_normal((batch, cin, *size))
+    with tinynet.set_num_threads(threads):
+        check_direct_path(layer, x)
+        assert layer._x_volume is not None  # this path, not the plane path
+
+
+def test_small_channel_3d_path_float32_torch_threads_and_relu():
+    """float32 against PyTorch on a first-layer shape; 1 and 2 threads give the same bits (each
+    output and weight gradient is summed by one item in a fixed order); the fused ReLU."""
+    tinynet.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((3, 1, 12, 10, 11)).astype(np.float32)
+    layer = Conv3d(1, 5, 3, padding=1)
+    results = []
+    for threads in (1, 2):
+        layer.zero_grad()
+        with tinynet.set_num_threads(threads):
+            y = layer(x)
+            grad_x = layer.backward(np.cos(y))
+        results.append((y, grad_x, layer.weight.grad.copy(), layer.bias.grad.copy()))
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+    assert_close(layer._forward(x, relu=True), np.maximum(y, 0), rtol=0, atol=0, name="relu")
+    torch = pytest.importorskip("torch")
+    reference = torch.nn.Conv3d(1, 5, 3, padding=1)
+    reference.weight.data = torch.from_numpy(layer.weight.data.copy())
+    reference.bias.data = torch.from_numpy(layer.bias.data.copy())
+    xt = torch.from_numpy(x).requires_grad_(True)
+    yt = reference(xt)
+    yt.backward(torch.cos(yt))
+    assert_close(y, yt.detach().numpy(), rtol=1e-5, atol=1e-5, name="forward vs torch")
+    assert_close(grad_x, xt.grad.numpy(), rtol=1e-5, atol=1e-5, name="grad input vs torch")
+    grad_w = reference.weight.grad.numpy()
+    assert_close(results[0][2], grad_w, rtol=1e-4, atol=1e-4, name="grad weight vs torch")
+
+
+def test_small_channel_3d_path_only_where_it_applies():
+    assert Conv3d(1, 16, 3, padding=1)._small3d and Conv3d(3, 8, 3)._small3d
+    assert not Conv3d(4, 8, 3)._small3d  # Winograd or the plane path
+    assert not Conv3d(1, 8, 3, stride=2)._small3d
+    assert not Conv3d(1, 8, 3, dilation=2)._small3d
+    assert not Conv3d(2, 4, 3, groups=2)._small3d
+    assert not Conv3d(1, 8, (3, 3, 1))._small3d
+    assert not Conv2d(1, 8, 3)._small3d
 
 
 @given(

@@ -4,6 +4,7 @@ differences and PyTorch; when it is taken; determinism; its BLAS gemm helper."""
 from __future__ import annotations
 
 import copy
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -13,8 +14,16 @@ from reference.conv import conv_backward, conv_forward
 
 import tinynet
 from tinynet.kernels import blas, conv_planes
-from tinynet.nn import Conv2d, Conv3d
+from tinynet.nn import Conv2d, Conv3d, conv_small3d
 from tinynet.testing import assert_close, gradcheck
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _few_channels_on_planes():
+    """These tests use layers of few channels (fast), which the direct 3×3×3 path
+    (conv_small3d.py) would take: off here, so that they exercise the plane path."""
+    with mock.patch.object(conv_small3d, "_SMALL3D_MAX_CHANNELS", 0):
+        yield
 
 
 def run_layer(layer, x, seed=1):

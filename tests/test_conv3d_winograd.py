@@ -178,6 +178,6 @@ def test_backward_after_plane_path_forward_uses_planes():
     with any_size():
         layer = Conv3d(2, 3, 3, padding=1).double()
         run_layer(layer, x)
-    layer(x)  # the default thresholds: the plane path
+    layer(x)  # the default thresholds: another path (two channels: the direct one)
     assert layer._x_padded is None
     gradcheck(layer, x)

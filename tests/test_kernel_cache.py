@@ -116,6 +116,7 @@ def test_group_keys_name_the_path_the_layer_takes():
     assert key(nn.Conv3d(8, 8, 3, groups=2), (2, 8, 5, 5, 5)) == "Conv:gemm"
     assert key(nn.BatchNorm1d(4), (2, 4)) == key(nn.BatchNorm3d(4), (2, 4, 2, 2, 2))
     assert key(nn.Conv3d(4, 8, 3, padding=1), (2, 4, 6, 6, 6)) == "Conv3d:planes"
+    assert key(nn.Conv3d(1, 8, 3, padding=1), (2, 1, 6, 6, 6)) == "Conv3d:small3d"
     assert key(nn.FusedReLU(nn.Conv2d(1, 8, 3)), (2, 1, 8, 8)) == "Conv2d:small"
     assert key(nn.MaxPool2d(2), (2, 3, 8, 8)) == "MaxPool2d:2"
     assert key(nn.MaxPool2d(3), (2, 3, 8, 8)) == key(nn.MaxPool3d(3), (2, 3, 4, 4, 4))

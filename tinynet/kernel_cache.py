@@ -51,6 +51,7 @@ COSTS = {
     "Conv2d:small": 10.0,
     "Conv:direct": 11.0,
     "Conv3d:planes": 17.5,
+    "Conv3d:small3d": 8.0,
     "Conv3d:winograd3d": 20.0,
     "BatchNorm": 9.0,
     "Linear": 2.9,
@@ -325,7 +326,7 @@ def group_key(layer, shape) -> str | None:
             return f"{name}:winograd" + ("4" if tile == 4 else "")
         if layer._winograd3d_fits(shape[0], out_size):
             return f"{name}:winograd3d"
-        for path in ("planes", "small"):
+        for path in ("small3d", "planes", "small"):
             if getattr(layer, f"_{path}"):
                 return f"{name}:{path}"
         return "Conv:direct" if layer._direct else "Conv:gemm"

@@ -86,9 +86,10 @@ def _pad_flat(x, top, left, hp, wp, xpad):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _plane(xpad, weight, o, c0, hp, wp, length, acc):
+def _plane(xpad, weight, o, c0, hp, wp, length, acc, add):
     """acc[p] = Σ_c Σ_(a,b) weight[o, c, 3a + b] · xpad[(c0 + c)·hp·wp + a·wp + b + p],
-    p < length: output channel o from the input channels c0, c0 + 1, ... of its group.
+    p < length: output channel o from the input channels c0, c0 + 1, ... of its group. With
+    ``add`` the sum is added to acc (Conv3d's kernel sums several calls, conv_small3d.py).
 
     Shapes: weight (Cout, C/groups, 9); xpad flat (≥ C·hp·wp + 2); acc (≥ length,).
     """
@@ -103,7 +104,7 @@ def _plane(xpad, weight, o, c0, hp, wp, length, acc):
         # The first channel stores instead of adding: no pass to zero acc first, and a
         # one-channel (depthwise, first-layer) plane never reads it. The test is the same for
         # the whole loop, so LLVM makes two loops of it.
-        first = c == 0
+        first = c == 0 and not add
         for p in range(np.uint64(length)):
             taps = (
                 w0 * xpad[r0 + p]
@@ -120,7 +121,7 @@ def _plane(xpad, weight, o, c0, hp, wp, length, acc):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _plane_pair(xpad, weight, o, c0, hp, wp, length, acc, acc2):
+def _plane_pair(xpad, weight, o, c0, hp, wp, length, acc, acc2, add):
     """:func:`_plane` for output channels o and o + 1 of one group at once, into acc and
     acc2: each of the nine shifted input values is loaded once for both channels' taps."""
     one = np.uint64(1)
@@ -133,7 +134,7 @@ def _plane_pair(xpad, weight, o, c0, hp, wp, length, acc, acc2):
         r0 = np.uint64((c0 + c) * hp * wp)
         r1 = r0 + np.uint64(wp)
         r2 = r1 + np.uint64(wp)
-        first = c == 0  # stores: no zeroing pass (see _plane)
+        first = c == 0 and not add  # stores: no zeroing pass (see _plane)
         for p in range(np.uint64(length)):
             x0, x1, x2 = xpad[r0 + p], xpad[r0 + p + one], xpad[r0 + p + two]
             x3, x4, x5 = xpad[r1 + p], xpad[r1 + p + one], xpad[r1 + p + two]
@@ -243,10 +244,10 @@ def conv2d_small_forward(x, weight, bias, relu, padding, out, xpad, acc):
                 c0 = (o // cout_g) * cin_g
                 pair = o + 1 < n_out and (o + 1) // cout_g == o // cout_g  # o + 1: same group
                 if pair:
-                    _plane_pair(xpad[t], weight, o, c0, hp, wp, length, acc1, acc2)
+                    _plane_pair(xpad[t], weight, o, c0, hp, wp, length, acc1, acc2, False)
                     _store(acc2, bias[o + 1], relu, oh, ow, wp, out[n, o + 1].reshape(-1))
                 else:
-                    _plane(xpad[t], weight, o, c0, hp, wp, length, acc1)
+                    _plane(xpad[t], weight, o, c0, hp, wp, length, acc1, False)
                 _store(acc1, bias[o], relu, oh, ow, wp, out[n, o].reshape(-1))
                 o += 2 if pair else 1
 

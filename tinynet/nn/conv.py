@@ -8,11 +8,13 @@ input zero-padded. The layers only validate, keep state and pick a kernel; the l
 ``winograd4.py`` (F(4×4, 3×3), for those on larger maps) and ``winograd5.py`` (F(2×2, 5×5),
 for 5×5 ones),
 ``tinynet/kernels/winograd3d.py`` (its 3-D form, F(2×2×2, 3×3×3), for Conv3d),
-``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps)
-and ``tinynet/kernels/conv_small.py`` (direct 3×3 and 5×5 loops for few input channels per group:
-first layers, grouped and depthwise layers).
+``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps),
+``tinynet/kernels/conv_small.py`` (direct 3×3 and 5×5 loops for few input channels per group:
+first layers, grouped and depthwise layers) and ``conv_small3d.py`` (direct 3×3×3 loops for a
+Conv3d of few input channels).
 Each path's conditions and buffers are in a mixin beside this file (``conv_winograd.py``,
-``conv_winograd3d.py``, ``conv_planes.py``); which path a layer takes was decided by measurement.
+``conv_winograd3d.py``, ``conv_planes.py``, ``conv_small3d.py``); which path a layer takes was
+decided by measurement.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..kernels import conv as kernels
 from ..kernels import conv_small
 from ..random import get_generator
 from .conv_planes import PlanesMixin
+from .conv_small3d import Small3dMixin
 from .conv_winograd import WinogradMixin
 from .conv_winograd3d import Winograd3dMixin
 from .module import Module, Parameter
@@ -83,7 +86,7 @@ def _small_max_channels(k: int, groups: int) -> int:
     return _SMALL5_MAX_CHANNELS if k == 5 else _SMALL_MAX_CHANNELS
 
 
-class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
+class _ConvNd(WinogradMixin, Winograd3dMixin, Small3dMixin, PlanesMixin, Module):
     """What Conv2d and Conv3d share; ``_dims`` is the number of spatial axes."""
 
     _dims = 0
@@ -142,8 +145,10 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         self._winograd = self._winograd_applies()
         self._winograd3d = self._winograd3d_applies()
         self._planes = self._planes_applies()
+        self._small3d = self._small3d_applies()
         self._x = None
         self._x_padded = None  # the Winograd path's zero-padded input, kept for backward
+        self._x_volume = None  # the direct 3-D path's padded volumes, kept for backward
         self._winograd_tile_used = 2  # its output tile side (conv_winograd.py)
         self._u_forward = None  # its weights in the Winograd domain, kept for backward
         self._out_size = None
@@ -322,6 +327,7 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         self._work = {}
         self._x = None
         self._x_padded = None
+        self._x_volume = None
 
     def forward(self, x):
         return self._forward(x)
@@ -342,10 +348,13 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
         self._out_size = out_size
         n, dtype = x.shape[0], x.dtype
         self._x_padded = None
+        self._x_volume = None
         if self._winograd_fits(n, out_size):
             return self._winograd_forward(x, out_size, relu)
         if self._winograd3d_fits(n, out_size):
             return self._winograd3d_forward(x, out_size, relu)
+        if self._small3d:
+            return self._small3d_forward(x, out_size, relu)
         if self._planes:
             return _relu_in_place(self._planes_forward(x, out_size), relu)
         if self._small:
@@ -397,6 +406,12 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, PlanesMixin, Module):
             if self._dims == 3:
                 return self._winograd3d_backward(grad_out)
             return self._winograd_backward(grad_out)
+        # The direct 3-D path's input gradient pads grad_out by 2 − p: it needs padding ≤ 2
+        # (the plane path's backward, which needs only x, takes larger paddings).
+        if self._x_volume is not None and (
+            not input_grad or max(self._pad_low + self._pad_high) <= 2
+        ):
+            return self._small3d_backward(grad_out, input_grad)
         if self._planes:
             return self._planes_backward(grad_out)
         # The direct input gradient pads grad_out by k − 1 − p: it needs padding ≤ k − 1.
