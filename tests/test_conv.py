@@ -703,8 +703,9 @@ def test_small_channel_path_only_where_it_applies():
 
 
 @given(
-    cin=st.integers(1, 3),
-    cout=st.integers(1, 5),  # odd counts end with one channel alone (two per pass)
+    cin=st.integers(1, 3),  # per group
+    cout=st.integers(1, 5),  # per group; odd counts end with one channel alone (two per pass)
+    groups=st.sampled_from([1, 1, 2, 3]),  # depthwise when cin is 1
     # Padding 3 sends the input gradient to the plane path (the direct one needs ≤ 2).
     padding=st.sampled_from([0, 1, 2, (2, 0, 1), (0, 1, 3), 3, "same"]),
     size=st.tuples(st.integers(3, 7), st.integers(3, 7), st.integers(3, 8)),
@@ -713,9 +714,12 @@ def test_small_channel_path_only_where_it_applies():
     threads=st.sampled_from([1, 2]),
 )
 @settings(max_examples=40, deadline=None)
-def test_small_channel_3d_path_matches_reference(cin, cout, padding, size, batch, bias, threads):
+def test_small_channel_3d_path_matches_reference(
+    cin, cout, groups, padding, size, batch, bias, threads
+):
     tinynet.manual_seed(0)
-    layer = Conv3d(cin, cout, 3, padding=padding, bias=bias).double()
+    cin, cout = cin * groups, cout * groups
+    layer = Conv3d(cin, cout, 3, padding=padding, groups=groups, bias=bias).double()
     x = np.random.default_rng(1).standard_normal((batch, cin, *size))
     with tinynet.set_num_threads(threads):
         check_direct_path(layer, x)
@@ -756,7 +760,8 @@ def test_small_channel_3d_path_only_where_it_applies():
     assert not Conv3d(4, 8, 3)._small3d  # Winograd or the plane path
     assert not Conv3d(1, 8, 3, stride=2)._small3d
     assert not Conv3d(1, 8, 3, dilation=2)._small3d
-    assert not Conv3d(2, 4, 3, groups=2)._small3d
+    assert Conv3d(2, 4, 3, groups=2)._small3d and Conv3d(32, 32, 3, groups=32)._small3d
+    assert not Conv3d(8, 8, 3, groups=2)._small3d  # 4 channels per group
     assert not Conv3d(1, 8, (3, 3, 1))._small3d
     assert not Conv2d(1, 8, 3)._small3d
 

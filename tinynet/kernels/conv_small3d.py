@@ -1,5 +1,6 @@
-"""Direct 3×3×3 convolution for Conv3d layers with few input channels (a 3-D CNN's first
-layer: one channel of CT or MRI intensities, a few of a multi-modal scan).
+"""Direct 3×3×3 convolution for Conv3d layers with few input channels per group (a 3-D CNN's
+first layer: one channel of CT or MRI intensities, a few of a multi-modal scan; depthwise and
+grouped layers).
 
 The 3-D form of ``conv_small.py`` (read that first). With C·27 small the plane path's matrix
 product is thin (1 → 16 channels: K = 27, N = 16), and BLAS runs it far below its speed.
@@ -70,36 +71,44 @@ def _pad_volume(x, padding, dp, hp, wp, xpad):
 def conv3d_small_forward(x, weight, bias, relu, padding, out, xpad, acc):
     """out = conv3×3×3(x, weight) + bias, stride 1 (then max(·, 0) if ``relu``).
 
-    Shapes: x (N, C, D, H, W); weight (Cout, C, 3, 9): the taps (a; b, e), depth first;
+    Shapes: x (N, C, D, H, W); weight (Cout, C/groups, 3, 9): the taps (a; b, e), depth
+    first (the groups follow from C and the weight's second axis, as in conv_small.py);
     bias (Cout,) (zeros for none); padding (front, top, left); out (N, Cout, OD, OH, OW)
     written; the grid is (OD + 2) × (OH + 2) × (OW + 2). Work space: xpad (N, ≥ C·vol + 2),
     every sample's padded volume (the weight gradient reads them too); acc (T, ≥ 2·length),
     two accumulators per thread.
-    Loop nest: pad every sample; for item (n, o-pair): for c: for a: 9-tap pass into acc;
+    Loop nest: pad every sample; for item (n, o-pair of a group): for c of the group: for a:
+    9-tap pass into acc;
     out[n, o], out[n, o + 1] = acc without the junk + bias. Parallel over: samples for the
     padding (xpad[n] each), then items in fixed contiguous blocks (block t writes out[n, o],
     out[n, o + 1] of its items and acc[t]: race-free).
     """
-    n_batch, n_channels = x.shape[0], x.shape[1]
+    n_batch, cin_g = x.shape[0], weight.shape[1]
     n_out, od, oh, ow = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
+    cout_g = n_out // (x.shape[1] // cin_g)
     dp, hp, wp, plane, vol, length = _geometry((od, oh, ow))
     for n in prange(n_batch):
         _pad_volume(x[n], padding, dp, hp, wp, xpad[n])
-    pairs = (n_out + 1) // 2
-    items = n_batch * pairs
+    pairs = (cout_g + 1) // 2  # per group: a pair never spans two groups
+    slots = (n_out // cout_g) * pairs  # per sample
+    items = n_batch * slots
     n_blocks = acc.shape[0]
     for t in prange(n_blocks):
         acc1, acc2 = acc[t, :length], acc[t, length : 2 * length]
         for item in range((t * items) // n_blocks, ((t + 1) * items) // n_blocks):
-            n = item // pairs
-            o = 2 * (item - n * pairs)
-            pair = o + 1 < n_out
-            for c in range(n_channels):
-                # The three depth taps of channel c are "channels" c·dp + a of the 3×3 pass.
+            n = item // slots
+            g = (item - n * slots) // pairs
+            k = item - n * slots - g * pairs
+            o = g * cout_g + 2 * k
+            pair = 2 * k + 1 < cout_g
+            for c in range(cin_g):
+                # The depth taps of channel c0 + c are "channels" (c0 + c)·dp + a of the
+                # 3×3 pass.
+                first = (g * cin_g + c) * dp
                 if pair:
-                    _plane_pair(xpad[n], weight[:, c], o, c * dp, hp, wp, length, acc1, acc2, c > 0)
+                    _plane_pair(xpad[n], weight[:, c], o, first, hp, wp, length, acc1, acc2, c > 0)
                 else:
-                    _plane(xpad[n], weight[:, c], o, c * dp, hp, wp, length, acc1, c > 0)
+                    _plane(xpad[n], weight[:, c], o, first, hp, wp, length, acc1, c > 0)
             for d in range(od):
                 _store(acc1[d * plane :], bias[o], relu, oh, ow, wp, out[n, o, d].reshape(-1))
                 if pair:
@@ -108,7 +117,7 @@ def conv3d_small_forward(x, weight, bias, relu, padding, out, xpad, acc):
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
-def conv3d_small_backward_weight(xpad, grad_out, grad_w, grad_b, gy):
+def conv3d_small_backward_weight(xpad, grad_out, groups, grad_w, grad_b, gy):
     """The weight and bias gradients of :func:`conv3d_small_forward`:
 
         grad_w[o, c, a, 3b + e] = Σ_n Σ_(d,i,j) grad_out[n, o, d, i, j] ·
@@ -116,7 +125,8 @@ def conv3d_small_backward_weight(xpad, grad_out, grad_w, grad_b, gy):
         grad_b[o] = Σ_n Σ_(d,i,j) grad_out[n, o, d, i, j].
 
     Shapes: xpad (N, ≥ C·vol + 2) as the forward left it; grad_out (N, Cout, OD, OH, OW);
-    grad_w (Cout, C, 3, 9) and grad_b (Cout,) overwritten. Work space: gy (T, ≥ OD·hp·wp):
+    grad_w (Cout, C/groups, 3, 9) and grad_b (Cout,) overwritten (c counts the input
+    channels of o's group). Work space: gy (T, ≥ OD·hp·wp):
     one output channel's gradient in the padded grid, its junk rows and columns zero, so that
     the taps are flat dot products.
     Loop nest: for output channel o: for n: gy = grad_out[n, o]; for c: for a: 9 dots.
@@ -125,22 +135,24 @@ def conv3d_small_backward_weight(xpad, grad_out, grad_w, grad_b, gy):
     """
     n_batch, n_out = grad_out.shape[0], grad_out.shape[1]
     od, oh, ow = grad_out.shape[2], grad_out.shape[3], grad_out.shape[4]
-    n_channels = grad_w.shape[1]
+    cin_g, cout_g = grad_w.shape[1], n_out // groups
     dp, hp, wp, plane, vol, length = _geometry((od, oh, ow))
     n_blocks = gy.shape[0]
     for t in prange(n_blocks):
         zero_fill(gy[t])  # the junk rows and columns stay zero from here on
         for o in range((t * n_out) // n_blocks, ((t + 1) * n_out) // n_blocks):
+            c0 = (o // cout_g) * cin_g  # the group's first input channel
             total = grad_w.dtype.type(0)
-            for c in range(n_channels):
+            for c in range(cin_g):
                 for a in range(3):
                     for k in range(9):
                         grad_w[o, c, a, k] = 0
             for n in range(n_batch):
                 for d in range(od):
                     total += _load_gradient(grad_out[n, o, d], wp, gy[t, d * plane :])
-                for c in range(n_channels):
+                for c in range(cin_g):
                     for a in range(3):
-                        _taps_dot(gy[t], xpad[n], c * vol + a * plane, wp, length, grad_w[o, c, a])
+                        r0 = (c0 + c) * vol + a * plane
+                        _taps_dot(gy[t], xpad[n], r0, wp, length, grad_w[o, c, a])
             if grad_b.shape[0] > 0:
                 grad_b[o] = total
