@@ -147,8 +147,9 @@ def test_bit_identical_reruns():
         (dict(padding=1), (1, 16, 2, 2, 16), False),  # too few tiles
         # Shorter lines: C·Cout / (C + Cout) against the line's length, odd sides.
         (dict(padding=1, out_channels=16), (16, 16, 8, 8, 8), False),  # 4 tiles a line, 8
-        (dict(padding=1, out_channels=32), (1, 16, 8, 8, 8), True),  # 4 tiles, 10.7
-        (dict(padding=1, out_channels=32), (2, 16, 12, 12, 12), True),  # 6 tiles, 10.7
+        (dict(padding=1, out_channels=32), (1, 16, 8, 8, 8), False),  # 4 tiles, 10.7
+        (dict(padding=1, out_channels=32), (1, 32, 8, 8, 8), True),  # 4 tiles, 16
+        (dict(padding=1, out_channels=32), (2, 16, 10, 10, 10), True),  # 5 tiles, 10.7
         (dict(padding=1, out_channels=16), (8, 8, 12, 12, 12), False),  # 6 tiles, 5.3
         (dict(padding=1, out_channels=32), (1, 32, 6, 6, 6), False),  # 3 tiles, 16
         (dict(padding=1, out_channels=64), (1, 64, 4, 4, 4), True),  # 2 tiles, 32

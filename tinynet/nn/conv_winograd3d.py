@@ -26,8 +26,9 @@ _MIN_LINE = 8
 # products grow with C·Cout, the transforms with C + Cout, and Winograd saves products, so
 # h = C·Cout / (C + Cout) is the measure: (tiles per line at least, h at least). An odd output
 # side also wastes half of each last tile: short lines need at least _SHORT_USE of the tiles'
-# outputs used. See _winograd3d_fits for the measurements.
-_SHORT_LINES = ((4, 10), (2, 20))
+# outputs used. The bar is set where the gain is clear, as the path costs a first run ~40 s
+# of compilation (against ~12 s for the plane path; cached after). See _winograd3d_fits.
+_SHORT_LINES = ((5, 10), (4, 16), (2, 20))
 _SHORT_USE = 0.8
 
 
@@ -66,10 +67,11 @@ class Winograd3dMixin:
         Winograd / planes time, fastest of 9 samples, forward and forward + backward):
         8³ outputs (4 tiles a line): 32 → 32 0.68 and 0.71, 32 → 64 0.69 and 0.77, batch 2
         64 → 64 0.62 and 0.80, batch 1 32 → 32 0.77 and 0.86 (few tiles do not matter with
-        these channels), 24 → 24 0.98 and 0.77, 16 → 32 1.01–1.16 and 0.83–1.07 (h = 10.7:
-        taken, as a training step gains), 16 → 16 1.12 and 0.84 (h = 8: not taken).
-        12³ and 10³: batch 4 16 → 32 0.76 and 0.62 (10³: 0.91 and 0.74), 32 → 32 0.71 and
-        0.68; 16 → 16 1.06 and 0.87, 8 → 16 1.04–1.11 and 0.79–0.81 (not taken). 6³ (3 tiles
+        these channels); not taken: 24 → 24 0.98 and 0.77, 16 → 32 1.01–1.16 and 0.83–1.07
+        (cnn3d_bn's second layer: its train step 5–10% faster, its first run's compilation
+        14 → 45 s), 16 → 16 1.12 and 0.84. 12³ and 10³ (6 and 5 tiles): batch 4 16 → 32
+        0.76 and 0.62 (10³: 0.91 and 0.74), 32 → 32 0.71 and 0.68; 16 → 16 1.06 and 0.87,
+        8 → 16 1.04–1.11 and 0.79–0.81 (not taken). 6³ (3 tiles
         a line): 32 → 64 0.75 and 0.81, 64 → 64 0.80 and 0.88; 32 → 32 1.51–1.57 and 0.93–1.16
         (not taken). 4³ (2 tiles a line): 64 → 64 0.87 and 0.91, 64 → 128 0.68 and 0.84,
         128 → 128 0.80 and 0.92; 32 → 32 2.05 and 1.39 (not taken). Odd sides: 64 → 64 on 5³
