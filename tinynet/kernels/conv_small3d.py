@@ -78,10 +78,9 @@ def conv3d_small_forward(x, weight, bias, relu, padding, out, xpad, acc):
     every sample's padded volume (the weight gradient reads them too); acc (T, ≥ 2·length),
     two accumulators per thread.
     Loop nest: pad every sample; for item (n, o-pair of a group): for c of the group: for a:
-    9-tap pass into acc;
-    out[n, o], out[n, o + 1] = acc without the junk + bias. Parallel over: samples for the
-    padding (xpad[n] each), then items in fixed contiguous blocks (block t writes out[n, o],
-    out[n, o + 1] of its items and acc[t]: race-free).
+    9-tap pass into acc; out[n, o], out[n, o + 1] = acc without the junk + bias.
+    Parallel over: samples for the padding (xpad[n] each), then items in fixed contiguous
+    blocks (block t writes out[n, o], out[n, o + 1] of its items and acc[t]: race-free).
     """
     n_batch, cin_g = x.shape[0], weight.shape[1]
     n_out, od, oh, ow = out.shape[1], out.shape[2], out.shape[3], out.shape[4]
@@ -126,9 +125,9 @@ def conv3d_small_backward_weight(xpad, grad_out, groups, grad_w, grad_b, gy):
 
     Shapes: xpad (N, ≥ C·vol + 2) as the forward left it; grad_out (N, Cout, OD, OH, OW);
     grad_w (Cout, C/groups, 3, 9) and grad_b (Cout,) overwritten (c counts the input
-    channels of o's group). Work space: gy (T, ≥ OD·hp·wp):
-    one output channel's gradient in the padded grid, its junk rows and columns zero, so that
-    the taps are flat dot products.
+    channels of o's group). Work space: gy (T, ≥ OD·hp·wp): one output channel's gradient
+    in the padded grid, its junk rows and columns zero, so that the taps are flat dot
+    products.
     Loop nest: for output channel o: for n: gy = grad_out[n, o]; for c: for a: 9 dots.
     Parallel over: output channels in fixed contiguous blocks (block t writes grad_w[o],
     grad_b[o] of its channels and gy[t]: race-free; each sums the samples in order).
