@@ -703,7 +703,7 @@ def test_small_channel_path_only_where_it_applies():
 
 
 @given(
-    cin=st.integers(1, 3),  # per group
+    cin=st.integers(1, 4),  # per group
     cout=st.integers(1, 5),  # per group; odd counts end with one channel alone (two per pass)
     groups=st.sampled_from([1, 1, 2, 3]),  # depthwise when cin is 1
     # Padding 3 sends the input gradient to the plane path (the direct one needs ≤ 2).
@@ -756,12 +756,12 @@ def test_small_channel_3d_path_float32_torch_threads_and_relu():
 
 
 def test_small_channel_3d_path_only_where_it_applies():
-    assert Conv3d(1, 16, 3, padding=1)._small3d and Conv3d(3, 8, 3)._small3d
-    assert not Conv3d(4, 8, 3)._small3d  # Winograd or the plane path
+    assert Conv3d(1, 16, 3, padding=1)._small3d and Conv3d(4, 8, 3)._small3d
+    assert not Conv3d(5, 8, 3)._small3d  # Winograd or the plane path
     assert not Conv3d(1, 8, 3, stride=2)._small3d
     assert not Conv3d(1, 8, 3, dilation=2)._small3d
     assert Conv3d(2, 4, 3, groups=2)._small3d and Conv3d(32, 32, 3, groups=32)._small3d
-    assert not Conv3d(8, 8, 3, groups=2)._small3d  # 4 channels per group
+    assert Conv3d(8, 8, 3, groups=2)._small3d and not Conv3d(10, 10, 3, groups=2)._small3d
     assert not Conv3d(1, 8, (3, 3, 1))._small3d
     assert not Conv2d(1, 8, 3)._small3d
 

@@ -113,9 +113,9 @@ def test_group_keys_name_the_path_the_layer_takes():
     assert key(nn.Conv2d(4, 4, 7, groups=4), (2, 4, 8, 8)) == "Conv:direct"
     # Kernels shared across ranks are one group (one worker compiles them).
     assert key(nn.Conv2d(8, 8, 3, stride=2), (2, 8, 8, 8)) == "Conv:gemm"
-    assert key(nn.Conv3d(8, 8, 3, groups=2), (2, 8, 5, 5, 5)) == "Conv:gemm"
+    assert key(nn.Conv3d(10, 10, 3, groups=2), (2, 10, 5, 5, 5)) == "Conv:gemm"
     assert key(nn.BatchNorm1d(4), (2, 4)) == key(nn.BatchNorm3d(4), (2, 4, 2, 2, 2))
-    assert key(nn.Conv3d(4, 8, 3, padding=1), (2, 4, 6, 6, 6)) == "Conv3d:planes"
+    assert key(nn.Conv3d(5, 8, 3, padding=1), (2, 5, 6, 6, 6)) == "Conv3d:planes"
     assert key(nn.Conv3d(1, 8, 3, padding=1), (2, 1, 6, 6, 6)) == "Conv3d:small3d"
     assert key(nn.FusedReLU(nn.Conv2d(1, 8, 3)), (2, 1, 8, 8)) == "Conv2d:small"
     assert key(nn.MaxPool2d(2), (2, 3, 8, 8)) == "MaxPool2d:2"

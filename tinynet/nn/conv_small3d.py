@@ -21,8 +21,12 @@ from ..kernels import conv_small3d
 # against the general direct loops or vol2col + BLAS per group (forward and forward +
 # backward): depthwise 32 on (4, 32, 16³) 0.30 and 0.23 (0.66x PyTorch's forward), 64 on
 # (8, 64, 8³) 0.22 and 0.16 (1.02x); 6 → 12 in 2 groups on 16³ 0.34 and 0.65 (0.19x);
-# 16 → 32 in 8 groups on 8³ 0.46 and 0.26 (0.27x).
-_SMALL3D_MAX_CHANNELS = 3
+# 16 → 32 in 8 groups on 8³ 0.46 and 0.26 (0.27x). Four channels (forward, forward + weight
+# gradient, forward + both gradients): 4 → 8 on (16, 4, 12³) 0.45, 0.56, 0.73; 4 → 16 on
+# (4, 4, 10³) 0.73, 0.67, 0.99; on (8, 4, 8³) 0.92, 0.76, 1.07; 8 → 16 in 2 groups on 12³
+# 0.34, 0.38, 0.37. (On 16³ Winograd takes 4 channels first: the direct path measured 0.81,
+# 0.81, 1.19 of its time there.)
+_SMALL3D_MAX_CHANNELS = 4
 
 
 class Small3dMixin:
