@@ -322,6 +322,10 @@ def test_max_pool_return_indices(dims):
     expected, _ = max_pool(x, grad_out, (3,) * dims, (2,) * dims, (1,) * dims, (1,) * dims, True)
     np.testing.assert_array_equal(out, expected)
     assert MAX[dims](2, None, 0, 1, False, True).ceil_mode  # positional ceil_mode: sixth
+    # The tuple handed on to another layer is refused, not stacked into one array.
+    model = tinynet.nn.Sequential(MAX[dims](2, return_indices=True), tinynet.nn.ReLU())
+    with pytest.raises(TypeError, match=r"ReLU.* expected a NumPy array, got a tuple of 2"):
+        model(x)
     with pytest.raises(ValueError, match=f"MaxPool{dims}d expected return_indices to be"):
         MAX[dims](2, return_indices="yes")
     torch = pytest.importorskip("torch")

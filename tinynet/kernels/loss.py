@@ -18,8 +18,10 @@ def _against(row, q, scale, g, gather):
 
     With ``gather`` the classes with q_c = 0 are left out of the sum, as torch gathers the
     target's log-probability for class-index targets: a −inf score on another class (a masked
-    logit) then leaves the loss finite, where 0·(−log 0) would make it NaN. For probability
-    targets torch sums over every class, NaN included, and so does this without ``gather``.
+    logit) then leaves the loss finite, where 0·(−log 0) would make it NaN. (With label
+    smoothing only a class of weight 0 has q_c = 0: its −inf is left out too, a finite loss
+    where torch's smoothing term gives NaN.) For probability targets torch sums over every
+    class, NaN included, and so does this without ``gather``.
 
     −log p_c = log Σ_j exp(x_j − m) − (x_c − m) with m = max_j x_j, so no exponential
     overflows. g first holds exp(x_c − m) = p_c·Σ; the gradient is then formed in float64 and

@@ -407,7 +407,8 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, Small3dMixin, PlanesMixin, Module)
                 return self._winograd3d_backward(grad_out)
             return self._winograd_backward(grad_out)
         # The direct 3-D path's input gradient pads grad_out by 2 − p: it needs padding ≤ 2
-        # (the plane path's backward, which needs only x, takes larger paddings).
+        # (larger paddings go to the plane path's backward, or for a grouped layer the GEMM
+        # one: both need only x).
         if self._x_volume is not None and (
             not input_grad or max(self._pad_low + self._pad_high) <= 2
         ):

@@ -67,7 +67,7 @@ class Small3dMixin:
         """Weight and bias gradients by the direct kernel; the input gradient, when asked for,
         is the direct forward run on grad_out with the filters flipped and their channel axes
         swapped (a full correlation: padding 2 − p, which needs p ≤ 2; conv.py's backward
-        sends larger paddings to the plane path)."""
+        sends larger paddings to the plane or GEMM path)."""
         x = self._x
         n, dtype = x.shape[0], x.dtype
         n_out, n_in, groups = self.out_channels, self.in_channels, self.groups

@@ -22,6 +22,14 @@ def cast_input(layer, x, dtype=None) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         if isinstance(x, (str, bytes)) or x is None:
             raise TypeError(f"{layer_name(layer)} expected a NumPy array, got {type(x).__name__}")
+        if isinstance(x, tuple) and any(isinstance(item, np.ndarray) for item in x):
+            # A layer's several outputs (MaxPool's (output, indices)): np.asarray would stack
+            # them into one array of garbage.
+            raise TypeError(
+                f"{layer_name(layer)} expected a NumPy array, got a tuple of {len(x)} items "
+                "(the outputs of a layer that returns several, such as MaxPool with "
+                "return_indices=True?)"
+            )
         x = np.asarray(x)
     if dtype is None:
         if x.dtype in _FLOATS:
