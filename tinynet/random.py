@@ -7,6 +7,8 @@ whole run repeatable.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 _generator = np.random.default_rng()
@@ -37,3 +39,16 @@ def set_rng_state(state: dict) -> None:
     bit_generator = getattr(np.random, state["bit_generator"])()
     bit_generator.state = state
     _generator = np.random.Generator(bit_generator)
+
+
+@contextmanager
+def isolated():
+    """Draws inside come from a private generator; tinynet's own is left as it was (for
+    internal objects whose random initial values are thrown away)."""
+    global _generator
+    saved = _generator
+    _generator = np.random.default_rng(0)
+    try:
+        yield
+    finally:
+        _generator = saved

@@ -31,6 +31,7 @@ from .. import config
 from ..kernels import conv as kernels
 from ..kernels import conv_small
 from ..random import get_generator
+from .conv_dilated import DilatedMixin
 from .conv_planes import PlanesMixin
 from .conv_small3d import Small3dMixin
 from .conv_winograd import WinogradMixin
@@ -86,7 +87,7 @@ def _small_max_channels(k: int, groups: int) -> int:
     return _SMALL5_MAX_CHANNELS if k == 5 else _SMALL_MAX_CHANNELS
 
 
-class _ConvNd(WinogradMixin, Winograd3dMixin, Small3dMixin, PlanesMixin, Module):
+class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, PlanesMixin, Module):
     """What Conv2d and Conv3d share; ``_dims`` is the number of spatial axes."""
 
     _dims = 0
@@ -146,6 +147,8 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, Small3dMixin, PlanesMixin, Module)
         self._winograd3d = self._winograd3d_applies()
         self._planes = self._planes_applies()
         self._small3d = self._small3d_applies()
+        self._dilated = self._dilated_applies()
+        self._dilated_used = False  # whether the last forward took the sub-grid path
         self._x = None
         self._x_padded = None  # the Winograd path's zero-padded input, kept for backward
         self._x_volume = None  # the direct 3-D path's padded volumes, kept for backward
@@ -349,6 +352,9 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, Small3dMixin, PlanesMixin, Module)
         n, dtype = x.shape[0], x.dtype
         self._x_padded = None
         self._x_volume = None
+        self._dilated_used = self._dilated_fits(out_size)
+        if self._dilated_used:  # first: the sub-grids may then take any of the paths below
+            return self._dilated_forward(x, out_size, relu)
         if self._winograd_fits(n, out_size):
             return self._winograd_forward(x, out_size, relu)
         if self._winograd3d_fits(n, out_size):
@@ -402,6 +408,8 @@ class _ConvNd(WinogradMixin, Winograd3dMixin, Small3dMixin, PlanesMixin, Module)
         n, dtype = x.shape[0], x.dtype
         grad_out = check_grad(self, grad_out, (n, self.out_channels, *self._out_size), dtype)
         grad_out = np.ascontiguousarray(grad_out)
+        if self._dilated_used:
+            return self._dilated_backward(grad_out, input_grad)
         if self._x_padded is not None:  # the forward took a Winograd path
             if self._dims == 3:
                 return self._winograd3d_backward(grad_out)
