@@ -191,3 +191,20 @@ def test_inner_layer_changes_no_state():
     y = layer(np.ones((1, 2, 20, 20, 20)))
     assert y.dtype == np.float64
     np.testing.assert_array_equal(y, 1.5)
+
+
+def test_fold_bn_into_a_dilated_layer_without_bias():
+    """fold_bn replaces the parameters (and adds a bias): the sub-grid path uses the new ones."""
+    tinynet.manual_seed(3)
+    model = tinynet.nn.Sequential(
+        Conv3d(2, 3, 3, padding=2, dilation=2, bias=False), tinynet.nn.BatchNorm3d(3)
+    )
+    x = np.random.default_rng(4).standard_normal((2, 2, 16, 16, 16)).astype(np.float32)
+    model.train()
+    model(x)  # running statistics away from their initial values
+    model.eval()
+    expected = model(x)
+    folded = tinynet.fold_bn(model)
+    y = folded(x)
+    assert folded[0]._dilated_used and folded[0].bias is not None
+    assert_close(y, expected, rtol=1e-4, atol=1e-4)

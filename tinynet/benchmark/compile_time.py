@@ -103,6 +103,10 @@ groups = {
     # Lines of 8 tiles and 512 tiles in the batch: F(2×2×2, 3×3×3) (see conv_winograd3d.py).
     "conv3d Winograd": [(nn.Conv3d(4, 4, 3, padding=1), (1, 4, 16, 16, 16))],
     "conv3d direct 3x3x3": [(nn.Conv3d(1, 4, 3, padding=1), (2, 1, 6, 6, 6))],
+    # After the direct group: what this adds is the sub-grid kernels (see conv_dilated.py).
+    "conv3d dilated (sub-grids)": [
+        (nn.Conv3d(1, 4, 3, padding=2, dilation=2), (1, 1, 16, 16, 16))
+    ],
     "max pooling": [(nn.MaxPool2d(2), (2, 3, 8, 8)), (nn.MaxPool3d(3, 2, 1), (2, 3, 6, 6, 6))],
     "avg pooling": [
         (nn.AvgPool2d(2), (2, 3, 8, 8)),

@@ -98,8 +98,7 @@ class DilatedMixin:
             # Not a child module: its parameters are this layer's, listed once.
             object.__setattr__(self, "_inner", inner)
         inner.weight = self.weight
-        if self.bias is not None:
-            inner.bias = self.bias
+        inner.bias = self.bias  # fold_bn gives a layer without bias one
         return inner
 
     def _dilated_geometry(self):
