@@ -208,3 +208,16 @@ def test_fold_bn_into_a_dilated_layer_without_bias():
     y = folded(x)
     assert folded[0]._dilated_used and folded[0].bias is not None
     assert_close(y, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fuse_relu_into_a_dilated_layer():
+    """fuse_relu hands relu=True down to the sub-grid layer's forward."""
+    tinynet.manual_seed(6)
+    model = tinynet.nn.Sequential(Conv3d(2, 3, 3, padding=2, dilation=2), tinynet.nn.ReLU())
+    x = np.random.default_rng(7).standard_normal((1, 2, 16, 16, 16)).astype(np.float32)
+    model.eval()
+    expected = model(x)
+    fused = tinynet.fuse_relu(model)
+    y = fused(x)
+    assert (y == 0).any() and (y > 0).any()
+    assert_close(y, expected, rtol=1e-6, atol=1e-6)
