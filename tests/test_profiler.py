@@ -130,3 +130,27 @@ def test_profile_prints_the_table():
 def test_bad_arguments(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         measure(*args, **kwargs)
+
+
+def test_algorithm_names_each_convolutions_path():
+    """The Algorithm column follows the layer's own choice at the profiled input size."""
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),  # few input channels: the direct kernel
+        nn.Conv2d(4, 8, 3, stride=2, padding=1),  # stride 2: vol2col + BLAS
+        nn.Conv2d(8, 8, 3, padding=1),  # Winograd, with enough tiles
+        nn.Conv2d(8, 8, 3, padding=1, groups=8, dilation=2),  # depthwise: direct loops
+        nn.ReLU(),
+    )
+    report = measure(model, (32, 1, 32, 32), steps=1)
+    algorithms = [r.algorithm for r in report.rows]
+    assert algorithms[0] == "direct"
+    assert algorithms[1] == "vol2col + BLAS"
+    assert algorithms[2].startswith("Winograd F(")
+    assert algorithms[3] == "direct loops"
+    assert algorithms[4] == ""  # not a convolution
+    header = str(report).splitlines()[1]
+    assert header.split()[-1] == "Algorithm"
+    assert str(report).splitlines()[2].endswith("direct")
+    # A dilated Conv3d on large enough volumes: the sub-grid path.
+    report = measure(nn.Conv3d(2, 2, 3, padding=2, dilation=2), (1, 2, 16, 16, 16), steps=1)
+    assert report.rows[0].algorithm == "sub-grids"

@@ -13,7 +13,10 @@
     (outside layers)                    0.067        0.108    0.7%
     step                               10.396       14.448  100.0%
 
-(LeNet-BN, batch 64, on 2 cores: its second convolution is half of a training step.)
+(LeNet-BN, batch 64, on 2 cores: its second convolution is half of a training step.) A last
+column, "Algorithm", names the path each convolution took at this input size ("direct" on
+row 0, "Winograd F(2x2, 3x3)" on row 4; nn/conv.py picks it by kernel, stride, channels and
+map size), so that a slow row can be read against the ways a convolution can be computed.
 
 How: each leaf layer's ``forward`` and ``backward`` are wrapped, on the copy only, with a
 timer (an instance attribute named ``forward`` takes precedence over the class's method, as
@@ -39,6 +42,7 @@ import numpy as np
 
 from . import config
 from .model_summary import check_input_shape, count_flops, leaf_layers
+from .nn.conv import Conv2d, Conv3d
 from .nn.fused import FusedReLU
 from .nn.module import Module, backward_into
 
@@ -53,6 +57,7 @@ class LayerTime:
     backward_ms: float
     first_step_s: float
     flops: int | None  # its forward's, per step (None: unknown)
+    algorithm: str = ""  # a convolution's path (see _ALGORITHMS), "" for other layers
 
     @property
     def gflops(self) -> float | None:
@@ -87,7 +92,10 @@ class Profile:
             f"profile: {self.model}, input {self.input_shape} {self.dtype}, {mode} mode, "
             f"{self.threads} threads, medians of {self.steps} steps"
         )
-        header = ("Layer", "Type", "Forward ms", "Backward ms", "Share", "GFLOP/s", "First step s")
+        header = (
+            "Layer", "Type", "Forward ms", "Backward ms", "Share", "GFLOP/s", "First step s",
+            "Algorithm",
+        )  # fmt: skip
         step = self.step_ms or float("nan")
         body = []
         for row in self.rows:
@@ -102,6 +110,7 @@ class Profile:
                     share,
                     rate,
                     f"{row.first_step_s:.2f}",
+                    row.algorithm,
                 )
             )
         outside_f, outside_b = self.outside_forward_ms, self.outside_backward_ms
@@ -112,6 +121,7 @@ class Profile:
                 f"{outside_f:.3f}",
                 f"{outside_b:.3f}" if self.train else "-",
                 f"{100 * (outside_f + outside_b) / step:.1f}%",
+                "",
                 "",
                 "",
             )
@@ -125,14 +135,15 @@ class Profile:
                 "100.0%",
                 "",
                 "",
+                "",
             )
         )
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
         lines = [title]
         for r in [header, *body]:
             left = [r[i].ljust(widths[i]) for i in range(2)]
-            right = [r[i].rjust(widths[i]) for i in range(2, len(header))]
-            lines.append("  ".join(left + right).rstrip())
+            right = [r[i].rjust(widths[i]) for i in range(2, len(header) - 1)]
+            lines.append("  ".join([*left, *right, r[-1]]).rstrip())
         return "\n".join(lines)
 
 
@@ -178,9 +189,10 @@ def measure(model: Module, input, *, steps: int = 20, train: bool = True, dtype=
     # in the first step (None: unknown).
     current = {name: [0.0, 0.0] for name, _ in leaves}
     flops = {name: 0 for name, _ in leaves}
+    shapes = {}  # each leaf's first input shape, for its algorithm
     counting = [True]
     for name, layer in leaves:
-        _time(layer, current[name], flops, name, counting)
+        _time(layer, current[name], flops, name, counting, shapes)
 
     forward_s, backward_s, outside_f, outside_b = [], [], [], []
     per_layer = {name: ([], []) for name, _ in leaves}
@@ -233,21 +245,54 @@ def measure(model: Module, input, *, steps: int = 20, train: bool = True, dtype=
                 backward_ms=float(np.median(b)) * 1e3,
                 first_step_s=first[name],
                 flops=flops[name],
+                algorithm=algorithm(layer, shapes.get(name)),
             )
         )
     return report
 
 
-def _time(layer: Module, current: list, flops: dict, name: str, counting: list) -> None:
+# Conv2d's and Conv3d's paths, by the kernel group kernel_cache.group_key gives them.
+_ALGORITHMS = {
+    "gemm": "vol2col + BLAS",
+    "direct": "direct loops",
+    "small": "direct",
+    "small3d": "direct 3x3x3",
+    "planes": "planes + BLAS",
+    "winograd": "Winograd F(2x2, 3x3)",
+    "winograd4": "Winograd F(4x4, 3x3)",
+    "winograd5": "Winograd F(2x2, 5x5)",
+    "winograd3d": "Winograd F(2x2x2, 3x3x3)",
+    "dilated": "sub-grids",
+}
+
+
+def algorithm(layer: Module, shape) -> str:
+    """The path a Conv2d or Conv3d (or a FusedReLU around one) takes on inputs of ``shape``:
+    one of _ALGORITHMS' values; "" for other layers, or when the shape is unknown."""
+    from .kernel_cache import group_key  # here: kernel_cache imports the models, and so on
+
+    inner = layer.layer if isinstance(layer, FusedReLU) else layer
+    if shape is None or not isinstance(inner, (Conv2d, Conv3d)):
+        return ""
+    key = group_key(inner, shape)
+    return _ALGORITHMS.get(key.split(":")[-1], key)
+
+
+def _time(
+    layer: Module, current: list, flops: dict, name: str, counting: list, shapes: dict
+) -> None:
     """Wrap ``layer``'s forward and backward (a member of the throwaway copy) so that each
     call adds its seconds to current[0] or current[1], and, while counting[0], its forward
-    FLOPs to flops[name] (None once a call's count is unknown)."""
+    FLOPs to flops[name] (None once a call's count is unknown) and its first input's shape
+    to shapes[name]."""
     forward, backward = layer.forward, layer.backward
 
     def timed_forward(*args):
         started = time.perf_counter()
         output = forward(*args)
         current[0] += time.perf_counter() - started
+        if counting[0] and args:
+            shapes.setdefault(name, np.shape(args[0]))
         if counting[0] and flops[name] is not None:
             count = count_flops(layer, args, output)
             flops[name] = None if count is None else flops[name] + count
