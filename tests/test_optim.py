@@ -526,3 +526,24 @@ def test_float32_sgd_kernel_has_no_float64_arithmetic():
     ir = "\n".join(kernel.inspect_llvm().values())
     assert re.findall(r"= f(?:add|sub|mul)[a-z ]* float", ir)  # the update is there
     assert not re.findall(r"= f(?:add|sub|mul|div)[a-z ]* double", ir)
+
+
+@pytest.mark.parametrize("betas", [(0.0, 0.0), (0.3, 0.9), (0.7, 0.99)])
+@pytest.mark.parametrize("name", ["Adam", "AdamW"])
+def test_first_moment_is_torchs_lerp(name, betas):
+    """m ← lerp(m, g, 1 − β₁) takes torch's two forms: with β₁ < 0.5 a large m followed by a
+    small g must give torch's m (β₁ = 0: m = g exactly), not m + (g − m), which loses it."""
+    torch = pytest.importorskip("torch")
+    grads = [[np.array([1000.0, -3.0], np.float32)], [np.array([1e-3, 2e-4], np.float32)]]
+    init = [np.zeros(2, np.float32)]
+    kwargs = dict(lr=1.0, betas=betas)
+    params, opt = run_tinynet(getattr(optim, name), init, grads, **kwargs)
+    t_params = [torch.zeros(2, requires_grad=True)]
+    t_opt = getattr(torch.optim, name)(t_params, **kwargs)
+    for step_grads in grads:
+        t_params[0].grad = torch.from_numpy(step_grads[0])
+        t_opt.step()
+    m = opt.state[params[0]]["exp_avg"]
+    expected_m = t_opt.state[t_params[0]]["exp_avg"].numpy()
+    assert_close(m, expected_m, rtol=1e-7, atol=0, name="exp_avg")
+    assert_close(params[0].data, t_params[0].detach().numpy(), rtol=1e-6, atol=0, name="param")

@@ -88,10 +88,17 @@ class Adam(Optimizer):
                 # The operations follow torch's order, so results agree to rounding. One
                 # scratch array serves every temporary in turn (new arrays are made with out=:
                 # for a 0-d parameter a ufunc would return a scalar).
-                # m ← m + (1 − β₁)(g − m), torch's lerp
+                # m ← lerp(m, g, w) with w = 1 − β₁, in torch's two forms: m + w(g − m) for
+                # w < 0.5, else g − (1 − w)(g − m). One form for all w loses m's precision when
+                # m ≫ g and w ≈ 1 (β₁ = 0: m must be g exactly, and m + 1·(g − m) is not).
+                weight = m.dtype.type(1 - beta1)
                 scratch = np.subtract(grad, m, out=np.empty_like(m))
-                scratch *= 1 - beta1
-                m += scratch
+                if weight < 0.5:
+                    scratch *= weight
+                    m += scratch
+                else:
+                    scratch *= m.dtype.type(1) - weight
+                    np.subtract(grad, scratch, out=m)
                 # v ← β₂v + (1 − β₂)g²
                 v *= beta2
                 np.multiply(grad, 1 - beta2, out=scratch)
