@@ -307,6 +307,24 @@ def test_without_running_stats_uses_batch_statistics_in_both_modes(training):
 # -- errors -----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "layer, shape",
+    [(BatchNorm1d(3), (0, 3)), (BatchNorm1d(3), (2, 3, 0)), (BatchNorm2d(3), (0, 3, 2, 2))],
+)
+def test_an_empty_batch_gives_an_empty_output(layer, shape):
+    """As torch: no values, no error; a training step counts the batch and leaves the
+    running statistics alone; the backward adds nothing to the parameters' gradients."""
+    for training in (True, False):
+        layer.train(training)
+        y = layer(np.zeros(shape, np.float32))
+        assert y.shape == shape
+        assert layer.backward(np.zeros(shape, np.float32)).shape == shape
+    np.testing.assert_array_equal(layer.running_mean, 0)
+    np.testing.assert_array_equal(layer.running_var, 1)
+    assert int(layer.num_batches_tracked) == 1
+    np.testing.assert_array_equal(layer.weight.grad, 0)
+
+
 def test_one_value_per_channel_in_training_is_an_error():
     with pytest.raises(ValueError, match=r"more than 1 value per channel.*\(1, 4\)"):
         BatchNorm1d(4)(np.ones((1, 4)))

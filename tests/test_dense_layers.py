@@ -575,6 +575,14 @@ def test_flatten_default_and_gradcheck():
     assert gradcheck(Flatten(0, 1), rand(2, 3, 2))
 
 
+def test_flatten_of_a_0d_input_is_one_value():
+    """As torch: dims 0 and -1 name a 0-d input's one dimension; it flattens to (1,)."""
+    layer = Flatten(0)
+    assert layer(np.float32(3.0)).shape == (1,)
+    assert layer.backward(np.ones(1, np.float32)).shape == ()
+    assert Flatten(-1, 0)(np.array(2.0)).tolist() == [2.0]
+
+
 def test_flatten_errors():
     with pytest.raises(
         ValueError,
@@ -583,7 +591,9 @@ def test_flatten_errors():
     ):
         Flatten(2, 1)(np.ones((2, 3, 4)))
     with pytest.raises(ValueError, match=r"got shape \(\)"):
-        Flatten()(np.float64(1.0))
+        Flatten()(np.float64(1.0))  # start_dim 1 of a 0-d input (torch: an IndexError)
+    with pytest.raises(TypeError, match="Flatten expected start_dim to be an int, got 1.5"):
+        Flatten(1.5)
     with pytest.raises(RuntimeError, match="Flatten.backward called before forward"):
         Flatten().backward(np.ones(3))
     layer = Flatten()

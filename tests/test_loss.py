@@ -510,3 +510,12 @@ def test_bce_with_logits_errors():
         BCEWithLogitsLoss(pos_weight=np.ones(2))(np.zeros((2, 3)), np.zeros((2, 3)))
     with pytest.raises(RuntimeError, match="BCEWithLogitsLoss.backward called before forward"):
         BCEWithLogitsLoss().backward()
+
+
+@pytest.mark.parametrize("cls", [MSELoss, BCEWithLogitsLoss])
+def test_mean_of_no_elements_is_nan_as_in_torch(cls):
+    crit = cls()
+    assert np.isnan(crit(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)))
+    assert crit.backward().shape == (0, 3)
+    total = cls(reduction="sum")
+    assert total(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)) == 0.0

@@ -102,6 +102,11 @@ class _BatchNorm(Module):
         invstd = np.empty(c)
 
         batch_stats = self.training or not self.track_running_stats
+        if x.size == 0:  # as torch: an empty output; a training step still counts the batch
+            if self.training and self.track_running_stats:
+                self.num_batches_tracked[()] += 1
+            self._x, self._shape, self._batch_stats = xk, shape, batch_stats
+            return out.reshape(shape)
         if batch_stats and per_channel <= 1:
             raise ValueError(
                 f"{self.describe()}: Expected more than 1 value per channel when training, "
@@ -158,6 +163,8 @@ class _BatchNorm(Module):
         x = self._x
         grad_out = check_grad(self, grad_out, self._shape, x.dtype)
         grad_out = np.ascontiguousarray(grad_out.reshape(x.shape))
+        if x.size == 0:  # nothing to normalise: an empty gradient, nothing added to .grad
+            return np.zeros(self._shape, dtype=x.dtype)
         gamma, _ = self._affine_arrays()
         grad_in = np.empty(x.shape, dtype=x.dtype)
         sum_g = np.empty(self.num_features)

@@ -36,6 +36,13 @@ class _Loss(Module):
             )
         return x, y
 
+    def _scale(self, count: int) -> float:
+        """What the summed loss is multiplied by: 1/count for the mean (NaN for no elements,
+        the mean of nothing, as torch gives), 1 for the sum."""
+        if self.reduction != "mean":
+            return 1.0
+        return 1.0 / count if count else float("nan")
+
     def backward(self, grad_out=None):
         require_forward(self, self._grad)
         return self._grad
@@ -157,7 +164,7 @@ class MSELoss(_Loss):
     def forward(self, input, target):
         x, y = self._same_shape(input, target)
         diff = x - y
-        scale = 1.0 / max(x.size, 1) if self.reduction == "mean" else 1.0
+        scale = self._scale(x.size)
         self._grad = diff * x.dtype.type(2 * scale)
         return float(np.square(diff, dtype=np.float64).sum() * scale)
 
@@ -188,7 +195,7 @@ class BCEWithLogitsLoss(_Loss):
         x, y = self._same_shape(input, target)
         # Loss terms in float64: softplus of float32 scores would round small terms away.
         x64, y64 = x.astype(np.float64), y.astype(np.float64)
-        scale = 1.0 / max(x.size, 1) if self.reduction == "mean" else 1.0
+        scale = self._scale(x.size)
         lw = 1.0 if self.pos_weight is None else 1.0 + (self._broadcast("pos_weight", x) - 1) * y64
         w = 1.0 if self.weight is None else self._broadcast("weight", x)
         softplus_neg = np.logaddexp(0.0, -x64)  # −log σ(x)
