@@ -106,7 +106,7 @@ def weighted_case(n, c, seed, ignore_index):
     n=st.integers(0, 9),
     c=st.integers(1, 6),
     smoothing=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
-    reduction=st.sampled_from(["mean", "sum"]),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
     weighted=st.booleans(),
     ignore_index=st.sampled_from([-100, 0, 2, 7]),
     seed=st.integers(0, 2**16),
@@ -121,7 +121,9 @@ def test_cross_entropy_weight_and_ignore_index_against_reference(
     )
     loss, grad = crit(x, t), crit.backward()
     expected_loss, expected_grad = ref.cross_entropy(x, t, reduction, smoothing, w, ignore_index)
-    if np.isnan(expected_loss):  # a mean over no weight: 0/0
+    if reduction == "none":
+        assert loss.shape == (n,) and loss.dtype == x.dtype
+    elif np.isnan(expected_loss):  # a mean over no weight: 0/0
         assert np.isnan(loss)
         return
     assert_close(loss, expected_loss, rtol=1e-11, atol=1e-13)
@@ -342,8 +344,8 @@ def test_cross_entropy_errors(x, t, match):
 
 
 def test_cross_entropy_constructor_and_backward_errors():
-    with pytest.raises(ValueError, match="expected reduction in .*got 'none'"):
-        CrossEntropyLoss(reduction="none")
+    with pytest.raises(ValueError, match="expected reduction in .*got 'avg'"):
+        CrossEntropyLoss(reduction="avg")
     with pytest.raises(ValueError, match=r"label_smoothing in \[0, 1\], got 1.5"):
         CrossEntropyLoss(label_smoothing=1.5)
     with pytest.raises(RuntimeError, match="CrossEntropyLoss.backward called before forward"):
@@ -502,8 +504,8 @@ def test_bce_with_logits_gradient_is_the_central_difference():
 
 
 def test_bce_with_logits_errors():
-    with pytest.raises(ValueError, match="expected reduction in .*got 'none'"):
-        BCEWithLogitsLoss(reduction="none")
+    with pytest.raises(ValueError, match="expected reduction in .*got 'avg'"):
+        BCEWithLogitsLoss(reduction="avg")
     with pytest.raises(ValueError, match=r"target of the input's shape \(2, 3\), got \(3,\)"):
         BCEWithLogitsLoss()(np.zeros((2, 3)), np.zeros(3))
     with pytest.raises(ValueError, match=r"pos_weight broadcastable .*got shape \(2,\)"):
@@ -519,3 +521,62 @@ def test_mean_of_no_elements_is_nan_as_in_torch(cls):
     assert crit.backward().shape == (0, 3)
     total = cls(reduction="sum")
     assert total(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32)) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("target_kind", ["indices", "probabilities"])
+def test_cross_entropy_reduction_none_matches_torch(dtype, target_kind):
+    """Per-row losses, and backward(grad_out) scaling each row's gradient, as
+    loss.backward(gradient) in torch; no grad_out is the gradient of the losses' sum."""
+    torch = pytest.importorskip("torch")
+    x, t, w = weighted_case(9, 4, 5, 2)
+    x = x.astype(dtype)
+    if target_kind == "probabilities":
+        t = np.random.default_rng(6).dirichlet(np.ones(4), 9).astype(dtype)
+        kwargs, t_kwargs = {}, {}
+    else:
+        kwargs = dict(ignore_index=2, label_smoothing=0.1)
+        t_kwargs = dict(weight=torch.tensor(w.astype(dtype)), **kwargs)
+        kwargs["weight"] = w
+    crit = CrossEntropyLoss(reduction="none", **kwargs)
+    losses = crit(x, t)
+    assert losses.shape == (9,) and losses.dtype == dtype
+    g = np.random.default_rng(7).standard_normal(9).astype(dtype)
+    tx = torch.tensor(x, requires_grad=True)
+    tlosses = torch.nn.CrossEntropyLoss(reduction="none", **t_kwargs)(tx, torch.tensor(t))
+    tlosses.backward(torch.tensor(g))
+    tol = dict(rtol=2e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    assert_close(losses, tlosses.detach().numpy(), name="losses", **tol)
+    assert_close(crit.backward(g), tx.grad.numpy(), name="grad", **tol)
+    total = CrossEntropyLoss(reduction="sum", **kwargs)
+    total(x, t)
+    assert_close(crit.backward(), total.backward(), name="grad of the sum", **tol)
+
+
+@pytest.mark.parametrize("cls", [MSELoss, BCEWithLogitsLoss])
+def test_elementwise_losses_reduction_none_match_torch(cls):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    x, y = rng.standard_normal((4, 3)), rng.random((4, 3))
+    g = rng.standard_normal((4, 3))
+    crit = cls(reduction="none")
+    losses = crit(x, y)
+    tx = torch.tensor(x, requires_grad=True)
+    tlosses = getattr(torch.nn, cls.__name__)(reduction="none")(tx, torch.tensor(y))
+    tlosses.backward(torch.tensor(g))
+    assert losses.shape == (4, 3)
+    assert_close(losses, tlosses.detach().numpy(), rtol=1e-6, atol=1e-7, name="losses")
+    assert_close(crit.backward(g), tx.grad.numpy(), rtol=1e-6, atol=1e-7, name="grad")
+
+
+def test_backward_grad_out_scales_and_is_checked():
+    crit = MSELoss()
+    x, y = np.ones((2, 3), np.float32), np.zeros((2, 3), np.float32)
+    crit(x, y)
+    assert_close(crit.backward(2.5), 2.5 * crit.backward())
+    with pytest.raises(ValueError, match=r"MSELoss expected a gradient of the loss's shape"):
+        crit.backward(np.ones(3))
+    none = MSELoss(reduction="none")
+    none(x, y)
+    with pytest.raises(ValueError, match=r"shape \(2, 3\), got \(3,\)"):
+        none.backward(np.ones(3))

@@ -88,6 +88,8 @@ def cross_entropy(
             q[target[row]] += 1 - label_smoothing
         losses[row] = -np.dot(w * q, log_p)
         grad[row] = np.dot(w, q) * np.exp(log_p) - w * q
+    if reduction == "none":  # each row's loss, and each row's gradient of its own loss
+        return losses, grad
     if reduction == "mean":
         scale = 1.0 / divisor if divisor else math.nan
         return losses.sum() * scale, grad * scale

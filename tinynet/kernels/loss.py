@@ -51,7 +51,7 @@ def _against(row, q, scale, g, gather):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def cross_entropy(x, target, weight, ignore_index, smoothing, mean, grad):
+def cross_entropy(x, target, weight, ignore_index, smoothing, mean, grad, losses):
     """The loss, and grad = d loss / dx, as torch.nn.CrossEntropyLoss.
 
     Row n is the cross-entropy against q = w ⊙ ((1 − ε)·one_hot(t) + ε/C) (t = target[n],
@@ -64,8 +64,9 @@ def cross_entropy(x, target, weight, ignore_index, smoothing, mean, grad):
     over the rows not ignored when ``mean`` (torch's weighted mean; D = 0 gives NaN, as 0/0
     there).
     Shapes: x (N, C) float; target (N,) integers, each in [0, C) or ignore_index (checked by
-    the caller); weight (C,) float64; grad (N, C) written. Sums run in float64. Serial: rows
-    are short and few.
+    the caller); weight (C,) float64; grad (N, C) written; losses (N,) float64 written with
+    each loss_n (0 for an ignored row; reduction='none' returns them). Sums run in float64.
+    Serial: rows are short and few.
     """
     n, c = x.shape
     scale = 1.0
@@ -82,20 +83,23 @@ def cross_entropy(x, target, weight, ignore_index, smoothing, mean, grad):
         if t == ignore_index:
             for j in range(c):
                 grad[i, j] = 0
+            losses[i] = 0.0
             continue
         for j in range(c):
             q[j] = weight[j] * smoothing / c
         q[t] += weight[t] * (1 - smoothing)
-        total += _against(x[i], q, scale, grad[i], True)
+        losses[i] = _against(x[i], q, scale, grad[i], True)
+        total += losses[i]
     return total * scale
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def cross_entropy_probabilities(x, y, weight, smoothing, mean, grad):
+def cross_entropy_probabilities(x, y, weight, smoothing, mean, grad, losses):
     """:func:`cross_entropy` for targets given as class probabilities, as torch takes them
     (soft labels: mixup, distillation): row n against q = w ⊙ ((1 − ε)·y_n + ε/C), and the
     mean divides by N (not by a sum of weights: torch's rule for probabilities).
-    Shapes: x, y, grad (N, C); weight (C,) float64. Sums in float64. Serial.
+    Shapes: x, y, grad (N, C); weight (C,) float64; losses (N,) float64, each row's loss.
+    Sums in float64. Serial.
     """
     n, c = x.shape
     scale = (1.0 / n if n else np.nan) if mean else 1.0
@@ -104,5 +108,6 @@ def cross_entropy_probabilities(x, y, weight, smoothing, mean, grad):
     for i in range(n):
         for j in range(c):
             q[j] = weight[j] * ((1 - smoothing) * y[i, j] + smoothing / c)
-        total += _against(x[i], q, scale, grad[i], False)
+        losses[i] = _against(x[i], q, scale, grad[i], False)
+        total += losses[i]
     return total * scale

@@ -9,12 +9,13 @@ from ..kernels import loss as kernels
 from .module import Module
 from .validation import cast_input, require_forward
 
-_REDUCTIONS = ("mean", "sum")
+_REDUCTIONS = ("mean", "sum", "none")
 
 
 class _Loss(Module):
-    """What the losses share: the reduction, and a backward that returns the gradient the
-    forward computed (the loss is the end of the graph: no grad_out is needed)."""
+    """What the losses share: the reduction ('mean', 'sum', or 'none' for the per-element
+    losses, as torch's), and a backward that returns the gradient the forward computed (the
+    loss is the end of the graph: no grad_out is needed, though one may scale it)."""
 
     def __init__(self, reduction: str):
         super().__init__()
@@ -24,6 +25,7 @@ class _Loss(Module):
             )
         self.reduction = reduction
         self._grad = None
+        self._loss_shape = None  # () for a reduced loss, the losses' shape for 'none'
 
     def _same_shape(self, input, target):
         """The input and the target as float arrays of the input's dtype and one shape."""
@@ -38,14 +40,36 @@ class _Loss(Module):
 
     def _scale(self, count: int) -> float:
         """What the summed loss is multiplied by: 1/count for the mean (NaN for no elements,
-        the mean of nothing, as torch gives), 1 for the sum."""
+        the mean of nothing, as torch gives), 1 for the sum (and for 'none')."""
         if self.reduction != "mean":
             return 1.0
         return 1.0 / count if count else float("nan")
 
+    def _result(self, total, losses, dtype):
+        """What forward returns: the reduced loss as a float, or with reduction='none' the
+        per-element losses (in the input's dtype, as torch's)."""
+        if self.reduction == "none":
+            self._loss_shape = losses.shape
+            return losses.astype(dtype)
+        self._loss_shape = ()
+        return float(total)
+
     def backward(self, grad_out=None):
+        """d loss / d input. ``grad_out``, the gradient with respect to the loss, defaults to
+        1 (for reduction='none', ones: the gradient of the losses' sum); given, it scales the
+        gradient, per element for 'none' (as loss.backward(gradient) in torch)."""
         require_forward(self, self._grad)
-        return self._grad
+        if grad_out is None:
+            return self._grad
+        g = cast_input(self, grad_out, self._grad.dtype)
+        if g.shape != self._loss_shape:
+            raise ValueError(
+                f"{type(self).__name__} expected a gradient of the loss's shape "
+                f"{self._loss_shape}, got {g.shape}"
+            )
+        # Per-row losses (cross-entropy) scale their row of the input's gradient.
+        g = g.reshape(g.shape + (1,) * (self._grad.ndim - g.ndim))
+        return self._grad * g
 
 
 class CrossEntropyLoss(_Loss):
@@ -57,7 +81,8 @@ class CrossEntropyLoss(_Loss):
     (1 − ε)·one_hot + ε/C. ``weight`` (C,) scales each class's terms, and the mean is then
     taken with the weights of the rows' targets (Σ_n w_(t_n)·loss_n / Σ_n w_(t_n)); rows whose
     target is ``ignore_index`` count for nothing, in the mean's divisor too. Without weights
-    the gradient is (softmax − target) / N.
+    the gradient is (softmax − target) / N. reduction='none' returns each row's loss (N,) (0
+    for an ignored row), w_(t_n)·loss_n as torch's.
 
     Shape: input (N, C) float; target (N,) integer class indices in [0, C) (or ignore_index),
     or (N, C) float class probabilities (soft labels; the mean is then over N, as torch's);
@@ -112,11 +137,12 @@ class CrossEntropyLoss(_Loss):
                     f"targets (got ignore_index={self.ignore_index})"
                 )
             y = target.astype(x.dtype, copy=False)
+            losses = np.empty(n)
             loss = kernels.cross_entropy_probabilities(
-                x, y, weight, self.label_smoothing, mean, grad
+                x, y, weight, self.label_smoothing, mean, grad, losses
             )
             self._grad = grad
-            return float(loss)
+            return self._result(loss, losses, x.dtype)
         if target.shape != (n,) or target.dtype.kind not in "iu":
             raise ValueError(
                 f"CrossEntropyLoss expected target of integer class indices with shape ({n},) "
@@ -131,11 +157,12 @@ class CrossEntropyLoss(_Loss):
                 f"({self.ignore_index}), got min {counted.min()} and max {counted.max()}"
             )
         # The mean of no values is NaN, as in PyTorch (the kernel divides by Σ w = 0).
+        losses = np.empty(n)
         loss = kernels.cross_entropy(
-            x, target, weight, self.ignore_index, self.label_smoothing, mean, grad
+            x, target, weight, self.ignore_index, self.label_smoothing, mean, grad, losses
         )
         self._grad = grad
-        return float(loss)
+        return self._result(loss, losses, x.dtype)
 
     def _class_weights(self, c):
         """The class weights as float64 (C,): ones without ``weight``."""
@@ -156,7 +183,8 @@ class CrossEntropyLoss(_Loss):
 
 
 class MSELoss(_Loss):
-    """Mean squared error, mean over every element (or sum); gradient 2(x − y)/numel."""
+    """Mean squared error, mean over every element (or sum, or per element with
+    reduction='none'); gradient 2(x − y)/numel."""
 
     def __init__(self, reduction: str = "mean"):
         super().__init__(reduction)
@@ -166,7 +194,8 @@ class MSELoss(_Loss):
         diff = x - y
         scale = self._scale(x.size)
         self._grad = diff * x.dtype.type(2 * scale)
-        return float(np.square(diff, dtype=np.float64).sum() * scale)
+        losses = np.square(diff, dtype=np.float64)
+        return self._result(losses.sum() * scale, losses, x.dtype)
 
 
 class BCEWithLogitsLoss(_Loss):
@@ -181,7 +210,7 @@ class BCEWithLogitsLoss(_Loss):
         ℓ = w·[(1 − y)·x + (1 + (p − 1)·y)·softplus(−x)],
         dℓ/dx = w·[(1 − y) − (1 + (p − 1)·y)·σ(−x)]   (σ(x) − y when w = p = 1),
 
-    then the mean over every element, or the sum.
+    then the mean over every element, or the sum (or, reduction='none', each element's).
     """
 
     def __init__(self, weight=None, *, reduction: str = "mean", pos_weight=None):
@@ -202,7 +231,7 @@ class BCEWithLogitsLoss(_Loss):
         losses = w * ((1.0 - y64) * x64 + lw * softplus_neg)
         sigma_neg = np.exp(-np.logaddexp(0.0, x64))  # σ(−x), without overflow
         self._grad = (w * ((1.0 - y64) - lw * sigma_neg) * scale).astype(x.dtype)
-        return float(losses.sum() * scale)
+        return self._result(losses.sum() * scale, losses, x.dtype)
 
     def _broadcast(self, name, x):
         """The buffer ``name`` as float64, broadcast against the input (torch's rule: weight
