@@ -324,8 +324,8 @@ def test_cross_entropy_accepts_any_integer_target_dtype():
 @pytest.mark.parametrize(
     ("x", "t", "match"),
     [
-        (np.zeros(4), np.array([0]), r"expected input \(N, C\), got shape \(4,\)"),
-        (np.zeros((2, 3, 4)), np.array([0, 1]), r"expected input \(N, C\), got shape"),
+        (np.zeros(4), np.array([0]), r"expected input \(N, C\) or .*got shape \(4,\)"),
+        (np.zeros((2, 3, 4)), np.array([0, 1]), r"indices with shape \(2, 4\) or .*got int64"),
         (np.zeros((2, 3)), np.array([0, 1, 2]), r"shape \(2, 3\), got int64 array of shape \(3,\)"),
         (np.zeros((2, 3)), np.zeros((2, 3), np.int64), "class probabilities with shape"),
         (np.zeros((2, 3)), np.array([0.0, 1.0]), "integer class indices.*got float64"),
@@ -580,3 +580,38 @@ def test_backward_grad_out_scales_and_is_checked():
     none(x, y)
     with pytest.raises(ValueError, match=r"shape \(2, 3\), got \(3,\)"):
         none.backward(np.ones(3))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("target_kind", ["indices", "probabilities"])
+@pytest.mark.parametrize("spatial", [(3,), (2, 3), (2, 1, 2)])
+def test_cross_entropy_per_position_matches_torch(reduction, target_kind, spatial):
+    """Input (N, C, d1, ...), a class per position (segmentation), as torch's."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(len(spatial))
+    n, c = 2, 4
+    x = rng.standard_normal((n, c, *spatial))
+    w = rng.random(c) + 0.1
+    if target_kind == "probabilities":
+        t = np.moveaxis(rng.dirichlet(np.ones(c), (n, *spatial)), -1, 1)
+        kwargs = dict(reduction=reduction, label_smoothing=0.1)
+    else:
+        t = rng.integers(0, c, (n, *spatial))
+        kwargs = dict(reduction=reduction, label_smoothing=0.1, ignore_index=1)
+    crit = CrossEntropyLoss(w, **kwargs)
+    crit.to(np.float64)
+    loss = crit(x, t)
+    tx = torch.tensor(x, requires_grad=True)
+    tloss = torch.nn.CrossEntropyLoss(weight=torch.tensor(w), **kwargs)(tx, torch.tensor(t))
+    g = rng.standard_normal((n, *spatial)) if reduction == "none" else None
+    tloss.backward(None if g is None else torch.tensor(g))
+    assert np.shape(loss) == tuple(tloss.shape)
+    assert_close(loss, tloss.detach().numpy(), rtol=1e-12, atol=1e-14, name="loss")
+    assert_close(crit.backward(g), tx.grad.numpy(), rtol=1e-12, atol=1e-14, name="grad")
+
+
+def test_cross_entropy_per_position_target_shape_error():
+    with pytest.raises(ValueError, match=r"with shape \(2, 3\) or of class probabilities"):
+        CrossEntropyLoss()(np.zeros((2, 4, 3)), np.zeros((2, 4), np.int64))
+    with pytest.raises(ValueError, match=r"expected input \(N, C\) or \(N, C, d1, ...\)"):
+        CrossEntropyLoss()(np.zeros(4), np.zeros((), np.int64))

@@ -67,8 +67,8 @@ class _Loss(Module):
                 f"{type(self).__name__} expected a gradient of the loss's shape "
                 f"{self._loss_shape}, got {g.shape}"
             )
-        # Per-row losses (cross-entropy) scale their row of the input's gradient.
-        g = g.reshape(g.shape + (1,) * (self._grad.ndim - g.ndim))
+        if 0 < g.ndim < self._grad.ndim:  # cross-entropy's per-row losses: C on axis 1
+            g = np.expand_dims(g, 1)
         return self._grad * g
 
 
@@ -86,7 +86,9 @@ class CrossEntropyLoss(_Loss):
 
     Shape: input (N, C) float; target (N,) integer class indices in [0, C) (or ignore_index),
     or (N, C) float class probabilities (soft labels; the mean is then over N, as torch's);
-    weight (C,), a buffer (in state_dict, as torch's).
+    weight (C,), a buffer (in state_dict, as torch's). Or, as torch's, input (N, C, d1, ...)
+    with target (N, d1, ...) or (N, C, d1, ...): a class per position (segmentation), every
+    position a row of the above.
     """
 
     def __init__(
@@ -120,12 +122,41 @@ class CrossEntropyLoss(_Loss):
 
     def forward(self, input, target):
         x = cast_input(self, input)
-        if x.ndim != 2:
-            raise ValueError(f"CrossEntropyLoss expected input (N, C), got shape {x.shape}")
+        if x.ndim < 2:
+            raise ValueError(
+                f"CrossEntropyLoss expected input (N, C) or (N, C, d1, ...), got shape {x.shape}"
+            )
         target = np.asarray(target)
-        n, c = x.shape
+        n, c = x.shape[:2]
         if c == 0:
             raise ValueError("CrossEntropyLoss expected at least one class, got input (N, 0)")
+        if x.ndim == 2:
+            return self._rows(x, target)
+        # (N, C, d1, ...), as torch's (per-pixel classes): each position is one row of C
+        # scores, its target the class index (or probabilities) there.
+        positions = (n, *x.shape[2:])
+        rows = np.moveaxis(x, 1, -1).reshape(-1, c)
+        if target.dtype.kind == "f" and target.shape == x.shape:
+            target = np.moveaxis(target, 1, -1).reshape(-1, c)
+        elif target.shape == positions and target.dtype.kind in "iu":
+            target = target.reshape(-1)
+        else:
+            raise ValueError(
+                f"CrossEntropyLoss expected target of integer class indices with shape "
+                f"{positions} or of class probabilities with shape {x.shape}, got "
+                f"{target.dtype} array of shape {target.shape}"
+            )
+        result = self._rows(rows, target)
+        grad = self._grad.reshape(*positions, c)
+        self._grad = np.ascontiguousarray(np.moveaxis(grad, -1, 1))
+        if self.reduction == "none":
+            result = result.reshape(positions)
+            self._loss_shape = positions
+        return result
+
+    def _rows(self, x, target):
+        """forward for input (N, C): the loss (or the rows' losses), with the gradient kept."""
+        n, c = x.shape
         weight = self._class_weights(c)
         grad = np.empty_like(x)
         mean = self.reduction == "mean"
