@@ -547,3 +547,31 @@ def test_first_moment_is_torchs_lerp(name, betas):
     expected_m = t_opt.state[t_params[0]]["exp_avg"].numpy()
     assert_close(m, expected_m, rtol=1e-7, atol=0, name="exp_avg")
     assert_close(params[0].data, t_params[0].detach().numpy(), rtol=1e-6, atol=0, name="param")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("SGD", dict(momentum=0.9, weight_decay=0.05)),
+        ("SGD", dict(momentum=0.9, nesterov=True)),
+        ("Adam", dict(weight_decay=0.1, amsgrad=True)),
+        ("AdamW", dict()),
+    ],
+    ids=str,
+)
+def test_maximize_matches_torch(name, options, dtype):
+    """maximize=True ascends: the step of the negated gradient, as torch's."""
+    torch = pytest.importorskip("torch")
+    init, grads = random_problem(dtype)
+    kwargs = dict(lr=0.02, maximize=True, **options)
+    params, opt = run_tinynet(getattr(optim, name), init, grads, **kwargs)
+    expected = run_torch(torch, getattr(torch.optim, name), init, grads, **kwargs)
+    assert opt.param_groups[0]["maximize"] is True
+    for i, (p, e) in enumerate(zip(params, expected, strict=True)):
+        assert_close(p.data, e, name=f"param {i}", **tolerance(dtype))
+    # The gradients themselves are left as they were.
+    for p, g in zip(params, grads[-1], strict=True):
+        np.testing.assert_array_equal(p.grad, g)
+    with pytest.raises(TypeError, match="maximize to be a bool"):
+        getattr(optim, name)(params, lr=0.1, maximize=1)

@@ -19,7 +19,8 @@ class Adam(Optimizer):
         p ← p − lr / (1 − β₁ᵗ) · m / (√v̂ / √(1 − β₂ᵗ) + eps)
 
     The divisions by 1 − βᵗ (bias correction) undo the pull of m and v towards their zero
-    initial values during the first steps. ``decoupled_weight_decay=True`` is AdamW.
+    initial values during the first steps. ``decoupled_weight_decay=True`` is AdamW;
+    ``maximize=True`` takes g ← −g first (gradient ascent), as torch.
     """
 
     def __init__(
@@ -31,6 +32,7 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
         amsgrad: bool = False,
         *,
+        maximize: bool = False,
         decoupled_weight_decay: bool = False,
     ):
         defaults = {
@@ -39,6 +41,7 @@ class Adam(Optimizer):
             "eps": eps,
             "weight_decay": weight_decay,
             "amsgrad": amsgrad,
+            "maximize": maximize,
             "decoupled_weight_decay": decoupled_weight_decay,
         }
         super().__init__(params, defaults)
@@ -53,7 +56,7 @@ class Adam(Optimizer):
         check_number(self, "betas[1]", betas[1], minimum=0.0, below=1.0)
         check_number(self, "eps", group["eps"], minimum=0.0)
         check_number(self, "weight_decay", group["weight_decay"], minimum=0.0)
-        for flag in ("amsgrad", "decoupled_weight_decay"):
+        for flag in ("amsgrad", "maximize", "decoupled_weight_decay"):
             if not isinstance(group[flag], bool):
                 raise TypeError(f"{name} expected {flag} to be a bool, got {group[flag]!r}")
 
@@ -77,14 +80,15 @@ class Adam(Optimizer):
                 state["step"] = step
                 m = state["exp_avg"]
                 v = state["exp_avg_sq"]
-                grad = p.grad
+                # maximize: ascend, as torch, by descending along the negated gradient.
+                grad = np.negative(p.grad) if group["maximize"] else p.grad
                 if weight_decay != 0:
                     if decoupled:
                         p.data *= 1 - lr * weight_decay
                     else:
                         # A new array: p.grad itself must stay the gradient.
-                        grad = np.multiply(p.data, weight_decay, out=np.empty_like(p.data))
-                        grad += p.grad
+                        decay = np.multiply(p.data, weight_decay, out=np.empty_like(p.data))
+                        grad = np.add(decay, grad, out=decay)
                 # The operations follow torch's order, so results agree to rounding. One
                 # scratch array serves every temporary in turn (new arrays are made with out=:
                 # for a 0-d parameter a ufunc would return a scalar).
@@ -144,5 +148,10 @@ class AdamW(Adam):
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
         amsgrad: bool = False,
+        *,
+        maximize: bool = False,
     ):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True)
+        super().__init__(
+            params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize,
+            decoupled_weight_decay=True,
+        )  # fmt: skip

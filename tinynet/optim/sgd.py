@@ -21,6 +21,7 @@ class SGD(Optimizer):
         p ← p − lr·g
 
     With ``momentum=0`` the buffer is skipped and the update is p ← p − lr·(g + λ·p).
+    ``maximize=True`` takes g ← −g first (gradient ascent), as torch.
     """
 
     def __init__(
@@ -31,6 +32,8 @@ class SGD(Optimizer):
         dampening: float = 0.0,
         weight_decay: float = 0.0,
         nesterov: bool = False,
+        *,
+        maximize: bool = False,
     ):
         defaults = {
             "lr": lr,
@@ -38,6 +41,7 @@ class SGD(Optimizer):
             "dampening": dampening,
             "weight_decay": weight_decay,
             "nesterov": nesterov,
+            "maximize": maximize,
         }
         super().__init__(params, defaults)
 
@@ -46,8 +50,9 @@ class SGD(Optimizer):
         check_number(self, "momentum", group["momentum"], minimum=0.0)
         check_number(self, "dampening", group["dampening"])
         check_number(self, "weight_decay", group["weight_decay"], minimum=0.0)
-        if not isinstance(group["nesterov"], bool):
-            raise TypeError(f"SGD expected nesterov to be a bool, got {group['nesterov']!r}")
+        for flag in ("nesterov", "maximize"):
+            if not isinstance(group[flag], bool):
+                raise TypeError(f"SGD expected {flag} to be a bool, got {group[flag]!r}")
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError("SGD with nesterov=True expects momentum > 0 and dampening = 0")
 
@@ -96,7 +101,9 @@ class SGD(Optimizer):
                     buf = _NO_BUFFER.get(dtype)
                     if buf is None:
                         buf = _NO_BUFFER[dtype] = np.empty(0, dtype)
-                _update(data, p.grad, buf, *args, first)
+                # maximize: ascend, as torch, by descending along the negated gradient.
+                grad = np.negative(p.grad) if group["maximize"] else p.grad
+                _update(data, grad, buf, *args, first)
         return loss
 
 
