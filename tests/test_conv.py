@@ -372,6 +372,28 @@ def test_bad_constructor_arguments(kwargs, message):
         Conv2d(in_channels=4, out_channels=6, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kernel_size=3.0), r"Conv2d expected kernel_size to be an int .*got float 3.0"),
+        (dict(kernel_size=None), r"expected kernel_size .*got NoneType None"),
+        (dict(kernel_size=3, padding=1.5), r"expected padding .*got float 1.5"),
+        (dict(kernel_size=3, stride=None), r"expected stride .*got NoneType"),
+        (dict(kernel_size="3"), r"expected kernel_size .*got str '3'"),
+    ],
+)
+def test_non_int_arguments_are_type_errors(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        Conv2d(in_channels=4, out_channels=6, **kwargs)
+
+
+def test_one_element_tuples_are_broadcast_as_in_torch():
+    layer = Conv3d(2, 2, (3,), stride=[2], padding=(1,), dilation=(2,))
+    assert layer.kernel_size == (3, 3, 3) and layer.stride == (2, 2, 2)
+    assert layer.padding == (1, 1, 1) and layer.dilation == (2, 2, 2)
+    assert Conv2d(2, 2, np.array([3, 1])).kernel_size == (3, 1)
+
+
 def test_bad_channel_counts():
     with pytest.raises(ValueError, match="in_channels"):
         Conv2d(0, 4, 3)

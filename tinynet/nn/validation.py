@@ -108,8 +108,22 @@ def positive_int(owner: str, name: str, value) -> int:
 
 
 def ntuple(owner: str, name: str, value, n: int, minimum: int) -> tuple[int, ...]:
-    """Expand an int or check a tuple of ``n`` ints, each at least ``minimum``."""
-    items = (value,) * n if isinstance(value, (int, np.integer)) else tuple(value)
+    """Expand an int (or a 1-tuple, as torch does) or check a tuple of ``n`` ints, each at
+    least ``minimum``."""
+    if isinstance(value, (int, np.integer)):
+        items = (value,) * n
+    else:
+        try:
+            items = () if isinstance(value, str) else tuple(value)
+        except TypeError:  # not iterable: a float, None, ...
+            items = ()
+        if not items:
+            raise TypeError(
+                f"{owner} expected {name} to be an int or a tuple of {n} ints, got "
+                f"{type(value).__name__} {value!r}"
+            )
+        if len(items) == 1:
+            items = items * n
     if len(items) != n or any(
         isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum for v in items
     ):
