@@ -153,4 +153,5 @@ def test_algorithm_names_each_convolutions_path():
     assert str(report).splitlines()[2].endswith("direct")
     # A dilated Conv3d on large enough volumes: the sub-grid path.
     report = measure(nn.Conv3d(2, 2, 3, padding=2, dilation=2), (1, 2, 16, 16, 16), steps=1)
-    assert report.rows[0].algorithm == "sub-grids"
+    # ... then, on (8, 2, 9, 9, 9) sub-grids of 2 channels, the direct 3x3x3 loops.
+    assert report.rows[0].algorithm == "sub-grids + direct 3x3x3"

@@ -275,7 +275,10 @@ def algorithm(layer: Module, shape) -> str:
     if shape is None or not isinstance(inner, (Conv2d, Conv3d)):
         return ""
     key = group_key(inner, shape)
-    return _ALGORITHMS.get(key.split(":")[-1], key)
+    name = _ALGORITHMS.get(key.split(":")[-1], key)
+    if key.endswith(":dilated"):  # and the path its undilated layer takes on the sub-grids
+        name += " + " + algorithm(inner._dilated_inner(), inner._dilated_shape(shape))
+    return name
 
 
 def _time(

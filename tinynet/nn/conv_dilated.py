@@ -106,12 +106,18 @@ class DilatedMixin:
         pad = 3 - self._dims
         return (0,) * pad + self._pad_low, (1,) * pad + self._dilated_factors()
 
-    def _dilated_forward(self, x, out_size, relu=False):
-        low, factors = self._dilated_geometry()
-        n, channels, size = x.shape[0], x.shape[1], x.shape[2:]
-        # Each axis padded, then rounded up to whole sub-grids of `cells` positions.
+    def _dilated_shape(self, shape):
+        """The shape of the sub-grids the inner layer sees for an input of ``shape``:
+        (N·Πf, C, cells...), each axis padded, then rounded up to whole sub-grids."""
+        size = shape[2:]
         padded = [s + lo + hi for s, lo, hi in zip(size, self._pad_low, self._pad_high)]
         cells = tuple(-(-p // f) for p, f in zip(padded, self._dilated_factors(), strict=True))
+        return (shape[0] * math.prod(self._dilated_factors()), shape[1], *cells)
+
+    def _dilated_forward(self, x, out_size, relu=False):
+        low, factors = self._dilated_geometry()
+        n, channels = x.shape[0], x.shape[1]
+        cells = self._dilated_shape(x.shape)[2:]
         volume = (1,) * (3 - self._dims) + cells
         grids = self._buffer("grids", (n, *factors, channels, *volume), x.dtype)
         subgrid.split(x.reshape(self._as_volume(x.shape)), low, factors, grids)
