@@ -575,3 +575,19 @@ def test_maximize_matches_torch(name, options, dtype):
         np.testing.assert_array_equal(p.grad, g)
     with pytest.raises(TypeError, match="maximize to be a bool"):
         getattr(optim, name)(params, lr=0.1, maximize=1)
+
+
+@pytest.mark.parametrize("cls", [optim.SGD, optim.Adam, optim.AdamW])
+def test_state_saved_before_an_option_existed_loads_with_its_default(cls):
+    """A checkpoint from before maximize= existed has no such key: the default fills it."""
+    p = Parameter(np.ones(3, np.float32))
+    p.grad[...] = 1
+    opt = cls([p], lr=0.1)
+    opt.step()
+    state = opt.state_dict()
+    for group in state["param_groups"]:
+        del group["maximize"]
+    again = cls([p], lr=0.1)
+    again.load_state_dict(state)
+    assert again.param_groups[0]["maximize"] is False
+    again.step()  # no KeyError

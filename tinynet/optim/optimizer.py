@@ -130,7 +130,8 @@ class Optimizer:
                     f"{name}.load_state_dict: saved group {i} has {len(saved['params'])} "
                     f"parameters, the optimizer's has {len(group['params'])}"
                 )
-            new_group = {**saved, "params": group["params"]}
+            # Options the saved group lacks (saved before they existed) take the defaults.
+            new_group = {**self.defaults, **saved, "params": group["params"]}
             if isinstance(new_group.get("betas"), list):
                 new_group["betas"] = tuple(new_group["betas"])
             self._check_group(new_group)
