@@ -6,8 +6,9 @@ them (padding included) and ``merge`` is its transpose: it interleaves the sub-g
 and crops, which assembles the outputs (forward) and the input gradient (backward).
 
 A 2-D image is a volume of depth 1 (f_d = 1). NumPy can write both as a reshape and a
-transpose, but the copy it then makes walks the innermost axis f apart: measured 5–7x slower
-than these loops, which read and write rows.
+transpose, but the copy it then makes walks the innermost axis f apart, single-threaded:
+measured ~0.9 ms per rearrangement of a (64, 16, 28²) batch with f = 2 (2 threads, Zen 4),
+against ~0.5 ms for these loops, which read and write rows by flat offsets.
 
 Parallel over (sample, channel) pairs: each writes only its own pair's values (race-free).
 """

@@ -42,7 +42,8 @@ class Flatten(Module):
         # The merged size written out, not -1: NumPy cannot infer it when another dimension
         # is 0 (an empty batch), where torch gives (0, C·H·W).
         merged = math.prod(x.shape[start : end + 1])
-        y = x.reshape(x.shape[:start] + (merged,) + x.shape[end + 1 :] if x.ndim else (1,))
+        shape = x.shape[:start] + (merged,) + x.shape[end + 1 :] if x.ndim else (1,)
+        y = x.reshape(shape)
         self._out_shape = y.shape
         return y
 
