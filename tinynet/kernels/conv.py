@@ -298,51 +298,138 @@ def sum_blocks(partial, total):
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
-def conv_forward_direct(x, weight, bias, groups, kernel, stride, padding, dilation, out_size, out):
-    """Direct convolution: out[n, oc] = Σ_{c in group, taps} w · shifted x[n, c] (+ bias).
+def conv_forward_direct(
+    x, weight, bias, groups, kernel, stride, padding, dilation, out_size, out, blocks
+):
+    """Depthwise convolution (one input channel per group, ``groups`` = C), directly:
+    out[n, oc] = Σ_taps w[oc, tap] · shifted x[n, c] (+ bias), c = oc // (Cout / C).
 
-    Shapes as :func:`conv_forward_gemm`. Loop nest: for (n, oc): for c in the group: for tap
-    (a, b, e): for valid (i, j): a run of q, out += w · x (vectorised along q).
-    Parallel over: (sample, output channel) planes (each writes only out[n, oc]: race-free).
+    Shapes as :func:`conv_forward_gemm`; ``blocks``: how many blocks of planes to share out
+    (the thread count). The trick is in the layout. Each channel's volume is first copied
+    into a zero-padded "phase plane" (:func:`_phase_plane`) that splits its rows and columns
+    by phase modulo the stride: row y goes to row phase y mod sh, at y // sh, and likewise
+    columns. Then the inputs of one tap for a whole output plane (i fixed) lie in one phase
+    sub-plane, at one offset, with the output's row pitch: a single contiguous run, which
+    LLVM vectorises, whatever the stride, dilation and padding. The output rows are computed
+    ``wq`` wide (the sub-plane's pitch, a few columns more than ow, dropped at the end).
+    Measured against a run per output row, which is what short rows and strided reads
+    otherwise give: 2–4x faster on 3×3 to 7×7 kernels, stride 1 and 2.
+    Loop nest: for block t of (n, c) planes: for (n, c): phase plane; for oc of channel c:
+    for tap: for output plane i: wide += w · one run of the phase plane; then
+    out[n, oc] = wide's first ow columns + bias.
+    Parallel over: blocks of (sample, input channel) planes (each writes only its own output
+    channels and its own work arrays: race-free).
     """
-    n_batch, n_channels, depth, height, width = x.shape
+    n_batch, n_channels = x.shape[0], x.shape[1]
     n_out = weight.shape[0]
+    multiplier = n_out // n_channels
     kd, kh, kw = kernel
     od, oh, ow = out_size
-    cin_g = n_channels // groups
-    cout_g = n_out // groups
-    step = np.uint64(stride[2])
-    for task in prange(n_batch * n_out):
-        n = task // n_out
-        oc = task % n_out
-        yf = out[n, oc]
-        yf[:] = 0
-        if bias.shape[0] > 0:
-            yf[:] = bias[oc]
-        xf = x[n].reshape(-1)
-        for cl in range(cin_g):
-            c = (oc // cout_g) * cin_g + cl
-            tap = cl * kd * kh * kw
-            for a in range(kd):
-                zoff = a * dilation[0] - padding[0]
-                i_lo, i_hi = valid_range(od, stride[0], zoff, depth)
-                for b in range(kh):
-                    yoff = b * dilation[1] - padding[1]
-                    j_lo, j_hi = valid_range(oh, stride[1], yoff, height)
-                    for e in range(kw):
-                        xoff = e * dilation[2] - padding[2]
-                        q_lo, q_hi = valid_range(ow, stride[2], xoff, width)
-                        w = weight[oc, tap]
-                        tap += 1
-                        for i in range(i_lo, i_hi):
-                            z = i * stride[0] + zoff
-                            for j in range(j_lo, j_hi):
-                                y = j * stride[1] + yoff
-                                dst = np.uint64((i * oh + j) * ow + q_lo)
-                                src = np.uint64(((c * depth + z) * height + y) * width)
-                                src += np.uint64(q_lo * stride[2] + xoff)
-                                for q in range(np.uint64(q_hi - q_lo)):
-                                    yf[dst + q] += w * xf[src + q * step]
+    sd, sh, sw = stride
+    # The padded extents the outputs read, and the phase sub-planes' sides.
+    dp = (od - 1) * sd + (kd - 1) * dilation[0] + 1
+    hq = -(-((oh - 1) * sh + (kh - 1) * dilation[1] + 1) // sh)
+    wq = -(-((ow - 1) * sw + (kw - 1) * dilation[2] + 1) // sw)
+    n_tasks = n_batch * n_channels
+    n_blocks = min(n_tasks, blocks)
+    shape = (dp, sh, sw, hq, wq)
+    offsets = _tap_offsets(shape, kernel, stride, dilation, od)
+    length = (oh - 1) * wq + ow  # an output plane's run (see _taps)
+    for t in prange(n_blocks):
+        plane = np.empty(shape, dtype=x.dtype)
+        wide = np.empty((od, oh * wq), dtype=x.dtype)
+        for task in range((t * n_tasks) // n_blocks, ((t + 1) * n_tasks) // n_blocks):
+            n = task // n_channels
+            c = task % n_channels
+            _phase_plane(x[n, c], padding, plane)
+            for oc in range(c * multiplier, (c + 1) * multiplier):
+                _taps(plane.reshape(-1), offsets, weight[oc], length, wide)
+                b = bias[oc] if bias.shape[0] > 0 else x.dtype.type(0)
+                dst = out[n, oc].reshape(od, oh, ow)
+                for i in range(od):
+                    for j in range(oh):
+                        src = wide[i, j * wq : j * wq + ow]
+                        row = dst[i, j]
+                        for q in range(ow):
+                            row[q] = src[q] + b
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _phase_plane(x, padding, plane):
+    """plane[z, ry, rx, y, k] = x[z − pd, y·sh + ry − ph, k·sw + rx − pw] (0 in the padding):
+    one channel's volume zero-padded, rows and columns split by phase modulo the stride.
+    Shapes: x (D, H, W); plane (dp, sh, sw, hq, wq). Parts of x past the padded extent
+    (which no output reads) are left out."""
+    dp, sh, sw, hq, wq = plane.shape
+    depth, height, width = x.shape
+    flat = plane.reshape(-1)
+    for k in range(flat.shape[0]):
+        flat[k] = 0
+    for z in range(depth):
+        zz = z + padding[0]
+        if zz >= dp:
+            break
+        for y in range(height):
+            yy = y + padding[1]
+            if yy // sh >= hq:
+                break
+            src = x[z, y]
+            for rx in range(sw):
+                dst = plane[zz, yy % sh, rx, yy // sh]
+                # Column k of this phase holds input column k·sw + rx − pw: k from k0 to
+                # k1 hold columns 0 .. width − 1 (unsigned offsets, as in _taps).
+                k0 = (padding[2] - rx + sw - 1) // sw if padding[2] > rx else 0
+                k1 = min(wq, (width - 1 - rx + padding[2]) // sw + 1)
+                first = np.uint64(k0 * sw + rx - padding[2])
+                step = np.uint64(sw)
+                for k in range(np.uint64(max(0, k1 - k0))):
+                    dst[np.uint64(k0) + k] = src[first + k * step]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _tap_offsets(shape, kernel, stride, dilation, od):
+    """offsets[tap, i]: where tap (a, b, e)'s run for output plane i starts in the flat phase
+    plane of ``shape`` (dp, sh, sw, hq, wq): sub-plane (i·sd + a·dd, b·dh mod sh, e·dw mod
+    sw), row b·dh // sh, column e·dw // sw. The same for every plane of a call: computed once
+    (the integer divisions cost more than a short run)."""
+    kd, kh, kw = kernel
+    sh, sw, hq, wq = shape[1], shape[2], shape[3], shape[4]
+    offsets = np.empty((kd * kh * kw, od), dtype=np.uint64)
+    tap = 0
+    for a in range(kd):
+        for b in range(kh):
+            row = b * dilation[1]
+            for e in range(kw):
+                col = e * dilation[2]
+                for i in range(od):
+                    z = i * stride[0] + a * dilation[0]
+                    sub = ((z * sh + row % sh) * sw + col % sw) * hq * wq
+                    offsets[tap, i] = sub + (row // sh) * wq + col // sw
+                tap += 1
+    return offsets
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _taps(src, offsets, w, length, wide):
+    """wide[i, ·] = Σ_taps w[tap] · src[offsets[tap, i] + ·]: one output channel of a
+    depthwise convolution from its phase plane (see conv_forward_direct), each output plane
+    i one run of ``length`` values (rows of pitch wq; the columns past ow are garbage).
+    Shapes: src the flat phase plane; offsets (taps, od) (:func:`_tap_offsets`); w (taps,);
+    wide (od, ≥ length)."""
+    od = wide.shape[0]
+    out = wide.reshape(-1)
+    pitch = np.uint64(wide.shape[1])
+    for k in range(out.shape[0]):
+        out[k] = 0
+    for tap in range(offsets.shape[0]):
+        weight = w[tap]
+        for i in range(od):
+            # Unsigned offsets: Numba tests signed indices for wrap-around, which keeps LLVM
+            # from vectorising the loop (measured 8x slower).
+            s0 = offsets[tap, i]
+            d0 = np.uint64(i) * pitch
+            for q in range(np.uint64(length)):
+                out[d0 + q] += weight * src[s0 + q]
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)

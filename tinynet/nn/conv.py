@@ -374,7 +374,8 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         out = np.empty((n, self.out_channels, math.prod(out_size)), dtype=dtype)
         geometry = self._geometry(out_size)
         if self._direct:
-            kernels.conv_forward_direct(volume, weight, bias, self.groups, *geometry, out)
+            blocks = config.get_num_threads()
+            kernels.conv_forward_direct(volume, weight, bias, self.groups, *geometry, out, blocks)
             _relu_in_place(out, relu)
         else:
             tile, samples, cols, tiles = self._gemm_work(n, weight.shape[1], out_size, dtype)
