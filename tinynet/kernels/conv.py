@@ -336,7 +336,7 @@ def conv_forward_direct(
     offsets = _tap_offsets(shape, kernel, stride, dilation, od)
     length = (oh - 1) * wq + ow  # an output plane's run (see _taps)
     for t in prange(n_blocks):
-        plane = np.empty(shape, dtype=x.dtype)
+        plane = np.zeros(shape, dtype=x.dtype)  # the padding stays zero (see _phase_plane)
         wide = np.empty((od, oh * wq), dtype=x.dtype)
         for task in range((t * n_tasks) // n_blocks, ((t + 1) * n_tasks) // n_blocks):
             n = task // n_channels
@@ -359,12 +359,10 @@ def _phase_plane(x, padding, plane):
     """plane[z, ry, rx, y, k] = x[z − pd, y·sh + ry − ph, k·sw + rx − pw] (0 in the padding):
     one channel's volume zero-padded, rows and columns split by phase modulo the stride.
     Shapes: x (D, H, W); plane (dp, sh, sw, hq, wq). Parts of x past the padded extent
-    (which no output reads) are left out."""
+    (which no output reads) are left out. Only the positions of x's values are written, the
+    same ones for every channel: the padding's zeros are the caller's, set once."""
     dp, sh, sw, hq, wq = plane.shape
     depth, height, width = x.shape
-    flat = plane.reshape(-1)
-    for k in range(flat.shape[0]):
-        flat[k] = 0
     for z in range(depth):
         zz = z + padding[0]
         if zz >= dp:
