@@ -190,8 +190,32 @@ def test_numpy_baseline_matches_torch(layer_spec, x_shape):
         (["--json", "/nonexistent/folder/b.json"], "no folder /nonexistent/folder"),
         (["--threads", "0"], "--threads must be at least 1"),
         (["--only", "no-such-workload"], "no workload matches"),
+        (["--survey", "0"], "--survey needs a count of at least 1"),
     ],
 )
 def test_bad_arguments_are_refused_before_anything_runs(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_survey_times_random_convolutions_against_torch(tmp_path, capsys):
+    """``tinynet bench --survey``: random configurations (the same for the same seed), both
+    frameworks' outputs agree, every row timed, the table sorted worst first."""
+    pytest.importorskip("torch")
+    from tinynet.benchmark.survey import _draw
+
+    draws = [[_draw(np.random.default_rng(3)) for _ in range(5)] for _ in range(2)]
+    assert draws[0] == draws[1]
+    path = tmp_path / "survey.json"
+    assert main(["--survey", "3", "--seed", "3", "--quick", "--json", str(path)]) == 0
+    rows = json.loads(path.read_text())["rows"]
+    assert len(rows) == 3
+    for row in rows:
+        assert row["difference"] < 1e-4, row
+        assert row["algorithm"]  # the path tinynet took is named
+        for key in ("forward_ratio", "train_ratio"):
+            assert np.isfinite(row[key]) and row[key] > 0
+    table = capsys.readouterr().out
+    worst = max(rows, key=lambda r: max(r["forward_ratio"], r["train_ratio"]))
+    assert table.splitlines()[2].startswith(worst["config"])
+    assert "3 configurations" in table

@@ -58,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scaling", action="store_true", help="also time 1..cores threads")
     p.add_argument("--compile", action="store_true", help="also time cold/warm compilation")
     p.add_argument("--list", action="store_true", help="list the workloads and exit")
+    p.add_argument(
+        "--survey",
+        type=int,
+        metavar="N",
+        help="instead: N random convolutions, tinynet against PyTorch (see survey.py)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the survey's configurations (default 0)")
     return p
 
 
@@ -65,6 +72,8 @@ def _check_arguments(args) -> str | None:
     """What is wrong with the arguments, checked before minutes of timing: None if nothing."""
     if args.threads < 1:
         return "--threads must be at least 1"
+    if args.survey is not None and args.survey < 1:
+        return f"--survey needs a count of at least 1, got {args.survey}"
     if args.reps is not None and args.reps < 1:
         return f"--reps must be at least 1, got {args.reps}"
     if args.min_sample is not None and not args.min_sample > 0:
@@ -197,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem:
         print(f"tinynet bench: {problem}", file=sys.stderr)
         return 2
+    if args.survey is not None:
+        return _survey(args)
     selected = _select(all_workloads(args.quick), args.only)
     if args.list:
         for work in selected:
@@ -224,4 +235,44 @@ def main(argv: list[str] | None = None) -> int:
     if wrong:
         print(f"tinynet bench: implementations disagree on {wrong}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _survey(args) -> int:
+    """``tinynet bench --survey N``: the random-configuration survey (survey.py)."""
+    import numba
+
+    import tinynet
+
+    from .survey import format_survey, survey
+    from .timing import SETTLE_S
+    from .torch_impl import import_torch
+
+    torch = import_torch()
+    if torch is None:
+        print("tinynet bench: --survey compares with PyTorch: pip install torch", file=sys.stderr)
+        return 2
+    threads = max(1, min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    tinynet.set_num_threads(threads)
+    torch.set_num_threads(threads)
+    rows = survey(
+        args.survey,
+        args.seed,
+        reps=args.reps or (3 if args.quick else 5),
+        min_sample=args.min_sample or (0.002 if args.quick else 0.02),
+        settle=0.0 if args.quick else SETTLE_S,
+        torch=torch,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    header = f"tinynet bench --survey {args.survey} --seed {args.seed}, {threads} threads"
+    print(header)
+    print(format_survey(rows))
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump({"command": header, "threads": threads, "rows": rows}, f, indent=1)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(f"# {header}\n\n" + format_survey(rows, markdown=True))
     return 0
