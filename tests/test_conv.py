@@ -909,3 +909,26 @@ def test_winograd_weight_transforms_match_their_matrices(module, name, g, shape)
         results.append((u, grad_w))
     assert np.array_equal(results[0][0], results[1][0])
     assert np.array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize(
+    "dims, args, size, work",
+    [
+        (2, (64, 16, 3, 2, 1), 56, "cols"),  # in, out, kernel, stride, padding
+        (2, (16, 16, 7, 1, 0), 32, "cols"),
+        (3, (8, 16, 5, 2, 2), 16, "rows"),
+        (3, (16, 32, 3, 1, 1), 16, "v"),
+    ],
+)
+def test_a_batch_smaller_than_the_threads_shares_its_work(dims, args, size, work):
+    """A forward on fewer samples than threads (one image, at inference) splits each sample's
+    output among the threads (output tiles for vol2col + BLAS, output planes for the plane
+    path, tile lines for 3-D Winograd): every thread gets a block of work, and the result is
+    the reference's, float64."""
+    tinynet.manual_seed(0)
+    layer = CLASSES[dims](*args).double()
+    x = make_input(1, args[0], (size,) * dims, "contiguous", seed=1)
+    with tinynet.set_num_threads(2):
+        check_against_reference(layer, x)
+        layer.forward(x)
+    assert layer._work[work].shape[0] == 2  # two blocks of work: both threads had some

@@ -123,47 +123,69 @@ def conv_forward_gemm(
     product for several small samples, which BLAS runs faster than several small products.
     cols (T, ≥ K·tile·ow·samples) and tiles (T, ≥ Cog·tile·ow·samples) are work space, one row
     per block.
-    Loop nest: for block t: for group of samples in block: for g: for output tile:
-    col = vol2col of each sample; y = W_g @ col (BLAS); out[n, g-block, tile] = y + bias
-    (then max(·, 0) if relu).
-    Parallel over: blocks of samples (block t writes only out[n] of its samples, cols[t]
-    and tiles[t]: race-free).
+    Loop nest: for block t: for (sample, output tile) of the block, or with samples > 1 for
+    group of samples and output tile: for g: col = vol2col of each sample; y = W_g @ col
+    (BLAS); out[n, g-block, tile] = y + bias (then max(·, 0) if relu).
+    Parallel over: blocks of (sample, output tile) pairs, or of whole samples when several
+    share a tile (block t writes only its tiles of out, cols[t] and tiles[t]: race-free).
     """
-    n_batch, n_channels = x.shape[0], x.shape[1]
+    n_batch = x.shape[0]
     n_blocks = cols.shape[0]
     n_lines = out_size[0] * out_size[1]
+    n_tiles = -(-n_lines // tile)  # output tiles per sample
+    for t in prange(n_blocks):
+        # Built here, not before the prange: a tuple of tuples passed into a parallel loop's
+        # body fails Numba's lowering.
+        geometry = (kernel, stride, padding, dilation, out_size)
+        if samples == 1:
+            # The blocks share out (sample, output tile) pairs, not whole samples: a batch
+            # smaller than the thread count (one image, at inference) keeps every thread busy.
+            units = n_batch * n_tiles
+            for unit in range((t * units) // n_blocks, ((t + 1) * units) // n_blocks):
+                n = unit // n_tiles
+                line0 = (unit % n_tiles) * tile
+                line1 = min(line0 + tile, n_lines)
+                _forward_tile(x, weight, bias, relu, groups, geometry, n, n + 1, line0, line1,
+                              out, cols[t], tiles[t])  # fmt: skip
+        else:
+            last = ((t + 1) * n_batch) // n_blocks
+            for n0 in range((t * n_batch) // n_blocks, last, samples):
+                n1 = min(n0 + samples, last)
+                for line0 in range(0, n_lines, tile):
+                    line1 = min(line0 + tile, n_lines)
+                    _forward_tile(x, weight, bias, relu, groups, geometry, n0, n1, line0,
+                                  line1, out, cols[t], tiles[t])  # fmt: skip
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _forward_tile(x, weight, bias, relu, groups, geometry, n0, n1, line0, line1, out, cols, tiles):
+    """Output lines line0 .. line1 of samples n0 .. n1, every group: col = vol2col of each
+    sample; y = W_g @ col (BLAS); out = y + bias (then max(·, 0) if relu). Work space: cols,
+    tiles (one block's rows of conv_forward_gemm's)."""
+    n_channels = x.shape[1]
     cin_g = n_channels // groups
     cout_g = weight.shape[0] // groups
     k = weight.shape[1]
-    for t in prange(n_blocks):
-        last = ((t + 1) * n_batch) // n_blocks
-        for n0 in range((t * n_batch) // n_blocks, last, samples):
-            n1 = min(n0 + samples, last)
-            for g in range(groups):
-                rows = slice(g * cout_g, (g + 1) * cout_g)
-                for line0 in range(0, n_lines, tile):
-                    line1 = min(line0 + tile, n_lines)
-                    span = (line1 - line0) * out_size[2]  # columns per sample
-                    width = (n1 - n0) * span
-                    col = cols[t, : k * width].reshape(k, width)
-                    # Built here, not before the prange: a tuple of tuples passed into a
-                    # parallel loop's body fails Numba's lowering.
-                    geometry = (kernel, stride, padding, dilation, out_size)
-                    _cols_of_samples(x, n0, n1, g * cin_g, geometry, line0, line1, col)
-                    p0 = line0 * out_size[2]
-                    if width == out.shape[2]:  # one sample in one tile: BLAS writes into out
-                        np.dot(weight[rows], col, out[n0, rows])
-                        for oc in range(g * cout_g, (g + 1) * cout_g):
-                            bias_row_in_place(out[n0, oc], bias[oc], relu)
-                    else:
-                        y = tiles[t, : cout_g * width].reshape(cout_g, width)
-                        np.dot(weight[rows], col, y)
-                        for n in range(n0, n1):
-                            c0 = (n - n0) * span
-                            for o in range(cout_g):
-                                oc = g * cout_g + o
-                                dst = out[n, oc, p0 : p0 + span]
-                                store_row(y[o, c0 : c0 + span], bias[oc], relu, dst)
+    ow = geometry[4][2]
+    span = (line1 - line0) * ow  # columns per sample
+    width = (n1 - n0) * span
+    p0 = line0 * ow
+    for g in range(groups):
+        rows = slice(g * cout_g, (g + 1) * cout_g)
+        col = cols[: k * width].reshape(k, width)
+        _cols_of_samples(x, n0, n1, g * cin_g, geometry, line0, line1, col)
+        if width == out.shape[2]:  # one sample in one tile: BLAS writes into out
+            np.dot(weight[rows], col, out[n0, rows])
+            for oc in range(g * cout_g, (g + 1) * cout_g):
+                bias_row_in_place(out[n0, oc], bias[oc], relu)
+        else:
+            y = tiles[: cout_g * width].reshape(cout_g, width)
+            np.dot(weight[rows], col, y)
+            for n in range(n0, n1):
+                c0 = (n - n0) * span
+                for o in range(cout_g):
+                    oc = g * cout_g + o
+                    store_row(y[o, c0 : c0 + span], bias[oc], relu, out[n, oc, p0 : p0 + span])
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)

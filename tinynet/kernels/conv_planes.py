@@ -138,11 +138,11 @@ def conv3d_planes_forward(
     Shapes: x (N, C, D, H, W); weight_t (kd·K2, Cout); bias (Cout,) (zeros for none);
     out (N, Cout, od·P2) written. Work space, one row per block: xts (T, D, Hp, Wp, C),
     rows (T, ≥ P2·planes·K2), tiles (T, ≥ P2·Cout).
-    Loop nest: for block t: for n in block: x_t = channels-last x[n]; for chunk of output
-    planes: unfold the chunk's input planes; for d in chunk: tile (P2 × Cout) = gemm;
-    out[n, :, d] = tileᵀ + bias.
-    Parallel over: blocks of samples (block t writes only out[n] of its samples and its own
-    work rows: race-free).
+    Loop nest: for block t: for (sample n, chunk of output planes) in block: x_t =
+    channels-last x[n] (once per sample); unfold the chunk's input planes; for d in chunk:
+    tile (P2 × Cout) = gemm; out[n, :, d] = tileᵀ + bias.
+    Parallel over: blocks of (sample, chunk) pairs (block t writes only its planes of out
+    and its own work rows: race-free).
     """
     n_batch, depth = x.shape[0], x.shape[2]
     n_out = weight_t.shape[1]
@@ -152,31 +152,40 @@ def conv3d_planes_forward(
     planes = (chunk - 1) * stride[0] + kd
     n_blocks = rows.shape[0]
     wf = weight_t.reshape(-1)
+    n_chunks = -(-od // chunk)  # per sample
+    units = n_batch * n_chunks
     for t in prange(n_blocks):
         tile = tiles[t, : p2 * n_out].reshape(p2, n_out)
-        for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
-            _channels_last(x[n], padding, xts[t])
-            for d0 in range(0, od, chunk):
-                d1 = min(d0 + chunk, od)
-                _unfold_chunk(
-                    xts[t], d0, d1, kernel, stride, padding, dilation, out_size, planes, rows[t]
-                )
-                for d in range(d0, d1):
-                    a0, a1 = _taps(d, stride[0], padding[0], depth, kd)
-                    if a1 <= a0:  # the plane sees only padding: bias alone
-                        _zero(tiles[t])
-                    else:
-                        # Positions as rows (P2 × Cout) measured faster than (Cout × P2)
-                        # straight into out (89 vs 40-68 GFLOP/s); the transpose is cheap.
-                        gemm(
-                            False, False, p2, n_out, (a1 - a0) * k2,
-                            rows[t, (d - d0) * stride[0] * k2 + a0 * k2 :], planes * k2,
-                            wf[a0 * k2 * n_out :], n_out,
-                            0.0, tiles[t], n_out,
-                        )  # fmt: skip
-                    for o in range(n_out):
-                        for p in range(p2):
-                            out[n, o, d * p2 + p] = tile[p, o] + bias[o]
+        # The blocks share out (sample, chunk) pairs, not whole samples: a batch smaller than
+        # the thread count keeps every thread busy (each block that has a chunk of a sample
+        # makes its own channels-last copy of it).
+        current = -1
+        for unit in range((t * units) // n_blocks, ((t + 1) * units) // n_blocks):
+            n = unit // n_chunks
+            if n != current:
+                _channels_last(x[n], padding, xts[t])
+                current = n
+            d0 = (unit % n_chunks) * chunk
+            d1 = min(d0 + chunk, od)
+            _unfold_chunk(
+                xts[t], d0, d1, kernel, stride, padding, dilation, out_size, planes, rows[t]
+            )
+            for d in range(d0, d1):
+                a0, a1 = _taps(d, stride[0], padding[0], depth, kd)
+                if a1 <= a0:  # the plane sees only padding: bias alone
+                    _zero(tiles[t])
+                else:
+                    # Positions as rows (P2 × Cout) measured faster than (Cout × P2)
+                    # straight into out (89 vs 40-68 GFLOP/s); the transpose is cheap.
+                    gemm(
+                        False, False, p2, n_out, (a1 - a0) * k2,
+                        rows[t, (d - d0) * stride[0] * k2 + a0 * k2 :], planes * k2,
+                        wf[a0 * k2 * n_out :], n_out,
+                        0.0, tiles[t], n_out,
+                    )  # fmt: skip
+                for o in range(n_out):
+                    for p in range(p2):
+                        out[n, o, d * p2 + p] = tile[p, o] + bias[o]
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)

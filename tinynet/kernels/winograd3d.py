@@ -485,27 +485,30 @@ def winograd3d_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
     Shapes: x (N, C, D, H, W); u (64, Cout, C); bias (Cout,) (zeros for none); padding the
     (front, top, left) zero padding; out (N, Cout, OD, OH, OW) written. Work space: xpad
     (N, C, 2·td + 2, 4, th + 1, tw + 1) with td = ⌈OD/2⌉ (likewise th, tw), see :func:`_pad`;
-    v (T, 64, ≥ C·lines·(tw + 1)), m (T, 64, ≥ Cout·lines·(tw + 1)): one per block of samples.
-    Loop nest: for block t: pad its samples into xpad; for chunk of ``lines`` tile lines:
-    V = (Bᵀ⊗Bᵀ⊗Bᵀ) d; M[ξ] = U[ξ] @ V[ξ] (64 BLAS calls); out = (Aᵀ⊗Aᵀ⊗Aᵀ) M + bias.
-    Parallel over: blocks of samples (block t writes only xpad[n] and out[n] of its own
-    samples and v[t], m[t]: race-free).
+    v (T, 64, ≥ C·lines·(tw + 1)), m (T, 64, ≥ Cout·lines·(tw + 1)): one per block.
+    Loop nest: pad every sample into xpad; then for block t of tile lines (the batch's lines
+    split into T even runs): for chunk of ``lines`` tile lines: V = (Bᵀ⊗Bᵀ⊗Bᵀ) d;
+    M[ξ] = U[ξ] @ V[ξ] (64 BLAS calls); out = (Aᵀ⊗Aᵀ⊗Aᵀ) M + bias.
+    Parallel over: samples (padding xpad[n]), then blocks of tile lines (block t writes only
+    its own lines' outputs, and v[t], m[t]: race-free).
     """
     n_batch, n_channels = x.shape[0], x.shape[1]
     n_out = u.shape[1]
     n_blocks = v.shape[0]
     per_sample = ((xpad.shape[2] - 2) // 2) * (xpad.shape[4] - 1)
     rowlen = xpad.shape[5]  # tiles per line, the spare one included
+    for n in prange(n_batch):
+        _pad(x[n], padding, xpad[n])
+    # The tile lines of the whole batch are shared out evenly, not whole samples: a batch of
+    # one (inference) or of 3 on 2 threads keeps every thread busy.
+    n_lines = n_batch * per_sample
     for t in prange(n_blocks):
         t_rows = np.empty((16, (lines + 1) * rowlen), dtype=x.dtype)
         h_rows = np.empty((32, lines * rowlen), dtype=x.dtype)
         blocks = np.empty((8, lines * rowlen), dtype=x.dtype)
-        n0 = (t * n_batch) // n_blocks
-        n1 = ((t + 1) * n_batch) // n_blocks
-        for n in range(n0, n1):
-            _pad(x[n], padding, xpad[n])
-        for line0 in range(n0 * per_sample, n1 * per_sample, lines):
-            line1 = min(line0 + lines, n1 * per_sample)
+        last = ((t + 1) * n_lines) // n_blocks
+        for line0 in range((t * n_lines) // n_blocks, last, lines):
+            line1 = min(line0 + lines, last)
             tiles = (line1 - line0) * rowlen
             _input_transform(xpad, line0, line1, t_rows, h_rows, v[t])
             for k in range(64):

@@ -51,6 +51,8 @@ _MIN_TILE_COLUMNS = 256
 # 14², 64 → 128 stride 2 on 16²) the forward was 1.3x slower: the larger col leaves the L2
 # cache and the results no longer go straight into the output).
 _MIN_SAMPLE_COLUMNS = 64
+# A forward splits one sample's output tiles among threads from this many multiply-adds.
+_SPLIT_SAMPLE_MACS = 2_000_000
 # Input channels up to which a 3×3 stride-1 forward is computed directly (conv_small.py):
 # its cost grows with the channels, the GEMM's efficiency with them too. Measured (float32, 2
 # threads, AVX2, batch 64, ms, direct vs vol2col + BLAS): 4 → 16 on 32²: 1.1 vs 2.3; 5 → 32
@@ -232,9 +234,11 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         line = 64 // np.dtype(dtype).itemsize
         return self._buffer(name, (blocks, -(-size // line) * line + line), dtype)
 
-    def _gemm_work(self, n, k, out_size, dtype):
+    def _gemm_work(self, n, k, out_size, dtype, forward=False):
         """Lines per output tile, samples per tile, and the per-block work arrays of the GEMM
-        kernels.
+        kernels (for the ``forward``, which can share out the tiles of one sample, as many
+        blocks as threads even for a batch smaller than that; the backward adds a sample's
+        input gradient on one thread).
 
         A tile's col matrix (k × tile·ow) should stay in the core's cache (measured: a
         32×432×4096 product runs at 66 GFLOP/s, at 512 columns 88) but keep enough columns
@@ -249,6 +253,13 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         samples = 1
         if lines * ow < _MIN_SAMPLE_COLUMNS:
             samples = max(1, min(columns // (lines * ow), -(-n // blocks)))
+        if forward and samples == 1 and 0 < n < config.get_num_threads():
+            threads = config.get_num_threads()
+            # Tiles small enough for every thread to have one (a batch of one image), where
+            # the products are worth a parallel region (~10 µs to start and join).
+            if self.out_channels * k * lines * ow >= _SPLIT_SAMPLE_MACS:
+                tile = max(1, min(tile, -(-lines // -(-threads // n))))
+            blocks = max(1, min(threads, n * -(-lines // tile)))
         width = tile * ow * samples
         cols = self._rows("cols", blocks, k * width, dtype)
         tiles = self._rows("tiles", blocks, self.out_channels // self.groups * width, dtype)
@@ -378,7 +389,9 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             kernels.conv_forward_direct(volume, weight, bias, self.groups, *geometry, out, blocks)
             _relu_in_place(out, relu)
         else:
-            tile, samples, cols, tiles = self._gemm_work(n, weight.shape[1], out_size, dtype)
+            tile, samples, cols, tiles = self._gemm_work(
+                n, weight.shape[1], out_size, dtype, forward=True
+            )
             with config.single_threaded_blas(), config.one_thread_if(cols.shape[0] == 1):
                 kernels.conv_forward_gemm(
                     volume,

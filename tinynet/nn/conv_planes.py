@@ -61,7 +61,11 @@ class PlanesMixin:
         wp = (out_size[2] - 1) * sw + (kw - 1) * dw + 1
         p2 = out_size[1] * out_size[2]
         chunk, planes = self._planes_chunk(out_size, dtype)
-        blocks = max(1, min(config.get_num_threads(), n))
+        threads = config.get_num_threads()
+        if 0 < n < threads:  # chunks small enough for every thread to have one (a batch of one)
+            chunk = max(1, min(chunk, -(-out_size[0] // -(-threads // n))))
+            planes = (chunk - 1) * self.stride[0] + self.kernel_size[0]
+        blocks = max(1, min(threads, n * -(-out_size[0] // chunk)))
         xts = self._buffer("xts", (blocks, self._x.shape[2], hp, wp, self.in_channels), dtype)
         rows = self._rows("rows", blocks, p2 * planes * kh * kw * self.in_channels, dtype)
         tiles = self._rows("tiles", blocks, p2 * self.out_channels, dtype)

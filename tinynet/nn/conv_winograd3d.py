@@ -92,7 +92,9 @@ class Winograd3dMixin:
         """Tile lines per chunk, the padded input and the per-block work arrays (V and M)."""
         td, th, tw = ((s + 1) // 2 for s in out_size)
         lines = max(1, _TILES // tw)
-        blocks = max(1, min(config.get_num_threads(), n))
+        # The forward shares tile lines among all threads; the backward whole samples (its
+        # input gradient adds overlapping patches: a sample's lines stay on one thread).
+        blocks = max(1, config.get_num_threads())
         # The padded input split by (row, column) parity, see winograd3d._pad.
         shape = (n, self.in_channels, 2 * td + 2, 4, th + 1, tw + 1)
         xpad = self._buffer("xpad", shape, dtype)
