@@ -99,7 +99,8 @@ def test_gradcheck(cls, shape, kwargs):
 def conv_configs(draw, dims):
     groups = draw(st.sampled_from([1, 1, 2, 3]))
     cin = groups * draw(st.integers(1, 3))
-    cout = groups * draw(st.integers(1, 3))
+    # 1 to 3 outputs a group take the direct forward, more the GEMM one: both are drawn.
+    cout = groups * draw(st.integers(1, 6))
     kernel = tuple(draw(st.integers(1, 3)) for _ in range(dims))
     stride = tuple(draw(st.integers(1, 3)) for _ in range(dims))
     dilation = tuple(draw(st.integers(1, 2)) for _ in range(dims))
@@ -170,8 +171,9 @@ def test_depthwise_with_multiplier_matches_reference(dims):
 
 
 @st.composite
-def depthwise_configs(draw, dims):
-    channels = draw(st.integers(1, 4))
+def direct_configs(draw, dims):
+    """Layers whose forward takes the direct loops: depthwise, or 1 to 3 outputs a group."""
+    groups = draw(st.integers(1, 3))
     kernel = tuple(draw(st.integers(1, 5)) for _ in range(dims))
     dilation = tuple(draw(st.integers(1, 3)) for _ in range(dims))
     padding = draw(st.one_of(st.just("same"), st.tuples(*(st.integers(0, 3) for _ in range(dims)))))
@@ -184,13 +186,13 @@ def depthwise_configs(draw, dims):
         for k, d, p in zip(kernel, dilation, low, strict=True)
     )
     kwargs = dict(
-        in_channels=channels,
-        out_channels=channels * draw(st.integers(1, 3)),
+        in_channels=groups * draw(st.integers(1, 4)),
+        out_channels=groups * draw(st.integers(1, 3)),
         kernel_size=kernel,
         stride=stride,
         padding=padding,
         dilation=dilation,
-        groups=channels,
+        groups=groups,
         bias=draw(st.booleans()),
     )
     return kwargs, draw(st.integers(1, 3)), size
@@ -198,17 +200,18 @@ def depthwise_configs(draw, dims):
 
 @settings(max_examples=40, deadline=None)
 @given(dims=st.sampled_from([2, 3]), data=st.data(), seed=st.integers(0, 2**16))
-def test_depthwise_direct_kernel_matches_reference(dims, data, seed):
-    """The depthwise forward on phase planes (kernels/conv.py): any stride, dilation,
-    padding (including "same", uneven), channel multiplier and odd sizes, float64 against
-    the NumPy reference, and float32 against float64."""
+def test_direct_forward_matches_reference(dims, data, seed):
+    """The direct forward on phase planes (kernels/conv.py), for depthwise layers and few
+    outputs per group: any stride, dilation, padding (including "same", uneven), groups,
+    channel multiplier and odd sizes, float64 against the NumPy reference (the backward
+    too, whichever path it takes), and float32 against float64."""
     from tinynet.kernel_cache import group_key
 
-    kwargs, batch, size = data.draw(depthwise_configs(dims))
+    kwargs, batch, size = data.draw(direct_configs(dims))
     tinynet.manual_seed(seed)
     layer = CLASSES[dims](**kwargs).double()
     x = make_input(batch, kwargs["in_channels"], size, "contiguous", seed)
-    assume(group_key(layer, x.shape) == "Conv:direct")  # not a 3×3 path's, say
+    assume(group_key(layer, x.shape) == "Conv:direct")  # not a few-input path's, say
     check_against_reference(layer, x)
     expected = layer.forward(x)
     layer.float()
@@ -255,6 +258,7 @@ def test_several_samples_per_product_match_reference(monkeypatch, dims, kwargs, 
     monkeypatch.setattr("tinynet.nn.conv._MIN_SAMPLE_COLUMNS", 10_000)
     layer = CLASSES[dims](4, 6, **kwargs).double()
     layer._planes = layer._winograd = layer._small = False  # the vol2col + GEMM path
+    layer._direct_forward_applies = False
     x = make_input(batch, 4, (5, 7, 6)[-dims:], "strided", seed=batch)
     with tinynet.set_num_threads(threads):
         _, samples, _, _ = layer._gemm_work(batch, 4 * 6, layer._output_size(x.shape[2:]), float)
@@ -528,6 +532,7 @@ def winograd(monkeypatch):
     def make(cin, cout, padding=1, bias=True, dtype=np.float64, k=3, tile=2):
         layer = Conv2d(cin, cout, k, padding=padding, bias=bias).to(dtype)
         layer._winograd = True
+        layer._direct_forward_applies = False  # 1 to 3 outputs would take the direct one
         layer._winograd_tile = lambda n, out_size: tile
         return layer
 

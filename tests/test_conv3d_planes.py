@@ -65,7 +65,7 @@ def plane_configs(draw):
     )
     layer = dict(
         in_channels=draw(st.integers(1, 4)),
-        out_channels=draw(st.integers(1, 4)),
+        out_channels=draw(st.integers(4, 6)),  # 1 to 3 take the direct forward
         kernel_size=kernel,
         stride=stride,
         padding=padding,
@@ -108,7 +108,7 @@ def test_chunks_of_output_planes_match_reference(monkeypatch, slots, stride):
 
 def test_gradcheck():
     tinynet.manual_seed(0)
-    layer = Conv3d(2, 3, (3, 2, 3), stride=(2, 1, 1), padding=(1, 1, 0), dilation=(1, 1, 2))
+    layer = Conv3d(2, 4, (3, 2, 3), stride=(2, 1, 1), padding=(1, 1, 0), dilation=(1, 1, 2))
     layer = layer.double()
     x = np.random.default_rng(0).standard_normal((2, 2, 5, 4, 6))
     assert layer._planes
@@ -158,7 +158,7 @@ def test_the_path_is_taken(monkeypatch):
             return _kernel(*args)
 
         monkeypatch.setattr(conv_planes, name, counted)
-    layer = Conv3d(2, 3, 3, padding=1)
+    layer = Conv3d(2, 4, 3, padding=1)  # 4 outputs: 1 to 3 take the direct forward
     run_layer(layer, np.ones((2, 2, 4, 4, 4), np.float32))
     assert calls == ["conv3d_planes_forward", "conv3d_planes_backward"]
     calls.clear()
@@ -192,7 +192,7 @@ def test_thread_count_changes_only_rounding():
 
 
 def test_backward_accumulates_parameter_gradients():
-    layer = Conv3d(2, 3, 3, padding=1).double()
+    layer = Conv3d(2, 4, 3, padding=1).double()
     x = np.random.default_rng(3).standard_normal((2, 2, 4, 5, 3))
     _, grad_out, _ = run_layer(layer, x)
     once = layer.weight.grad.copy(), layer.bias.grad.copy()
@@ -226,17 +226,17 @@ def test_gemm_on_strided_row_major_matrices(dtype, trans_a, trans_b):
 
 
 def test_empty_batch():
-    layer = Conv3d(2, 3, 3, padding=1)
+    layer = Conv3d(2, 4, 3, padding=1)
     y, _, grad_x = run_layer(layer, np.zeros((0, 2, 4, 5, 3), np.float32))
     assert layer._planes
-    assert y.shape == (0, 3, 4, 5, 3)
+    assert y.shape == (0, 4, 4, 5, 3)
     assert grad_x.shape == (0, 2, 4, 5, 3)
     assert not layer.weight.grad.any()
 
 
 def test_same_padding_with_even_kernel_matches_reference():
     # An even kernel pads one more on the high side; the kernels see only the low side.
-    layer = Conv3d(2, 3, (2, 3, 4), padding="same", dilation=(1, 2, 1)).double()
+    layer = Conv3d(2, 4, (2, 3, 4), padding="same", dilation=(1, 2, 1)).double()
     x = np.random.default_rng(4).standard_normal((2, 2, 5, 6, 7))
-    assert layer(x).shape == (2, 3, 5, 6, 7)
+    assert layer(x).shape == (2, 4, 5, 6, 7)
     check_against_reference(layer, x)

@@ -3,6 +3,7 @@ reference, central differences and PyTorch; when it is taken; determinism."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from unittest import mock
 
@@ -18,8 +19,14 @@ from tinynet.testing import assert_close, gradcheck
 
 
 def any_size():
-    """The path's size thresholds lowered, so that small (fast) shapes take it."""
-    return mock.patch.multiple(conv_winograd3d, _MIN_CHANNELS=1, _MIN_TILES=1, _MIN_LINE=1)
+    """The path's size thresholds lowered, so that small (fast) shapes take it (and layers
+    built meanwhile with 1 to 3 output channels do not take the direct forward instead)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(
+        mock.patch.multiple(conv_winograd3d, _MIN_CHANNELS=1, _MIN_TILES=1, _MIN_LINE=1)
+    )
+    stack.enter_context(mock.patch("tinynet.nn.conv._FEW_OUTPUTS", 0))
+    return stack
 
 
 def run_layer(layer, x, seed=1):
@@ -80,7 +87,7 @@ def test_gradcheck_float64():
     tinynet.manual_seed(0)
     x = np.random.default_rng(0).standard_normal((2, 2, 3, 5, 4))
     with any_size():
-        layer = Conv3d(2, 3, 3, padding=(1, 0, 2)).double()
+        layer = Conv3d(2, 4, 3, padding=(1, 0, 2)).double()
         layer(x)
         assert layer._x_padded is not None
         gradcheck(layer, x)
@@ -177,7 +184,7 @@ def test_backward_after_plane_path_forward_uses_planes():
     tinynet.manual_seed(0)
     x = np.random.default_rng(0).standard_normal((1, 2, 4, 4, 4))
     with any_size():
-        layer = Conv3d(2, 3, 3, padding=1).double()
+        layer = Conv3d(2, 4, 3, padding=1).double()
         run_layer(layer, x)
     layer(x)  # the default thresholds: another path (two channels: the direct one)
     assert layer._x_padded is None

@@ -323,54 +323,64 @@ def sum_blocks(partial, total):
 def conv_forward_direct(
     x, weight, bias, groups, kernel, stride, padding, dilation, out_size, out, blocks
 ):
-    """Depthwise convolution (one input channel per group, ``groups`` = C), directly:
-    out[n, oc] = Σ_taps w[oc, tap] · shifted x[n, c] (+ bias), c = oc // (Cout / C).
+    """Direct convolution: out[n, oc] = Σ_{c in oc's group} Σ_taps w[oc, c, tap] · shifted
+    x[n, c] (+ bias). For depthwise layers (one input channel per group) and layers with few
+    output channels per group, where a matrix product would have a few hundred flops or
+    1 to 3 rows (see nn/conv.py).
 
-    Shapes as :func:`conv_forward_gemm`; ``blocks``: how many blocks of planes to share out
-    (the thread count). The trick is in the layout. Each channel's volume is first copied
-    into a zero-padded "phase plane" (:func:`_phase_plane`) that splits its rows and columns
-    by phase modulo the stride: row y goes to row phase y mod sh, at y // sh, and likewise
-    columns. Then the inputs of one tap for a whole output plane (i fixed) lie in one phase
-    sub-plane, at one offset, with the output's row pitch: a single contiguous run, which
-    LLVM vectorises, whatever the stride, dilation and padding. The output rows are computed
-    ``wq`` wide (the sub-plane's pitch, a few columns more than ow, dropped at the end).
-    Measured against a run per output row, which is what short rows and strided reads
-    otherwise give: 2–4x faster on 3×3 to 7×7 kernels, stride 1 and 2.
-    Loop nest: for block t of (n, c) planes: for (n, c): phase plane; for oc of channel c:
-    for tap: for output plane i: wide += w · one run of the phase plane; then
-    out[n, oc] = wide's first ow columns + bias.
-    Parallel over: blocks of (sample, input channel) planes (each writes only its own output
+    Shapes as :func:`conv_forward_gemm`; ``blocks``: how many blocks of work to share out
+    (the thread count). The trick is in the layout. Each input channel's volume is first
+    copied into a zero-padded "phase plane" (:func:`_phase_plane`) that splits its rows and
+    columns by phase modulo the stride: row y goes to row phase y mod sh, at y // sh, and
+    likewise columns. Then the inputs of one tap for a whole output plane (i fixed) lie in
+    one phase sub-plane, at one offset, with the output's row pitch: a single contiguous
+    run, which LLVM vectorises, whatever the stride, dilation and padding. The output rows
+    are computed ``wq`` wide (the sub-plane's pitch, a few columns more than ow, dropped at
+    the end). Measured against a run per output row, which is what short rows and strided
+    reads otherwise give: 2–4x faster on 3×3 to 7×7 depthwise kernels, stride 1 and 2.
+    Loop nest: for block t of (sample n, group g) pairs: for (n, g): wide = 0; for input
+    channel c of g: phase plane of x[n, c]; for output channel oc of g: for tap: for output
+    plane i: wide[oc] += w · one run of the phase plane; then out[n, oc] = wide's first ow
+    columns + bias.
+    Parallel over: blocks of (sample, group) pairs (each writes only its own output
     channels and its own work arrays: race-free).
     """
     n_batch, n_channels = x.shape[0], x.shape[1]
     n_out = weight.shape[0]
-    multiplier = n_out // n_channels
+    cin_g = n_channels // groups
+    cout_g = n_out // groups
     kd, kh, kw = kernel
+    taps = kd * kh * kw
     od, oh, ow = out_size
     sd, sh, sw = stride
     # The padded extents the outputs read, and the phase sub-planes' sides.
     dp = (od - 1) * sd + (kd - 1) * dilation[0] + 1
     hq = -(-((oh - 1) * sh + (kh - 1) * dilation[1] + 1) // sh)
     wq = -(-((ow - 1) * sw + (kw - 1) * dilation[2] + 1) // sw)
-    n_tasks = n_batch * n_channels
+    n_tasks = n_batch * groups
     n_blocks = min(n_tasks, blocks)
     shape = (dp, sh, sw, hq, wq)
     offsets = _tap_offsets(shape, kernel, stride, dilation, od)
     length = (oh - 1) * wq + ow  # an output plane's run (see _taps)
     for t in prange(n_blocks):
         plane = np.zeros(shape, dtype=x.dtype)  # the padding stays zero (see _phase_plane)
-        wide = np.empty((od, oh * wq), dtype=x.dtype)
+        wide = np.empty((cout_g, od, oh * wq), dtype=x.dtype)
         for task in range((t * n_tasks) // n_blocks, ((t + 1) * n_tasks) // n_blocks):
-            n = task // n_channels
-            c = task % n_channels
-            _phase_plane(x[n, c], padding, plane)
-            for oc in range(c * multiplier, (c + 1) * multiplier):
-                _taps(plane.reshape(-1), offsets, weight[oc], length, wide)
+            n = task // groups
+            g = task % groups
+            zero_fill(wide.reshape(-1))
+            for cl in range(cin_g):
+                _phase_plane(x[n, g * cin_g + cl], padding, plane)
+                for o in range(cout_g):
+                    w = weight[g * cout_g + o, cl * taps : (cl + 1) * taps]
+                    _taps(plane.reshape(-1), offsets, w, length, wide[o])
+            for o in range(cout_g):
+                oc = g * cout_g + o
                 b = bias[oc] if bias.shape[0] > 0 else x.dtype.type(0)
                 dst = out[n, oc].reshape(od, oh, ow)
                 for i in range(od):
                     for j in range(oh):
-                        src = wide[i, j * wq : j * wq + ow]
+                        src = wide[o, i, j * wq : j * wq + ow]
                         row = dst[i, j]
                         for q in range(ow):
                             row[q] = src[q] + b
@@ -431,16 +441,14 @@ def _tap_offsets(shape, kernel, stride, dilation, od):
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
 def _taps(src, offsets, w, length, wide):
-    """wide[i, ·] = Σ_taps w[tap] · src[offsets[tap, i] + ·]: one output channel of a
-    depthwise convolution from its phase plane (see conv_forward_direct), each output plane
-    i one run of ``length`` values (rows of pitch wq; the columns past ow are garbage).
+    """wide[i, ·] += Σ_taps w[tap] · src[offsets[tap, i] + ·]: one input channel's share of
+    one output channel, from the input's phase plane (see conv_forward_direct), each output
+    plane i one run of ``length`` values (rows of pitch wq; the columns past ow are garbage).
     Shapes: src the flat phase plane; offsets (taps, od) (:func:`_tap_offsets`); w (taps,);
     wide (od, ≥ length)."""
     od = wide.shape[0]
     out = wide.reshape(-1)
     pitch = np.uint64(wide.shape[1])
-    for k in range(out.shape[0]):
-        out[k] = 0
     for tap in range(offsets.shape[0]):
         weight = w[tap]
         for i in range(od):

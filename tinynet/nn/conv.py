@@ -53,6 +53,8 @@ _MIN_TILE_COLUMNS = 256
 _MIN_SAMPLE_COLUMNS = 64
 # A forward splits one sample's output tiles among threads from this many multiply-adds.
 _SPLIT_SAMPLE_MACS = 2_000_000
+# Output channels per group up to which the forward takes the direct loops (see __init__).
+_FEW_OUTPUTS = 3
 # Input channels up to which a 3×3 stride-1 forward is computed directly (conv_small.py):
 # its cost grows with the channels, the GEMM's efficiency with them too. Measured (float32, 2
 # threads, AVX2, batch 64, ms, direct vs vol2col + BLAS): 4 → 16 on 32²: 1.1 vs 2.3; 5 → 32
@@ -150,6 +152,18 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         self._planes = self._planes_applies()
         self._small3d = self._small3d_applies()
         self._dilated = self._dilated_applies()
+        # The forward's direct loops: depthwise layers, and few output channels per group,
+        # where a product of 1 to 3 rows (vol2col + BLAS, Winograd, planes) is a
+        # matrix-vector product behind a full copy or transform of the input. Measured
+        # forwards, 2 threads, direct against the path it replaces: 64 → 1 5×5 stride 2 on
+        # (64, 64, 16²) 1.9 vs 4.5 ms; 32 → 3 7×7 on 16² 3.3 vs 5.2; 128 → 3 3×3 dilation 2
+        # on 28² 10.7 vs 18.1; 64 → 1 3×3 on 28² 2.8 vs 7.6 (Winograd F(4×4)); 3-D 32 → 1
+        # stride 2 on 16³ 0.57 vs 1.04 (planes); but 64 → 4 stride 2 on 32² 2.0 vs 1.7,
+        # 64 → 8 3.7 vs 3.1. A backward stays on its own path (it needs only x). The
+        # few-input-channel paths (_small, _small3d) come first.
+        self._direct_forward_applies = (
+            self._direct or out_channels // groups <= _FEW_OUTPUTS
+        ) and not (self._small or self._small3d)
         self._dilated_used = False  # whether the last forward took the sub-grid path
         self._x = None
         self._x_padded = None  # the Winograd path's zero-padded input, kept for backward
@@ -366,6 +380,8 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         self._dilated_used = self._dilated_fits(out_size)
         if self._dilated_used:  # first: the sub-grids may then take any of the paths below
             return self._dilated_forward(x, out_size, relu)
+        if self._direct_forward_applies:
+            return self._direct_forward(x, out_size, relu)
         if self._winograd_fits(n, out_size):
             return self._winograd_forward(x, out_size, relu)
         if self._winograd3d_fits(n, out_size):
@@ -377,36 +393,44 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         if self._small:
             return self._small_forward(x, out_size, relu)
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype).reshape(self.out_channels, -1)
-        if self.bias is None:  # the direct kernel skips an empty bias, the GEMM one adds zeros
-            bias = np.empty(0, dtype) if self._direct else np.zeros(self.out_channels, dtype)
-        else:
-            bias = self.bias.data.astype(dtype, copy=False)
+        bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
         volume = x.reshape(self._as_volume(x.shape))
         out = np.empty((n, self.out_channels, math.prod(out_size)), dtype=dtype)
-        geometry = self._geometry(out_size)
-        if self._direct:
-            blocks = config.get_num_threads()
-            kernels.conv_forward_direct(volume, weight, bias, self.groups, *geometry, out, blocks)
-            _relu_in_place(out, relu)
-        else:
-            tile, samples, cols, tiles = self._gemm_work(
-                n, weight.shape[1], out_size, dtype, forward=True
+        tile, samples, cols, tiles = self._gemm_work(n, weight.shape[1], out_size, dtype, True)
+        with config.single_threaded_blas(), config.one_thread_if(cols.shape[0] == 1):
+            kernels.conv_forward_gemm(
+                volume,
+                weight,
+                bias.astype(dtype, copy=False),
+                relu,
+                self.groups,
+                *self._geometry(out_size),
+                tile,
+                samples,
+                out,
+                cols,
+                tiles,
             )
-            with config.single_threaded_blas(), config.one_thread_if(cols.shape[0] == 1):
-                kernels.conv_forward_gemm(
-                    volume,
-                    weight,
-                    bias,
-                    relu,
-                    self.groups,
-                    *geometry,
-                    tile,
-                    samples,
-                    out,
-                    cols,
-                    tiles,
-                )
         return out.reshape(n, self.out_channels, *out_size)
+
+    def _direct_forward(self, x, out_size, relu):
+        """The direct forward (kernels/conv.py's conv_forward_direct): depthwise layers, and
+        layers with few output channels per group."""
+        n, dtype = x.shape[0], x.dtype
+        weight = np.ascontiguousarray(self.weight.data, dtype=dtype).reshape(self.out_channels, -1)
+        # The kernel skips an empty bias.
+        bias = np.empty(0, dtype) if self.bias is None else self.bias.data.astype(dtype, copy=False)
+        out = np.empty((n, self.out_channels, math.prod(out_size)), dtype=dtype)
+        kernels.conv_forward_direct(
+            x.reshape(self._as_volume(x.shape)),
+            weight,
+            bias,
+            self.groups,
+            *self._geometry(out_size),
+            out,
+            config.get_num_threads(),
+        )
+        return _relu_in_place(out, relu).reshape(n, self.out_channels, *out_size)
 
     skips_input_grad = True  # backward(grad_out, input_grad=False): parameter gradients only
 
