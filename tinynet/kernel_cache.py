@@ -321,8 +321,6 @@ def group_key(layer, shape) -> str | None:
         out_size = layer._output_size(shape[2:])
         if layer._dilated_fits(out_size):  # the sub-grid kernels, then an undilated path
             return f"{name}:dilated"
-        if layer._direct_forward_applies:
-            return "Conv:direct"
         if layer._winograd_fits(shape[0], out_size):  # F(2×2, 3×3), F(4×4, 3×3), F(2×2, 5×5)
             if layer.kernel_size[0] == 5:
                 return f"{name}:winograd5"
@@ -330,6 +328,8 @@ def group_key(layer, shape) -> str | None:
             return f"{name}:winograd" + ("4" if tile == 4 else "")
         if layer._winograd3d_fits(shape[0], out_size):
             return f"{name}:winograd3d"
+        if layer._direct_forward_applies:
+            return "Conv:direct"
         for path in ("small3d", "planes", "small"):
             if getattr(layer, f"_{path}"):
                 return f"{name}:{path}"

@@ -153,16 +153,20 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         self._small3d = self._small3d_applies()
         self._dilated = self._dilated_applies()
         # The forward's direct loops: depthwise layers, and few output channels per group,
-        # where a product of 1 to 3 rows (vol2col + BLAS, Winograd, planes) is a
-        # matrix-vector product behind a full copy or transform of the input. Measured
-        # forwards, 2 threads, direct against the path it replaces: 64 → 1 5×5 stride 2 on
-        # (64, 64, 16²) 1.9 vs 4.5 ms; 32 → 3 7×7 on 16² 3.3 vs 5.2; 128 → 3 3×3 dilation 2
-        # on 28² 10.7 vs 18.1; 64 → 1 3×3 on 28² 2.8 vs 7.6 (Winograd F(4×4)); 3-D 32 → 1
-        # stride 2 on 16³ 0.57 vs 1.04 (planes); but 64 → 4 stride 2 on 32² 2.0 vs 1.7,
-        # 64 → 8 3.7 vs 3.1. A backward stays on its own path (it needs only x). The
-        # few-input-channel paths (_small, _small3d) come first.
+        # where a product of 1 to 3 rows (vol2col + BLAS, planes) is a matrix-vector product
+        # behind a full copy of the input. Measured forwards, 2 threads, direct against the
+        # path it replaces: 64 → 1 5×5 stride 2 on (64, 64, 16²) 1.9 vs 4.5 ms; 32 → 3 7×7 on
+        # 16² 3.0 vs 4.9 (forward + backward 15.3 vs 17.1); 128 → 3 3×3 dilation 2 on 28²
+        # 10.7 vs 18.1; 3-D 32 → 1 stride 2 on 16³ 0.8 vs 1.5 (planes; forward + backward 3.0
+        # vs 3.7); but 64 → 4 stride 2 on 32² 2.0 vs 1.7, 64 → 8 3.7 vs 3.1. Not for 1×1
+        # kernels (vol2col is a plain copy there: 0.68 vs 0.20 ms) nor where Winograd fits
+        # (the forward's check comes after it): a Winograd forward was as fast or faster at
+        # small sizes, and its backward beats the one a direct forward leaves (vol2col + BLAS:
+        # 32 → 3 3×3 on 16² forward + backward 4.7 vs 3.1 ms). A backward stays on its own
+        # path (it needs only x). The few-input-channel paths (_small, _small3d) come first.
         self._direct_forward_applies = (
-            self._direct or out_channels // groups <= _FEW_OUTPUTS
+            self._direct
+            or (out_channels // groups <= _FEW_OUTPUTS and math.prod(self.kernel_size) > 1)
         ) and not (self._small or self._small3d)
         self._dilated_used = False  # whether the last forward took the sub-grid path
         self._x = None
@@ -380,12 +384,12 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         self._dilated_used = self._dilated_fits(out_size)
         if self._dilated_used:  # first: the sub-grids may then take any of the paths below
             return self._dilated_forward(x, out_size, relu)
-        if self._direct_forward_applies:
-            return self._direct_forward(x, out_size, relu)
         if self._winograd_fits(n, out_size):
             return self._winograd_forward(x, out_size, relu)
         if self._winograd3d_fits(n, out_size):
             return self._winograd3d_forward(x, out_size, relu)
+        if self._direct_forward_applies:
+            return self._direct_forward(x, out_size, relu)
         if self._small3d:
             return self._small3d_forward(x, out_size, relu)
         if self._planes:
