@@ -198,13 +198,21 @@ def direct_configs(draw, dims):
     return kwargs, draw(st.integers(1, 3)), size
 
 
-@settings(max_examples=40, deadline=None)
-@given(dims=st.sampled_from([2, 3]), data=st.data(), seed=st.integers(0, 2**16))
-def test_direct_forward_matches_reference(dims, data, seed):
-    """The direct forward on phase planes (kernels/conv.py), for depthwise layers and few
-    outputs per group: any stride, dilation, padding (including "same", uneven), groups,
-    channel multiplier and odd sizes, float64 against the NumPy reference (the backward
-    too, whichever path it takes), and float32 against float64."""
+@settings(max_examples=50, deadline=None)
+@given(
+    dims=st.sampled_from([2, 3]),
+    data=st.data(),
+    seed=st.integers(0, 2**16),
+    small_plane=st.sampled_from([0, 10**9]),
+)
+def test_direct_forward_matches_reference(dims, data, seed, small_plane):
+    """The direct forwards (kernels/conv.py), for depthwise layers and few outputs per
+    group: any stride, dilation, padding (including "same", uneven), groups, channel
+    multiplier and odd sizes, float64 against the NumPy reference (the backward too,
+    whichever path it takes), and float32 against float64. A depthwise layer takes the
+    phase planes, or with ``small_plane`` the kernel vectorised across channels."""
+    from unittest import mock
+
     from tinynet.kernel_cache import group_key
 
     kwargs, batch, size = data.draw(direct_configs(dims))
@@ -212,10 +220,11 @@ def test_direct_forward_matches_reference(dims, data, seed):
     layer = CLASSES[dims](**kwargs).double()
     x = make_input(batch, kwargs["in_channels"], size, "contiguous", seed)
     assume(group_key(layer, x.shape) == "Conv:direct")  # not a few-input path's, say
-    check_against_reference(layer, x)
-    expected = layer.forward(x)
-    layer.float()
-    got = layer.forward(x.astype(np.float32))
+    with mock.patch("tinynet.nn.conv._SMALL_PLANE", small_plane):
+        check_against_reference(layer, x)
+        expected = layer.forward(x)
+        layer.float()
+        got = layer.forward(x.astype(np.float32))
     assert_close(got, expected, rtol=1e-5, atol=1e-5, name="float32 forward")
 
 
