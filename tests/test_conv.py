@@ -275,6 +275,85 @@ def test_several_samples_per_product_match_reference(monkeypatch, dims, kwargs, 
         check_against_reference(layer, x)
 
 
+@settings(max_examples=60, deadline=None)
+@given(dims=st.sampled_from([2, 3]), data=st.data(), input_grad=st.booleans())
+def test_backward_split_by_channels_matches_reference(dims, data, input_grad):
+    """conv_backward_gemm_channels (a batch smaller than the thread count) cuts each group's
+    input channels into runs shared among blocks: any number of runs and blocks, tiles down
+    to one output line, must give the reference's three gradients."""
+    from tinynet.kernels.conv import conv_backward_gemm_channels
+
+    kwargs, batch, size, layout = data.draw(conv_configs(dims))
+    layer = CLASSES[dims](**kwargs).double()
+    x = make_input(batch, kwargs["in_channels"], size, layout, seed=3)
+    out_size = layer._output_size(x.shape[2:])
+    grad_out = np.random.default_rng(4).standard_normal((batch, layer.out_channels, *out_size))
+    cin_g = layer.in_channels // layer.groups
+    parts = data.draw(st.integers(1, cin_g))
+    blocks = data.draw(st.integers(1, 3))
+    lines = int(np.prod(out_size[:-1]))
+    tile = data.draw(st.integers(1, lines))
+    taps = int(np.prod(layer.kernel_size))
+    weight = layer.weight.data.reshape(layer.out_channels, -1)
+    grad_x = np.full(x.shape, np.nan)  # every entry must be written (input_grad)
+    grad_w = np.full(weight.shape, np.nan)
+    grad_b = np.full(layer.out_channels if layer.bias is not None else 0, np.nan)
+    cols = np.full((blocks, -(-cin_g // parts) * taps * tile * out_size[-1]), np.nan)
+    conv_backward_gemm_channels(
+        np.ascontiguousarray(x).reshape(layer._as_volume(x.shape)),
+        weight,
+        grad_out.reshape(batch, layer.out_channels, -1),
+        input_grad,
+        layer.groups,
+        *layer._geometry(out_size),
+        tile,
+        parts,
+        grad_x.reshape(layer._as_volume(x.shape)),
+        grad_w,
+        grad_b,
+        cols,
+    )
+    args = (layer.stride, reference_padding(layer), layer.dilation, layer.groups)
+    gx, gw, gb = conv_backward(x, layer.weight.data, grad_out, *args)
+    assert_close(grad_w.reshape(gw.shape), gw, rtol=1e-9, atol=1e-9, name="grad weight")
+    if layer.bias is not None:
+        assert_close(grad_b, gb, rtol=1e-9, atol=1e-9, name="grad bias")
+    if input_grad:
+        assert_close(grad_x, gx, rtol=1e-9, atol=1e-9, name="grad input")
+
+
+@pytest.mark.parametrize(
+    "dims, kwargs",
+    [
+        (2, dict(in_channels=6, out_channels=8, kernel_size=3, stride=2, padding=1)),
+        (2, dict(in_channels=6, out_channels=9, kernel_size=(2, 3), dilation=2, groups=3)),
+        (3, dict(in_channels=4, out_channels=6, kernel_size=2, stride=2, groups=2)),
+    ],
+)
+def test_a_batch_smaller_than_the_threads_shares_its_backward(monkeypatch, dims, kwargs):
+    """A GEMM-path backward of one sample on two threads is split by input channels
+    (conv_backward_gemm_channels), not left to one thread; its gradients are the
+    reference's."""
+    from tinynet.kernels import conv as conv_kernels
+
+    calls = []
+    kernel = conv_kernels.conv_backward_gemm_channels
+
+    def spy(*args):
+        calls.append(args[11])  # parts
+        return kernel(*args)
+
+    monkeypatch.setattr(conv_kernels, "conv_backward_gemm_channels", spy)
+    monkeypatch.setattr("tinynet.nn.conv._SPLIT_SAMPLE_MACS", 0)
+    layer = CLASSES[dims](**kwargs).double()
+    layer._planes = layer._winograd = layer._small = layer._dilated = False
+    layer._direct_forward_applies = False
+    x = make_input(1, kwargs["in_channels"], (9, 8, 7)[-dims:], "contiguous", seed=2)
+    with tinynet.set_num_threads(2):
+        check_against_reference(layer, x)
+    assert calls and layer.groups * calls[0] >= 2  # every thread had a unit of work
+
+
 def test_same_padding_with_even_kernel_matches_reference():
     layer = Conv2d(2, 3, (4, 3), padding="same", dilation=(1, 2)).double()
     x = make_input(2, 2, (7, 6), "contiguous", seed=4)

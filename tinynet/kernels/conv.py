@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
+from .blas import gemm
 from .im2col import col2vol, valid_range, vol2col
 
 
@@ -272,6 +273,89 @@ def conv_backward_gemm(
                     _add_cols_to_samples(col, n0, n1, g * cin_g, geometry, line0, line1, grad_x)
     sum_blocks(partial_w.reshape(n_blocks, -1), grad_w.reshape(-1))
     sum_blocks(partial_b, grad_b)
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def conv_backward_gemm_channels(
+    x,
+    weight,
+    grad_out,
+    input_grad,
+    groups,
+    kernel,
+    stride,
+    padding,
+    dilation,
+    out_size,
+    tile,
+    parts,
+    grad_x,
+    grad_w,
+    grad_b,
+    cols,
+):
+    """The gradients of :func:`conv_forward_gemm` for a batch smaller than the thread count,
+    shared out by input channels instead of samples.
+
+    A sample's input gradient is a sum over overlapping windows, so conv_backward_gemm keeps
+    each sample on one thread: a batch of one would leave the other threads idle. But the
+    rows of col, of the weight gradient's columns and of the column gradient belong to input
+    channels, and each channel's input gradient only to its own rows. So each group's input
+    channels are cut into ``parts`` runs, and a unit (group g, run c0 .. c1 of channels, the
+    rows r0 .. r1 of the group's K) computes, for every sample and output tile:
+    col = vol2col of its channels; grad_w[g-block, r0:r1] += dy @ colᵀ; col = W[g-block,
+    r0:r1]ᵀ @ dy; grad_x[n, c0:c1] += col2vol(col). Every write is to the unit's own columns
+    of grad_w, channels of grad_x and its block's cols row: race-free, and each value is
+    summed over samples and tiles in the same order on any thread count.
+    Shapes: as conv_backward_gemm; cols (T, ≥ rows·tile·ow) for the largest run's rows.
+    """
+    n_batch, n_channels = x.shape[0], x.shape[1]
+    n_blocks = cols.shape[0]
+    n_lines = out_size[0] * out_size[1]
+    n_positions = grad_out.shape[2]
+    taps = kernel[0] * kernel[1] * kernel[2]
+    cin_g = n_channels // groups
+    cout_g = weight.shape[0] // groups
+    k = weight.shape[1]
+    units = groups * parts
+    for t in prange(n_blocks):
+        for unit in range((t * units) // n_blocks, ((t + 1) * units) // n_blocks):
+            g, part = unit // parts, unit % parts
+            c0 = g * cin_g + (part * cin_g) // parts
+            c1 = g * cin_g + ((part + 1) * cin_g) // parts
+            r0 = (c0 - g * cin_g) * taps
+            rows = (c1 - c0) * taps
+            if rows == 0:
+                continue
+            w_block = weight.reshape(-1)[g * cout_g * k + r0 :]  # (cout_g × rows), stride k
+            gw_block = grad_w.reshape(-1)[g * cout_g * k + r0 :]
+            for o in range(cout_g):
+                zero_fill(gw_block[o * k : o * k + rows])
+            if part == 0:  # one unit per group sums its bias gradient
+                for oc in range(g * cout_g, min((g + 1) * cout_g, grad_b.shape[0])):
+                    grad_b[oc] = 0
+                    for n in range(n_batch):
+                        grad_b[oc] += row_sum(grad_out[n, oc])
+            for n in range(n_batch):
+                if input_grad:
+                    zero_fill(grad_x[n, c0:c1].reshape(-1))
+                for line0 in range(0, n_lines, tile):
+                    line1 = min(line0 + tile, n_lines)
+                    span = (line1 - line0) * out_size[2]
+                    # dy: the group's rows of this tile of grad_out, read in place (stride P).
+                    dy = grad_out[n].reshape(-1)[g * cout_g * n_positions + line0 * out_size[2] :]
+                    col = cols[t, : rows * span].reshape(rows, span)
+                    vol2col(x[n], c0, kernel, stride, padding, dilation, out_size, line0,
+                            line1, col, 0)  # fmt: skip
+                    gemm(False, True, cout_g, rows, span, dy, n_positions, col.reshape(-1),
+                         span, 1.0, gw_block, k)  # fmt: skip
+                    if not input_grad:
+                        continue
+                    # col is free again: it takes the column gradient.
+                    gemm(True, False, rows, span, cout_g, w_block, k, dy, n_positions, 0.0,
+                         col.reshape(-1), span)  # fmt: skip
+                    col2vol(col, c0, kernel, stride, padding, dilation, out_size, line0,
+                            line1, grad_x[n], 0)  # fmt: skip
 
 
 # Whole-array statements (``a[:] = 0``, ``a += b``, ``np.sum(a)``) inside a parallel=True

@@ -289,6 +289,23 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         tiles = self._rows("tiles", blocks, self.out_channels // self.groups * width, dtype)
         return tile, samples, cols, tiles
 
+    def _channel_parts(self, n) -> int:
+        """Runs of input channels per group that a GEMM backward of ``n`` samples is cut into
+        (conv_backward_gemm_channels), or 0 for the per-sample backward.
+
+        A batch smaller than the thread count leaves threads idle in the per-sample backward
+        (a sample's input gradient is added on one thread). Cut by channels, every thread
+        gets a share, from _SPLIT_SAMPLE_MACS multiply-adds a sample (a parallel region costs
+        ~10 µs to start and join). The runs make the units (groups × runs) a multiple of the
+        thread count where they can.
+        """
+        threads = config.get_num_threads()
+        macs = self.weight.data.size * math.prod(self._out_size)
+        if not 0 < n < threads or macs < _SPLIT_SAMPLE_MACS:
+            return 0
+        parts = min(self.in_channels // self.groups, threads // math.gcd(self.groups, threads))
+        return parts if self.groups * parts > 1 else 0
+
     def _small_forward(self, x, out_size, relu):
         """The direct 3×3 or 5×5 forward for few input channels (kernels/conv_small.py)."""
         n, dtype = x.shape[0], x.dtype
@@ -489,6 +506,28 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             kernels.conv_backward_weight_direct(
                 volume, grad_out, self.groups, *geometry, grad_w, grad_b
             )
+        elif self._channel_parts(n):
+            parts = self._channel_parts(n)
+            # Tiles as in _gemm_work, sized for the largest run's rows of col.
+            cin_g = self.in_channels // self.groups
+            rows = -(-cin_g // parts) * math.prod(self.kernel_size)
+            tile, _, cols, _ = self._gemm_work(n, rows, self._out_size, dtype)
+            cols = self._rows("cols", config.get_num_threads(), cols.shape[1], dtype)
+            with config.single_threaded_blas():
+                kernels.conv_backward_gemm_channels(
+                    volume,
+                    weight,
+                    grad_out,
+                    input_grad,
+                    self.groups,
+                    *geometry,
+                    tile,
+                    parts,
+                    grad_x,
+                    grad_w,
+                    grad_b,
+                    cols,
+                )
         else:
             tile, samples, cols, tiles = self._gemm_work(n, weight.shape[1], self._out_size, dtype)
             blocks = cols.shape[0]
