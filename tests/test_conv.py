@@ -354,6 +354,27 @@ def test_a_batch_smaller_than_the_threads_shares_its_backward(monkeypatch, dims,
     assert calls and layer.groups * calls[0] >= 2  # every thread had a unit of work
 
 
+@pytest.mark.parametrize("dims, groups", [(2, 1), (2, 2), (3, 1), (3, 3)])
+@pytest.mark.parametrize(
+    "batch, threads, small_tiles", [(3, 2, True), (5, 1, False), (2, 2, False)]
+)
+def test_pointwise_convolution_reads_in_place(
+    monkeypatch, dims, groups, batch, threads, small_tiles
+):
+    """A 1×1 stride-1 unpadded convolution skips vol2col (col would be a copy of x) and
+    col2vol: its products read x, grad_out and write out, grad_x in place, whole samples or
+    output tiles (``small_tiles``) of them; the three gradients are the reference's."""
+    if small_tiles:
+        monkeypatch.setattr("tinynet.nn.conv._TILE_BYTES", 1)
+        monkeypatch.setattr("tinynet.nn.conv._MIN_TILE_COLUMNS", 10)
+    layer = CLASSES[dims](6, 3 * groups, 1, groups=groups).double()
+    x = make_input(batch, 6, (7, 9, 8)[-dims:], "transposed", seed=batch)
+    with tinynet.set_num_threads(threads):
+        tile, samples, _, _ = layer._gemm_work(batch, 6, layer._output_size(x.shape[2:]), float)
+        assert samples == 1 and (tile < np.prod(x.shape[2:-1])) == small_tiles
+        check_against_reference(layer, x)
+
+
 def test_same_padding_with_even_kernel_matches_reference():
     layer = Conv2d(2, 3, (4, 3), padding="same", dilation=(1, 2)).double()
     x = make_input(2, 2, (7, 6), "contiguous", seed=4)

@@ -71,6 +71,17 @@ def bias_row_in_place(row, b, relu):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def pointwise(geometry):
+    """Whether the convolution is 1×1(×1), stride 1, unpadded: then vol2col is the identity
+    (col = the sample's (C, P) matrix) and the GEMM kernels skip it."""
+    kernel, stride, padding = geometry[0], geometry[1], geometry[2]
+    for axis in range(3):
+        if kernel[axis] != 1 or stride[axis] != 1 or padding[axis] != 0:
+            return False
+    return True
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
 def _cols_of_samples(x, n0, n1, c0, geometry, line0, line1, col):
     """vol2col of output lines line0 .. line1 of samples n0 .. n1 (channels from c0), side by
     side in col: sample n's columns start at (n − n0)·(line1 − line0)·ow."""
@@ -171,8 +182,18 @@ def _forward_tile(x, weight, bias, relu, groups, geometry, n0, n1, line0, line1,
     span = (line1 - line0) * ow  # columns per sample
     width = (n1 - n0) * span
     p0 = line0 * ow
+    n_positions = out.shape[2]
     for g in range(groups):
         rows = slice(g * cout_g, (g + 1) * cout_g)
+        if n1 == n0 + 1 and pointwise(geometry):
+            # col would be a copy of x's tile: BLAS reads it in place (rows P apart) and
+            # writes into out likewise.
+            gemm(False, False, cout_g, span, cin_g, weight[g * cout_g :].reshape(-1), k,
+                 x[n0].reshape(-1)[g * cin_g * n_positions + p0 :], n_positions, 0.0,
+                 out[n0].reshape(-1)[g * cout_g * n_positions + p0 :], n_positions)  # fmt: skip
+            for oc in range(g * cout_g, (g + 1) * cout_g):
+                bias_row_in_place(out[n0, oc, p0 : p0 + span], bias[oc], relu)
+            continue
         col = cols[: k * width].reshape(k, width)
         _cols_of_samples(x, n0, n1, g * cin_g, geometry, line0, line1, col)
         if width == out.shape[2]:  # one sample in one tile: BLAS writes into out
@@ -237,8 +258,12 @@ def conv_backward_gemm(
         last = ((t + 1) * n_batch) // n_blocks
         for n0 in range((t * n_batch) // n_blocks, last, samples):
             n1 = min(n0 + samples, last)
+            # Built here, not before the prange: a tuple of tuples passed into a parallel
+            # loop's body fails Numba's lowering.
+            geometry = (kernel, stride, padding, dilation, out_size)
+            in_place = n1 == n0 + 1 and pointwise(geometry)
             for n in range(n0, n1):
-                if input_grad:
+                if input_grad and not in_place:
                     zero_fill(grad_x[n].reshape(-1))
                 for oc in range(grad_b.shape[0]):
                     partial_b[t, oc] += row_sum(grad_out[n, oc])
@@ -249,6 +274,10 @@ def conv_backward_gemm(
                     span = (line1 - line0) * out_size[2]
                     width = (n1 - n0) * span
                     p0 = line0 * out_size[2]
+                    if in_place:
+                        _pointwise_backward(x[n0], weight, grad_out[n0], input_grad, g,
+                                            p0, span, grad_x[n0], partial_w[t])  # fmt: skip
+                        continue
                     # BLAS wants a contiguous matrix: copy this tile of the gradient.
                     if width == grad_out.shape[2]:
                         dy = grad_out[n0, rows]
@@ -260,9 +289,6 @@ def conv_backward_gemm(
                                 for p in range(span):
                                     dy[o, c0 + p] = grad_out[n, g * cout_g + o, p0 + p]
                     col = cols[t, : k * width].reshape(k, width)
-                    # Built here, not before the prange: a tuple of tuples passed into a
-                    # parallel loop's body fails Numba's lowering.
-                    geometry = (kernel, stride, padding, dilation, out_size)
                     _cols_of_samples(x, n0, n1, g * cin_g, geometry, line0, line1, col)
                     np.dot(dy, col.T, product)
                     add_into(product, partial_w[t, rows])
@@ -356,6 +382,25 @@ def conv_backward_gemm_channels(
                          col.reshape(-1), span)  # fmt: skip
                     col2vol(col, c0, kernel, stride, padding, dilation, out_size, line0,
                             line1, grad_x[n], 0)  # fmt: skip
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _pointwise_backward(x, weight, grad_out, input_grad, g, p0, span, grad_x, partial_w):
+    """conv_backward_gemm's tile for a pointwise convolution (see :func:`pointwise`): the
+    weight gradient partial_w[g-block] += dy @ xᵀ and grad_x = W_gᵀ @ dy on columns
+    p0 .. p0 + span of one sample, all read and written in place (rows P apart): col is x
+    itself, and col2vol the identity, each input position having one column."""
+    n_positions = grad_out.shape[1]
+    cin_g = weight.shape[1]
+    cout_g = weight.shape[0] * cin_g // x.shape[0]
+    dy = grad_out.reshape(-1)[g * cout_g * n_positions + p0 :]
+    xs = x.reshape(-1)[g * cin_g * n_positions + p0 :]
+    gemm(False, True, cout_g, cin_g, span, dy, n_positions, xs, n_positions, 1.0,
+         partial_w[g * cout_g :].reshape(-1), cin_g)  # fmt: skip
+    if input_grad:
+        gemm(True, False, cin_g, span, cout_g, weight[g * cout_g :].reshape(-1), cin_g, dy,
+             n_positions, 0.0, grad_x.reshape(-1)[g * cin_g * n_positions + p0 :],
+             n_positions)  # fmt: skip
 
 
 # Whole-array statements (``a[:] = 0``, ``a += b``, ``np.sum(a)``) inside a parallel=True
