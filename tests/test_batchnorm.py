@@ -93,6 +93,17 @@ def test_bad_arguments(kwargs, match):
         BatchNorm2d(**kwargs)
 
 
+@pytest.mark.parametrize("cls, shape", [(BatchNorm1d, (4, 3)), (BatchNorm2d, (4, 3, 2, 2))])
+def test_eps_zero_is_refused_with_batch_statistics(cls, shape):
+    """As torch: eps = 0 normalises a constant channel by 1/0, so it is refused wherever the
+    batch's statistics are used (training, or track_running_stats=False), allowed in eval."""
+    x = np.random.default_rng(0).standard_normal(shape)
+    for bn in (cls(3, eps=0.0), cls(3, eps=0.0, track_running_stats=False).eval()):
+        with pytest.raises(ValueError, match="eps must be positive"):
+            bn(x)
+    assert np.isfinite(cls(3, eps=0.0).eval()(x)).all()  # running var 1: a fixed affine map
+
+
 # -- against the NumPy reference --------------------------------------------------------------
 
 

@@ -230,6 +230,31 @@ def test_cross_entropy_probability_targets_gradient_and_errors():
     assert_close(CrossEntropyLoss()(x, np.eye(3)[t]), CrossEntropyLoss()(x, t), rtol=1e-14)
     with pytest.raises(ValueError, match="ignore_index is not supported for class-probability"):
         CrossEntropyLoss(ignore_index=0)(x, y)
+    # A negative ignore_index names no class: as torch, it is let through (and changes nothing).
+    assert CrossEntropyLoss(w, ignore_index=-1)(x, y) == CrossEntropyLoss(w)(x, y)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("target_kind", ["index", "probabilities"])
+def test_cross_entropy_unbatched_input_matches_torch(reduction, target_kind):
+    """Scores (C,) with a class index of shape () or probabilities (C,), as torch accepts:
+    the loss of a batch of one row, a 0-d loss for 'none', a gradient of shape (C,)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal(5)
+    t = np.array(3) if target_kind == "index" else rng.dirichlet(np.ones(5))
+    crit = CrossEntropyLoss(reduction=reduction, label_smoothing=0.1)
+    loss = crit(x, t)
+    tx = torch.tensor(x, requires_grad=True)
+    tloss = torch.nn.CrossEntropyLoss(reduction=reduction, label_smoothing=0.1)(tx, torch.tensor(t))
+    tloss.backward()
+    assert np.shape(loss) == tuple(tloss.shape)
+    assert_close(np.asarray(loss), tloss.detach().numpy(), rtol=1e-12, atol=1e-14, name="loss")
+    grad = crit.backward() if reduction != "none" else crit.backward(np.array(1.0))
+    assert grad.shape == (5,)
+    assert_close(grad, tx.grad.numpy(), rtol=1e-12, atol=1e-14, name="grad")
+    with pytest.raises(ValueError, match=r"\(C,\) with a target"):
+        CrossEntropyLoss()(x, np.array([3]))
 
 
 def test_cross_entropy_all_rows_ignored():
@@ -324,7 +349,7 @@ def test_cross_entropy_accepts_any_integer_target_dtype():
 @pytest.mark.parametrize(
     ("x", "t", "match"),
     [
-        (np.zeros(4), np.array([0]), r"expected input \(N, C\) or .*got shape \(4,\)"),
+        (np.zeros(4), np.array([0]), r"expected input \(N, C\) or .*got input \(4,\)"),
         (np.zeros((2, 3, 4)), np.array([0, 1]), r"indices with shape \(2, 4\) or .*got int64"),
         (np.zeros((2, 3)), np.array([0, 1, 2]), r"shape \(2, 3\), got int64 array of shape \(3,\)"),
         (np.zeros((2, 3)), np.zeros((2, 3), np.int64), "class probabilities with shape"),
@@ -614,4 +639,4 @@ def test_cross_entropy_per_position_target_shape_error():
     with pytest.raises(ValueError, match=r"with shape \(2, 3\) or of class probabilities"):
         CrossEntropyLoss()(np.zeros((2, 4, 3)), np.zeros((2, 4), np.int64))
     with pytest.raises(ValueError, match=r"expected input \(N, C\) or \(N, C, d1, ...\)"):
-        CrossEntropyLoss()(np.zeros(4), np.zeros((), np.int64))
+        CrossEntropyLoss()(np.zeros(4), np.zeros((2,), np.int64))

@@ -107,6 +107,11 @@ class _BatchNorm(Module):
                 self.num_batches_tracked[()] += 1
             self._x, self._shape, self._batch_stats = xk, shape, batch_stats
             return out.reshape(shape)
+        if batch_stats and self.eps <= 0:  # as torch: 1/√(σ² + 0) is inf for a constant channel
+            raise ValueError(
+                f"{self.describe()}: eps must be positive when normalising by batch "
+                f"statistics (training, or track_running_stats=False), got {self.eps}"
+            )
         if batch_stats and per_channel <= 1:
             raise ValueError(
                 f"{self.describe()}: Expected more than 1 value per channel when training, "

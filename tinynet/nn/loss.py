@@ -122,11 +122,21 @@ class CrossEntropyLoss(_Loss):
 
     def forward(self, input, target):
         x = cast_input(self, input)
+        target = np.asarray(target)
+        if x.ndim == 1 and x.size and (target.ndim == 0 or target.shape == x.shape):
+            # Unbatched, as torch: scores (C,) with a class index () or probabilities (C,)
+            # are a batch of one row; the gradient and a 'none' loss drop the batch again.
+            result = self._rows(x[None], target[None])
+            self._grad = self._grad[0]
+            if self.reduction == "none":
+                self._loss_shape = ()
+                return result.reshape(())
+            return result
         if x.ndim < 2:
             raise ValueError(
-                f"CrossEntropyLoss expected input (N, C) or (N, C, d1, ...), got shape {x.shape}"
+                "CrossEntropyLoss expected input (N, C) or (N, C, d1, ...) (or (C,) with a "
+                f"target of shape () or (C,)), got input {x.shape} and target {target.shape}"
             )
-        target = np.asarray(target)
         n, c = x.shape[:2]
         if c == 0:
             raise ValueError("CrossEntropyLoss expected at least one class, got input (N, 0)")
@@ -161,8 +171,9 @@ class CrossEntropyLoss(_Loss):
         grad = np.empty_like(x)
         mean = self.reduction == "mean"
         if target.shape == (n, c) and target.dtype.kind == "f":
-            # Class probabilities (soft labels). As torch: no ignore_index with them.
-            if self.ignore_index != -100:
+            # Class probabilities (soft labels). As torch: ignore_index (a class) is refused
+            # with them; a negative one can name no class and is let through.
+            if self.ignore_index >= 0:
                 raise ValueError(
                     "CrossEntropyLoss: ignore_index is not supported for class-probability "
                     f"targets (got ignore_index={self.ignore_index})"

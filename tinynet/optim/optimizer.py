@@ -9,6 +9,11 @@ torch.optim, ``params`` may be an iterable of Parameters or of dicts for per-gro
         lr=0.01, momentum=0.9)
 
 ``step()`` updates every ``p.data`` in place, in the parameter's dtype, from ``p.grad``.
+One difference from torch.optim: a tinynet gradient is an array, zeros after ``zero_grad()``,
+never None, so every parameter of the optimizer is stepped, also one that no backward
+reached (a branch left unused this step): with a zero gradient, weight decay and momentum
+(or Adam's moments) still move it, where torch would skip a parameter whose ``.grad`` is
+None. To freeze parameters, leave them out of the optimizer.
 ``state_dict()`` is plain data (numbers, tuples, lists, dicts and NumPy arrays), in torch's
 layout, so a checkpoint can store it without pickle.
 """
