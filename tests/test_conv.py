@@ -204,13 +204,15 @@ def direct_configs(draw, dims):
     data=st.data(),
     seed=st.integers(0, 2**16),
     small_plane=st.sampled_from([0, 10**9]),
+    threads=st.sampled_from([1, 2]),
 )
-def test_direct_forward_matches_reference(dims, data, seed, small_plane):
-    """The direct forwards (kernels/conv.py), for depthwise layers and few outputs per
-    group: any stride, dilation, padding (including "same", uneven), groups, channel
-    multiplier and odd sizes, float64 against the NumPy reference (the backward too,
-    whichever path it takes), and float32 against float64. A depthwise layer takes the
-    phase planes, or with ``small_plane`` the kernel vectorised across channels."""
+def test_direct_forward_matches_reference(dims, data, seed, small_plane, threads):
+    """The direct forwards and backward (kernels/conv.py), for depthwise layers and few
+    outputs per group: any stride, dilation, padding (including "same", uneven), groups,
+    channel multiplier and odd sizes, float64 against the NumPy reference, the parameter
+    gradients alone (input_grad=False) the same, and float32 against float64. A depthwise
+    layer takes the phase planes, or with ``small_plane`` the kernel vectorised across
+    channels."""
     from unittest import mock
 
     from tinynet.kernel_cache import group_key
@@ -220,8 +222,14 @@ def test_direct_forward_matches_reference(dims, data, seed, small_plane):
     layer = CLASSES[dims](**kwargs).double()
     x = make_input(batch, kwargs["in_channels"], size, "contiguous", seed)
     assume(group_key(layer, x.shape) == "Conv:direct")  # not a few-input path's, say
-    with mock.patch("tinynet.nn.conv._SMALL_PLANE", small_plane):
+    with mock.patch("tinynet.nn.conv._SMALL_PLANE", small_plane), tinynet.set_num_threads(threads):
         check_against_reference(layer, x)
+        grads = [p.grad.copy() for p in layer.parameters()]
+        layer.zero_grad()
+        y = layer.forward(x)
+        assert layer.backward(np.random.default_rng(1).standard_normal(y.shape), False) is None
+        for p, expected in zip(layer.parameters(), grads, strict=True):
+            assert_close(p.grad, expected, rtol=1e-12, atol=1e-12, name="without input_grad")
         expected = layer.forward(x)
         layer.float()
         got = layer.forward(x.astype(np.float32))

@@ -478,19 +478,12 @@ def conv_forward_direct(
     n_out = weight.shape[0]
     cin_g = n_channels // groups
     cout_g = n_out // groups
-    kd, kh, kw = kernel
-    taps = kd * kh * kw
+    taps = kernel[0] * kernel[1] * kernel[2]
     od, oh, ow = out_size
-    sd, sh, sw = stride
-    # The padded extents the outputs read, and the phase sub-planes' sides.
-    dp = (od - 1) * sd + (kd - 1) * dilation[0] + 1
-    hq = -(-((oh - 1) * sh + (kh - 1) * dilation[1] + 1) // sh)
-    wq = -(-((ow - 1) * sw + (kw - 1) * dilation[2] + 1) // sw)
     n_tasks = n_batch * groups
     n_blocks = min(n_tasks, blocks)
-    shape = (dp, sh, sw, hq, wq)
-    offsets = _tap_offsets(shape, kernel, stride, dilation, od)
-    length = (oh - 1) * wq + ow  # an output plane's run (see _taps)
+    (dp, sh, sw, hq, wq), offsets, length = _phase_layout(kernel, stride, dilation, out_size)
+    shape = (dp, sh, sw, hq, wq)  # rebuilt: a tuple passed through fails parfor lowering
     for t in prange(n_blocks):
         plane = np.zeros(shape, dtype=x.dtype)  # the padding stays zero (see _phase_plane)
         wide = np.empty((cout_g, od, oh * wq), dtype=x.dtype)
@@ -513,6 +506,125 @@ def conv_forward_direct(
                         row = dst[i, j]
                         for q in range(ow):
                             row[q] = src[q] + b
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def conv_backward_direct(
+    x,
+    weight,
+    grad_out,
+    input_grad,
+    groups,
+    kernel,
+    stride,
+    padding,
+    dilation,
+    out_size,
+    grad_x,
+    grad_w,
+    grad_b,
+    partial_w,
+):
+    """The three gradients of :func:`conv_forward_direct`, on the same phase planes.
+
+    The forward adds w · (one run of x's phase plane) into each output plane, so its
+    transpose reads the same runs: grad_w[oc, (c, tap)] = Σ_n Σ_i dy_i · run(tap, i) (a dot
+    product per tap and output plane), and the phase plane's gradient gets w · dy_i added
+    along each run, which :func:`_phase_plane` (``back``) then takes to grad_x[n, c]. dy is laid
+    out ``wq`` wide as the forward's outputs, with zeros in the extra columns, so that they
+    add nothing. No vol2col copy nor matrix product of 1 to 3 rows (measured, 2 threads:
+    see nn/conv.py).
+    Shapes: x, grad_x (N, C, D, H, W); weight, grad_w (Cout, K); grad_out (N, Cout, P);
+    grad_b (Cout,) or (0,); grad_x (if ``input_grad``), grad_w, grad_b overwritten;
+    partial_w (T, Cout, K), T the blocks (the thread count).
+    Loop nest: for block t of (sample n, input channel c) pairs: for (n, c): dy of (n, c's
+    group) into wide (when it changes); phase plane of x[n, c]; for oc in the group: for
+    tap: partial_w[t, oc, (c, tap)] += Σ_i dy_i · run; gradient plane += w · dy_i along the
+    runs; grad_x[n, c] = the gradient plane taken back; then grad_w = Σ_t partial_w[t].
+    Parallel over: blocks of (n, c) pairs (each writes grad_x[n, c] of its own pairs and its
+    own partial_w[t]: race-free; the partials are added in block order).
+    """
+    n_batch, n_channels = x.shape[0], x.shape[1]
+    n_out = weight.shape[0]
+    cin_g = n_channels // groups
+    cout_g = n_out // groups
+    taps = kernel[0] * kernel[1] * kernel[2]
+    od, oh, ow = out_size
+    n_tasks = n_batch * n_channels
+    n_blocks = partial_w.shape[0]
+    (dp, sh, sw, hq, wq), offsets, length = _phase_layout(kernel, stride, dilation, out_size)
+    shape = (dp, sh, sw, hq, wq)  # rebuilt: a tuple passed through fails parfor lowering
+    for t in prange(n_blocks):
+        plane = np.zeros(shape, dtype=x.dtype)  # the padding stays zero (see _phase_plane)
+        gplane = np.empty(shape, dtype=x.dtype)
+        wide = np.zeros((cout_g, od, oh * wq), dtype=x.dtype)  # extra columns stay zero
+        zero_fill(partial_w[t].reshape(-1))
+        loaded = -1  # the (sample, group) whose dy is in wide
+        for task in range((t * n_tasks) // n_blocks, ((t + 1) * n_tasks) // n_blocks):
+            n = task // n_channels
+            c = task % n_channels
+            g = c // cin_g
+            cl = c % cin_g
+            if n * groups + g != loaded:
+                loaded = n * groups + g
+                for o in range(cout_g):
+                    src = grad_out[n, g * cout_g + o].reshape(od, oh, ow)
+                    for i in range(od):
+                        for j in range(oh):
+                            row = wide[o, i, j * wq : j * wq + ow]
+                            for q in range(ow):
+                                row[q] = src[i, j, q]
+            _phase_plane(x[n, c], padding, plane)
+            if input_grad:
+                zero_fill(gplane.reshape(-1))
+            for o in range(cout_g):
+                oc = g * cout_g + o
+                _taps_dot(plane.reshape(-1), offsets, wide[o], length,
+                          partial_w[t, oc, cl * taps : (cl + 1) * taps])  # fmt: skip
+                if input_grad:
+                    _taps_scatter(wide[o], offsets, weight[oc, cl * taps : (cl + 1) * taps],
+                                  length, gplane.reshape(-1))  # fmt: skip
+            if input_grad:
+                _phase_plane(grad_x[n, c], padding, gplane, True)
+    sum_blocks(partial_w.reshape(n_blocks, -1), grad_w.reshape(-1))
+    for oc in range(grad_b.shape[0]):
+        grad_b[oc] = 0
+        for n in range(n_batch):
+            grad_b[oc] += row_sum(grad_out[n, oc])
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _taps_dot(src, offsets, wide, length, total):
+    """total[tap] += Σ_i Σ_q wide[i, q] · src[offsets[tap, i] + q]: the transpose of
+    :func:`_taps` with respect to w (one output and one input channel's weight gradient)."""
+    od = wide.shape[0]
+    dy = wide.reshape(-1)
+    pitch = np.uint64(wide.shape[1])
+    for tap in range(offsets.shape[0]):
+        acc = total.dtype.type(0)
+        for i in range(od):
+            s0 = offsets[tap, i]  # unsigned: see _taps
+            d0 = np.uint64(i) * pitch
+            for q in range(np.uint64(length)):
+                acc += dy[d0 + q] * src[s0 + q]
+        total[tap] += acc
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _taps_scatter(wide, offsets, w, length, dst):
+    """dst[offsets[tap, i] + q] += w[tap] · wide[i, q]: the transpose of :func:`_taps` with
+    respect to the input (one output channel's share of one input channel's gradient, into
+    its flat phase plane)."""
+    od = wide.shape[0]
+    dy = wide.reshape(-1)
+    pitch = np.uint64(wide.shape[1])
+    for tap in range(offsets.shape[0]):
+        weight = w[tap]
+        for i in range(od):
+            s0 = offsets[tap, i]
+            d0 = np.uint64(i) * pitch
+            for q in range(np.uint64(length)):
+                dst[s0 + q] += weight * dy[d0 + q]
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -592,14 +704,18 @@ def conv_forward_depthwise_small(
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _phase_plane(x, padding, plane):
+def _phase_plane(x, padding, plane, back=False):
     """plane[z, ry, rx, y, k] = x[z − pd, y·sh + ry − ph, k·sw + rx − pw] (0 in the padding):
     one channel's volume zero-padded, rows and columns split by phase modulo the stride.
     Shapes: x (D, H, W); plane (dp, sh, sw, hq, wq). Parts of x past the padded extent
     (which no output reads) are left out. Only the positions of x's values are written, the
-    same ones for every channel: the padding's zeros are the caller's, set once."""
+    same ones for every channel: the padding's zeros are the caller's, set once.
+    With ``back``, the transpose: x = those positions of plane, 0 past the padded extent
+    (the input gradient from the plane's gradient)."""
     dp, sh, sw, hq, wq = plane.shape
     depth, height, width = x.shape
+    if back:
+        zero_fill(x.reshape(-1))
     for z in range(depth):
         zz = z + padding[0]
         if zz >= dp:
@@ -608,17 +724,36 @@ def _phase_plane(x, padding, plane):
             yy = y + padding[1]
             if yy // sh >= hq:
                 break
-            src = x[z, y]
+            row = x[z, y]
             for rx in range(sw):
-                dst = plane[zz, yy % sh, rx, yy // sh]
+                sub = plane[zz, yy % sh, rx, yy // sh]
                 # Column k of this phase holds input column k·sw + rx − pw: k from k0 to
                 # k1 hold columns 0 .. width − 1 (unsigned offsets, as in _taps).
                 k0 = (padding[2] - rx + sw - 1) // sw if padding[2] > rx else 0
                 k1 = min(wq, (width - 1 - rx + padding[2]) // sw + 1)
                 first = np.uint64(k0 * sw + rx - padding[2])
                 step = np.uint64(sw)
-                for k in range(np.uint64(max(0, k1 - k0))):
-                    dst[np.uint64(k0) + k] = src[first + k * step]
+                if back:
+                    for k in range(np.uint64(max(0, k1 - k0))):
+                        row[first + k * step] = sub[np.uint64(k0) + k]
+                else:
+                    for k in range(np.uint64(max(0, k1 - k0))):
+                        sub[np.uint64(k0) + k] = row[first + k * step]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _phase_layout(kernel, stride, dilation, out_size):
+    """The phase plane's shape (dp, sh, sw, hq, wq) for this geometry (the padded extent the
+    outputs read, rows and columns split by phase), the taps' run offsets
+    (:func:`_tap_offsets`) and an output plane's run length (oh − 1 rows of pitch wq, then
+    ow)."""
+    od, oh, ow = out_size
+    sh, sw = stride[1], stride[2]
+    dp = (od - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
+    hq = -(-((oh - 1) * sh + (kernel[1] - 1) * dilation[1] + 1) // sh)
+    wq = -(-((ow - 1) * sw + (kernel[2] - 1) * dilation[2] + 1) // sw)
+    shape = (dp, sh, sw, hq, wq)
+    return shape, _tap_offsets(shape, kernel, stride, dilation, od), (oh - 1) * wq + ow
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)

@@ -487,7 +487,16 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             not input_grad or max(self._pad_low + self._pad_high) <= 2
         ):
             return self._small3d_backward(grad_out, input_grad)
-        if self._planes:
+        # The forward's direct loops (depthwise layers, few outputs a group) have a backward
+        # on the same phase planes. Measured, 2 threads, backward only, against the paths it
+        # replaced (vol2col + BLAS, planes + BLAS, the depthwise per-row loops): 32 → 3 7×7
+        # on (64, 32, 16²) 6.9 vs 13.2 ms; 64 → 1 5×5 s2 4.7 vs 10.0; 128 → 3 3×3 d2 on 28²
+        # 26 vs 60; 3-D 8 → 2 5³ on 16³ 5.0 vs 8.4; depthwise 64 5×5 s2 d2 on 16² 4.6 vs 8.3,
+        # 7×7 s2 on 12² 3.9 vs 14.0, 3-D 5³ s2 2.0 vs 4.2, 3×3 s2 on 32² 4.5 vs 4.8. But a
+        # depthwise 1×1 kernel has nothing to share between taps (32 channels on 28²: 3.4 vs
+        # 2.4): it keeps the per-row loops.
+        direct_backward = self._direct_forward_applies and math.prod(self.kernel_size) > 1
+        if self._planes and not direct_backward:
             return self._planes_backward(grad_out)
         # The direct input gradient pads grad_out by k − 1 − p: it needs padding ≤ k − 1.
         if self._small and (
@@ -501,7 +510,23 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         grad_w = self._buffer("grad_w", weight.shape, dtype)
         grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
         geometry = self._geometry(self._out_size)
-        if self._direct:
+        if direct_backward:
+            blocks = max(1, min(config.get_num_threads(), n * self.in_channels))
+            partial_w = self._buffer("partial_w", (blocks, *weight.shape), dtype)
+            with config.one_thread_if(blocks == 1):
+                kernels.conv_backward_direct(
+                    volume,
+                    weight,
+                    grad_out,
+                    input_grad,
+                    self.groups,
+                    *geometry,
+                    grad_x,
+                    grad_w,
+                    grad_b,
+                    partial_w,
+                )
+        elif self._direct:
             kernels.conv_backward_input_direct(weight, grad_out, self.groups, *geometry, grad_x)
             kernels.conv_backward_weight_direct(
                 volume, grad_out, self.groups, *geometry, grad_w, grad_b
