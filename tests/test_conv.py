@@ -383,6 +383,28 @@ def test_pointwise_convolution_reads_in_place(
         check_against_reference(layer, x)
 
 
+@pytest.mark.parametrize(
+    "cin, cout, k, expected",
+    [
+        (32, 1, 3, "direct loops"),
+        (32, 2, 3, "direct loops"),
+        (32, 3, 3, "Winograd F(2x2, 3x3)"),
+        (16, 3, 5, "direct loops"),
+        (16, 4, 5, "Winograd F(2x2, 5x5)"),
+    ],
+)
+def test_few_outputs_take_the_direct_loops_before_winograd(cin, cout, k, expected):
+    """Winograd's input transform costs the same for any output count: 3×3 layers with 1 or
+    2 outputs and 5×5 ones with up to 3 take the direct loops (measured faster), the others
+    Winograd; both give the reference's result."""
+    from tinynet.profiler import algorithm
+
+    layer = Conv2d(cin, cout, k, padding=k // 2).double()
+    shape = (8, cin, 16, 16)
+    assert algorithm(layer, shape) == expected
+    check_against_reference(layer, make_input(*shape[:2], shape[2:], "contiguous", seed=7))
+
+
 def test_same_padding_with_even_kernel_matches_reference():
     layer = Conv2d(2, 3, (4, 3), padding="same", dilation=(1, 2)).double()
     x = make_input(2, 2, (7, 6), "contiguous", seed=4)

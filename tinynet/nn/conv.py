@@ -166,10 +166,10 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         # 10.7 vs 18.1; 3-D 32 → 1 stride 2 on 16³ 0.8 vs 1.5 (planes; forward + backward 3.0
         # vs 3.7); but 64 → 4 stride 2 on 32² 2.0 vs 1.7, 64 → 8 3.7 vs 3.1. Not for 1×1
         # kernels (vol2col is a plain copy there: 0.68 vs 0.20 ms) nor where Winograd fits
-        # (the forward's check comes after it): a Winograd forward was as fast or faster at
-        # small sizes, and its backward beats the one a direct forward leaves (vol2col + BLAS:
-        # 32 → 3 3×3 on 16² forward + backward 4.7 vs 3.1 ms). A backward stays on its own
-        # path (it needs only x). The few-input-channel paths (_small, _small3d) come first.
+        # (the forward's check comes after it; Winograd leaves out 3×3 layers of 1 or 2
+        # outputs and 5×5 ones of up to 3, see _winograd_applies): 32 → 3 3×3 on 16² forward
+        # + backward 2.8 (Winograd) vs 4.4 ms. The backward follows (conv_backward_direct).
+        # The few-input-channel paths (_small, _small3d) come first.
         self._direct_forward_applies = (
             self._direct
             or (out_channels // groups <= _FEW_OUTPUTS and math.prod(self.kernel_size) > 1)

@@ -80,6 +80,13 @@ class WinogradMixin:
         32: 15.5 vs 23.8; (64, 16, 28²) → 16: 39 vs 51; (16, 12, 32²) → 24: 15.6 vs 17.3; but
         (32, 8, 32²) → 32: 21.6 vs 19.9 and (64, 6, 28²) → 16: 20.6 vs 17.0 (its 6×6
         transforms cost 4–5x the 4×4 ones and are shared by fewer channels). Hence ≥ 12.
+        Not for 1 or 2 outputs (3×3) or up to 3 (5×5): the input transform, the same for any
+        output count, then outweighs the products, and the direct loops win (forward +
+        backward, 2 threads, direct vs Winograd): 64 → 1 on (32, 64, 28²) 5.4 vs 10.0 ms,
+        64 → 2 7.3 vs 10.5, 128 → 1 on (8, 128, 14²) 1.0 vs 1.2, 32 → 2 on 16² even;
+        5×5 16 → 2 on (32, 16, 32²) 5.9 vs 15.6, 16 → 3 6.4 vs 12.0, 32 → 3 on 16² 8.7 vs
+        11.8; but 3×3 with 3 outputs Winograd won: 32 → 3 on (64, 32, 16²) 2.8 vs 4.4,
+        128 → 3 on 14² 1.8 vs 2.2.
         """
         k = self.kernel_size[0]
         return (
@@ -90,6 +97,7 @@ class WinogradMixin:
             and self.groups == 1
             and max(self._pad_low + self._pad_high) <= k - 1
             and self.in_channels >= (_WINOGRAD_MIN_CHANNELS if k == 3 else _WINOGRAD5_MIN_CHANNELS)
+            and self.out_channels > (2 if k == 3 else 3)
         )
 
     def _winograd_tile(self, n, out_size) -> int:
