@@ -391,6 +391,8 @@ def test_pointwise_convolution_reads_in_place(
         (32, 3, 3, "Winograd F(2x2, 3x3)"),
         (16, 3, 5, "direct loops"),
         (16, 4, 5, "Winograd F(2x2, 5x5)"),
+        (16, 2, (3, 3, 3), "direct loops"),
+        (16, 3, (3, 3, 3), "Winograd F(2x2x2, 3x3x3)"),
     ],
 )
 def test_few_outputs_take_the_direct_loops_before_winograd(cin, cout, k, expected):
@@ -399,8 +401,9 @@ def test_few_outputs_take_the_direct_loops_before_winograd(cin, cout, k, expecte
     Winograd; both give the reference's result."""
     from tinynet.profiler import algorithm
 
-    layer = Conv2d(cin, cout, k, padding=k // 2).double()
-    shape = (8, cin, 16, 16)
+    dims = 3 if isinstance(k, tuple) else 2
+    layer = CLASSES[dims](cin, cout, k, padding=1 if dims == 3 else k // 2).double()
+    shape = (8, cin, *(16,) * dims)
     assert algorithm(layer, shape) == expected
     check_against_reference(layer, make_input(*shape[:2], shape[2:], "contiguous", seed=7))
 

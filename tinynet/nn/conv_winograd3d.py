@@ -46,7 +46,9 @@ class Winograd3dMixin:
         outputs) the forward loses with 16 channels ((16, 16, 8³) → 32: 1.5 + 2.3 vs 1.3 +
         3.2; (2, 16, 8³) → 16: 0.23 + 0.37 vs 0.18 + 0.42) and on 3 (6³) both do. Hence
         in_channels ≥ 4, lines of ≥ 8 tiles and ≥ 512 tiles per batch, or shorter lines with
-        more channels (see _winograd3d_fits).
+        more channels (see _winograd3d_fits). Not for 1 or 2 outputs, as in 2-D (the input
+        transform outweighs the products; the direct loops won, forward + backward, 2 threads:
+        (4, 16, 16³) → 1 2.1 vs 4.0 ms, → 2 3.6 vs 4.5, (8, 8, 16³) → 1 2.4 vs 4.6; → 3 even).
         """
         return (
             self._dims == 3
@@ -56,6 +58,7 @@ class Winograd3dMixin:
             and self.groups == 1
             and max(self._pad_low + self._pad_high) <= 2
             and self.in_channels >= _MIN_CHANNELS
+            and self.out_channels > 2
         )
 
     def _winograd3d_fits(self, n, out_size) -> bool:
