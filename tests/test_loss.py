@@ -253,8 +253,9 @@ def test_cross_entropy_unbatched_input_matches_torch(reduction, target_kind):
     grad = crit.backward() if reduction != "none" else crit.backward(np.array(1.0))
     assert grad.shape == (5,)
     assert_close(grad, tx.grad.numpy(), rtol=1e-12, atol=1e-14, name="grad")
-    with pytest.raises(ValueError, match=r"\(C,\) with a target"):
-        CrossEntropyLoss()(x, np.array([3]))
+    for bad in (np.array([3]), np.arange(5)):  # a batch's target, or integers (C,)
+        with pytest.raises(ValueError, match=r"\(C,\) with a class index"):
+            CrossEntropyLoss()(x, bad)
 
 
 def test_cross_entropy_all_rows_ignored():

@@ -258,6 +258,13 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         line = 64 // np.dtype(dtype).itemsize
         return self._buffer(name, (blocks, -(-size // line) * line + line), dtype)
 
+    @staticmethod
+    def _tile_lines(k, out_size, dtype):
+        """Columns a col matrix of ``k`` rows should have (about _TILE_BYTES, at least
+        _MIN_TILE_COLUMNS), and the output lines of a tile that give about that many."""
+        columns = max(_MIN_TILE_COLUMNS, _TILE_BYTES // (k * np.dtype(dtype).itemsize))
+        return columns, max(1, min(math.prod(out_size[:-1]), columns // out_size[-1]))
+
     def _gemm_work(self, n, k, out_size, dtype, forward=False):
         """Lines per output tile, samples per tile, and the per-block work arrays of the GEMM
         kernels (for the ``forward``, which can share out the tiles of one sample, as many
@@ -271,8 +278,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         """
         ow = out_size[-1]
         lines = math.prod(out_size[:-1])
-        columns = max(_MIN_TILE_COLUMNS, _TILE_BYTES // (k * np.dtype(dtype).itemsize))
-        tile = max(1, min(lines, columns // ow))
+        columns, tile = self._tile_lines(k, out_size, dtype)
         blocks = max(1, min(config.get_num_threads(), n))
         samples = 1
         if lines * ow < _MIN_SAMPLE_COLUMNS:
@@ -533,11 +539,14 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             )
         elif self._channel_parts(n):
             parts = self._channel_parts(n)
-            # Tiles as in _gemm_work, sized for the largest run's rows of col.
+            # Tiles as in _gemm_work, sized for the largest run's rows of col (a buffer of its
+            # own: the forward's "cols" has another shape, and sharing one would reallocate
+            # both on every step).
             cin_g = self.in_channels // self.groups
             rows = -(-cin_g // parts) * math.prod(self.kernel_size)
-            tile, _, cols, _ = self._gemm_work(n, rows, self._out_size, dtype)
-            cols = self._rows("cols", config.get_num_threads(), cols.shape[1], dtype)
+            _, tile = self._tile_lines(rows, self._out_size, dtype)
+            width = rows * tile * self._out_size[-1]
+            cols = self._rows("cols_by_channel", config.get_num_threads(), width, dtype)
             with config.single_threaded_blas():
                 kernels.conv_backward_gemm_channels(
                     volume,

@@ -123,7 +123,8 @@ class CrossEntropyLoss(_Loss):
     def forward(self, input, target):
         x = cast_input(self, input)
         target = np.asarray(target)
-        if x.ndim == 1 and x.size and (target.ndim == 0 or target.shape == x.shape):
+        probabilities = target.shape == x.shape and target.dtype.kind == "f"
+        if x.ndim == 1 and x.size and (target.ndim == 0 or probabilities):
             # Unbatched, as torch: scores (C,) with a class index () or probabilities (C,)
             # are a batch of one row; the gradient and a 'none' loss drop the batch again.
             result = self._rows(x[None], target[None])
@@ -135,7 +136,8 @@ class CrossEntropyLoss(_Loss):
         if x.ndim < 2:
             raise ValueError(
                 "CrossEntropyLoss expected input (N, C) or (N, C, d1, ...) (or (C,) with a "
-                f"target of shape () or (C,)), got input {x.shape} and target {target.shape}"
+                "class index of shape () or class probabilities of shape (C,)), got input "
+                f"{x.shape} and target {target.dtype} {target.shape}"
             )
         n, c = x.shape[:2]
         if c == 0:
