@@ -537,8 +537,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             kernels.conv_backward_weight_direct(
                 volume, grad_out, self.groups, *geometry, grad_w, grad_b
             )
-        elif self._channel_parts(n):
-            parts = self._channel_parts(n)
+        elif parts := self._channel_parts(n):
             # Tiles as in _gemm_work, sized for the largest run's rows of col (a buffer of its
             # own: the forward's "cols" has another shape, and sharing one would reallocate
             # both on every step).
