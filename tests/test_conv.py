@@ -408,6 +408,36 @@ def test_few_outputs_take_the_direct_loops_before_winograd(cin, cout, k, expecte
     check_against_reference(layer, make_input(*shape[:2], shape[2:], "contiguous", seed=7))
 
 
+@pytest.mark.parametrize(
+    "dims, kwargs",
+    [
+        (2, dict(in_channels=2, out_channels=1)),  # direct 3×3 (few inputs)
+        (2, dict(in_channels=8, out_channels=1)),  # direct loops (few outputs)
+        (2, dict(in_channels=4, out_channels=4, groups=4, dilation=(1, 2))),  # depthwise
+        (3, dict(in_channels=2, out_channels=1)),  # direct 3×3×3
+        (3, dict(in_channels=5, out_channels=1)),  # direct loops
+    ],
+)
+def test_an_inf_in_the_input_spoils_only_the_weights_that_read_it(dims, kwargs):
+    """The direct kernels compute output rows wider than the output, with zeros in dy past
+    each row; an inf under those extra columns must not make NaN of the gradient of a weight
+    that never reads it (0 · inf): the weight gradient is the reference's, inf and NaN in
+    the same places."""
+    layer = CLASSES[dims](kernel_size=3, **kwargs).double()
+    x = make_input(2, kwargs["in_channels"], (5, 6, 9)[-dims:], "contiguous", seed=3)
+    x[(0, 0) + (0,) * (dims - 1) + (-1,)] = np.inf  # first row, last column
+    layer.zero_grad()
+    grad_out = np.ones(layer(x).shape)  # one sign: the inf terms add up to +inf, not NaN
+    layer.backward(grad_out)
+    args = (layer.stride, reference_padding(layer), layer.dilation, layer.groups)
+    expected = conv_backward(x, layer.weight.data, grad_out, *args)[1]
+    got = layer.weight.grad
+    assert np.array_equal(np.isnan(got), np.isnan(expected))
+    assert np.array_equal(np.isinf(got), np.isinf(expected)) and np.isinf(expected).any()
+    finite = np.isfinite(expected)
+    assert_close(got[finite], expected[finite], rtol=1e-9, atol=1e-9, name="finite weights")
+
+
 def test_same_padding_with_even_kernel_matches_reference():
     layer = Conv2d(2, 3, (4, 3), padding="same", dilation=(1, 2)).double()
     x = make_input(2, 2, (7, 6), "contiguous", seed=4)

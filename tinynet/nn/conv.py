@@ -361,6 +361,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             weight_grad(x, grad_out, self._pad_low, partial_w, partial_b, xpad, gyw)
         grad_w = self._buffer("grad_w", (n_out * cin_g * k * k,), dtype)
         kernels.sum_blocks(partial_w.reshape(blocks, -1), grad_w)
+        self._finite_weight_grad(grad_w.reshape(n_out, -1), grad_out)
         self.weight.grad += grad_w.reshape(self.weight.grad.shape)
         if self.bias is not None:
             grad_b = self._buffer("grad_b", (n_out,), dtype)
@@ -383,6 +384,27 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         with config.one_thread_if(blocks == 1):
             forward(grad_out, flipped, np.zeros(n_in, dtype), False, padding, grad_x, gpad, gacc)
         return grad_x
+
+    def _finite_weight_grad(self, grad_w, grad_out):
+        """Recompute the weight gradient (Cout, K) from each output's own window if it holds
+        an inf or NaN (rare: the check reads only the small grad_w).
+
+        The direct kernels compute output rows a few columns wider than the output (whole
+        runs vectorise) with zeros in dy there, so their dot products also multiply those
+        zeros by the input under the extra columns: an inf or NaN there would make NaN of a
+        weight's gradient that never reads it (PyTorch's stays finite). The plain loops of
+        conv_backward_weight_direct read only the outputs' windows.
+        """
+        if np.isfinite(grad_w).all():
+            return
+        volume = self._x.reshape(self._as_volume(self._x.shape))
+        positions = math.prod(self._out_size)
+        grad_out = grad_out.reshape(grad_out.shape[0], self.out_channels, positions)
+        geometry = self._geometry(self._out_size)
+        no_bias = np.empty(0, grad_w.dtype)  # the bias gradient has no such terms
+        kernels.conv_backward_weight_direct(
+            volume, grad_out, self.groups, *geometry, grad_w, no_bias
+        )
 
     def _on_dtype_change(self):
         self._work = {}
@@ -532,6 +554,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
                     grad_b,
                     partial_w,
                 )
+            self._finite_weight_grad(grad_w, grad_out)
         elif self._direct:
             kernels.conv_backward_input_direct(weight, grad_out, self.groups, *geometry, grad_x)
             kernels.conv_backward_weight_direct(

@@ -81,6 +81,7 @@ class Small3dMixin:
         conv_small3d.conv3d_small_backward_weight(
             self._x_volume, grad_out, groups, grad_w, grad_b, gy
         )
+        self._finite_weight_grad(grad_w.reshape(n_out, -1), grad_out)
         self.weight.grad += grad_w.reshape(self.weight.grad.shape)
         if self.bias is not None:
             self.bias.grad += grad_b
