@@ -593,40 +593,6 @@ def conv_backward_direct(
             grad_b[oc] += row_sum(grad_out[n, oc])
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _taps_dot(src, offsets, wide, length, total):
-    """total[tap] += Σ_i Σ_q wide[i, q] · src[offsets[tap, i] + q]: the transpose of
-    :func:`_taps` with respect to w (one output and one input channel's weight gradient)."""
-    od = wide.shape[0]
-    dy = wide.reshape(-1)
-    pitch = np.uint64(wide.shape[1])
-    for tap in range(offsets.shape[0]):
-        acc = total.dtype.type(0)
-        for i in range(od):
-            s0 = offsets[tap, i]  # unsigned: see _taps
-            d0 = np.uint64(i) * pitch
-            for q in range(np.uint64(length)):
-                acc += dy[d0 + q] * src[s0 + q]
-        total[tap] += acc
-
-
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _taps_scatter(wide, offsets, w, length, dst):
-    """dst[offsets[tap, i] + q] += w[tap] · wide[i, q]: the transpose of :func:`_taps` with
-    respect to the input (one output channel's share of one input channel's gradient, into
-    its flat phase plane)."""
-    od = wide.shape[0]
-    dy = wide.reshape(-1)
-    pitch = np.uint64(wide.shape[1])
-    for tap in range(offsets.shape[0]):
-        weight = w[tap]
-        for i in range(od):
-            s0 = offsets[tap, i]
-            d0 = np.uint64(i) * pitch
-            for q in range(np.uint64(length)):
-                dst[s0 + q] += weight * dy[d0 + q]
-
-
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def conv_forward_depthwise_small(
     x, weight, bias, kernel, stride, padding, dilation, out_size, out, blocks
@@ -812,6 +778,41 @@ def _taps(src, offsets, w, length, wide):
             d0 = np.uint64(i) * pitch
             for q in range(np.uint64(length)):
                 out[d0 + q] += weight * src[s0 + q]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _taps_dot(src, offsets, wide, length, total):
+    """total[tap] += Σ_i Σ_q wide[i, q] · src[offsets[tap, i] + q]: the transpose of
+    :func:`_taps` with respect to w (one output and one input channel's weight gradient)."""
+    od = wide.shape[0]
+    dy = wide.reshape(-1)
+    pitch = np.uint64(wide.shape[1])
+    for tap in range(offsets.shape[0]):
+        acc = total.dtype.type(0)
+        for i in range(od):
+            s0 = offsets[tap, i]  # unsigned: see _taps
+            d0 = np.uint64(i) * pitch
+            for q in range(np.uint64(length)):
+                acc += dy[d0 + q] * src[s0 + q]
+        total[tap] += acc
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _taps_scatter(wide, offsets, w, length, dst):
+    """dst[offsets[tap, i] + q] += w[tap] · wide[i, q]: the transpose of :func:`_taps` with
+    respect to the input (one output channel's share of one input channel's gradient, into
+    its flat phase plane). Kept apart from _taps, not a flag of it: the shared form measured
+    5–10% slower on the direct backward."""
+    od = wide.shape[0]
+    dy = wide.reshape(-1)
+    pitch = np.uint64(wide.shape[1])
+    for tap in range(offsets.shape[0]):
+        weight = w[tap]
+        for i in range(od):
+            s0 = offsets[tap, i]
+            d0 = np.uint64(i) * pitch
+            for q in range(np.uint64(length)):
+                dst[s0 + q] += weight * dy[d0 + q]
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
