@@ -236,6 +236,72 @@ def test_direct_forward_matches_reference(dims, data, seed, small_plane, threads
     assert_close(got, expected, rtol=1e-5, atol=1e-5, name="float32 forward")
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    dims=st.sampled_from([2, 3]),
+    data=st.data(),
+    seed=st.integers(0, 2**16),
+    threads=st.sampled_from([1, 2]),
+    layout=st.sampled_from(["contiguous", "transposed"]),
+)
+def test_shifted_products_match_reference(dims, data, seed, threads, layout):
+    """The shifted-product forward (kernels/conv_shifted.py), forced on any layer (its gate
+    and plane threshold lifted, Conv3d included, which the gate leaves out): any kernel,
+    stride, dilation, padding (including "same", uneven), groups and odd sizes, float64
+    against the NumPy reference (backward too, which is vol2col's), with a fused ReLU, and
+    float32 against float64."""
+    from unittest import mock
+
+    from tinynet.kernel_cache import group_key
+
+    kwargs, batch, size = data.draw(direct_configs(dims))
+    kwargs["out_channels"] = kwargs["groups"] * data.draw(st.integers(4, 6))  # not "direct"
+    tinynet.manual_seed(seed)
+    layer = CLASSES[dims](**kwargs).double()
+    layer._shifted = layer._planes = layer._small = False
+    layer._winograd = layer._winograd3d = layer._dilated = layer._small3d = False
+    x = make_input(batch, kwargs["in_channels"], size, layout, seed)
+    with mock.patch("tinynet.nn.conv._SHIFTED_MIN_PLANE", 1), tinynet.set_num_threads(threads):
+        layer._shifted = True
+        assume(group_key(layer, x.shape) == "Conv:shifted")  # a batch of enough samples
+        check_against_reference(layer, x)
+        plain = layer.forward(x)
+        fused = layer._forward(x, relu=True)
+        assert_close(fused, np.maximum(plain, 0), rtol=0, atol=0, name="fused ReLU")
+        layer.float()
+        got = layer.forward(x.astype(np.float32))
+    assert_close(got, plain, rtol=1e-5, atol=1e-5, name="float32 forward")
+
+
+@pytest.mark.parametrize(
+    ("cin", "cout", "kwargs", "shape", "taken"),
+    [
+        (32, 64, dict(kernel_size=3, stride=2, padding=1), (2, 32, 32, 32), True),
+        (16, 16, dict(kernel_size=3, dilation=2), (2, 16, 14, 14), True),
+        (32, 64, dict(kernel_size=5, stride=2, padding=2), (2, 32, 28, 28), True),
+        (32, 128, dict(kernel_size=3, stride=2, padding=1), (2, 32, 32, 32), False),
+        (8, 16, dict(kernel_size=3, stride=2, padding=1), (2, 8, 32, 32), False),  # too few in
+        (32, 32, dict(kernel_size=3, stride=2, padding=1), (2, 32, 16, 16), False),  # 8² out
+        (32, 32, dict(kernel_size=3, stride=2, padding=1), (1, 32, 32, 32), False),  # 1 < 2
+        (32, 32, dict(kernel_size=3, padding=1), (2, 32, 32, 32), False),  # stride 1
+        (64, 64, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 64, 28, 28), True),
+        (32, 32, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 32, 28, 28), False),
+        (32, 32, dict(kernel_size=1, stride=2), (2, 32, 32, 32), False),  # a strided copy
+    ],
+)
+def test_shifted_products_only_where_they_apply(cin, cout, kwargs, shape, taken):
+    from tinynet.kernel_cache import group_key
+
+    layer = Conv2d(cin, cout, **kwargs)
+    with tinynet.set_num_threads(2):
+        assert (group_key(layer, shape) == "Conv:shifted") == taken
+        if taken:
+            x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+            reference = copy.deepcopy(layer)
+            reference._shifted = False
+            assert_close(layer(x), reference(x), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     "dims, kwargs",
     [

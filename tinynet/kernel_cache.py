@@ -50,6 +50,7 @@ COSTS = {
     "Conv2d:winograd5": 20.0,
     "Conv2d:small": 10.0,
     "Conv:direct": 11.0,
+    "Conv:shifted": 15.0,
     "Conv3d:planes": 17.5,
     "Conv3d:small3d": 8.0,
     "Conv3d:winograd3d": 20.0,
@@ -333,6 +334,8 @@ def group_key(layer, shape) -> str | None:
         for path in ("small3d", "planes", "small"):
             if getattr(layer, f"_{path}"):
                 return f"{name}:{path}"
+        if layer._shifted_fits(shape[0], out_size):
+            return "Conv:shifted"
         return "Conv:direct" if layer._direct else "Conv:gemm"
     if isinstance(layer, (nn.MaxPool2d, nn.MaxPool3d)):
         return f"{name}:2" if layer._plain_2 else "MaxPool"

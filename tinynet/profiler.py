@@ -258,6 +258,7 @@ _ALGORITHMS = {
     "small": "direct",
     "small3d": "direct 3x3x3",
     "planes": "planes + BLAS",
+    "shifted": "shifted products",
     "winograd": "Winograd F(2x2, 3x3)",
     "winograd4": "Winograd F(4x4, 3x3)",
     "winograd5": "Winograd F(2x2, 5x5)",

@@ -9,6 +9,7 @@ input zero-padded. The layers only validate, keep state and pick a kernel; the l
 for 5×5 ones),
 ``tinynet/kernels/winograd3d.py`` (its 3-D form, F(2×2×2, 3×3×3), for Conv3d),
 ``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps),
+``tinynet/kernels/conv_shifted.py`` (strided or dilated 2-D layers: a product per tap),
 ``tinynet/kernels/conv_small.py`` (direct 3×3 and 5×5 loops for few input channels per group:
 first layers, grouped and depthwise layers) and ``conv_small3d.py`` (direct 3×3×3 loops for a
 Conv3d of few input channels).
@@ -29,7 +30,7 @@ import scipy.linalg.cython_blas  # noqa: F401
 
 from .. import config
 from ..kernels import conv as kernels
-from ..kernels import conv_small
+from ..kernels import conv_shifted, conv_small
 from ..random import get_generator
 from .conv_dilated import DilatedMixin
 from .conv_planes import PlanesMixin
@@ -88,6 +89,22 @@ _SMALL_MAX_GROUP_CHANNELS = 16
 # other way is vol2col + BLAS per group, which 16 → 24 ungrouped measured slower: on
 # (32, 28²) 17.6 vs 26.7, on (32, 32²) 29.7 vs 43.5.
 _SMALL5_MAX_CHANNELS = 11
+# Strided or dilated 2-D layers that would take vol2col + BLAS take the shifted products of
+# kernels/conv_shifted.py (one depth-Cg product per tap on the phase planes, no vol2col) with
+# at least this many input channels per group and this many output positions per plane.
+# Measured forwards (float32, 2 threads, batch 32 or 64, shifted / vol2col time, same run):
+# stride 2 3×3 on 32² → 16²: 16 → 16 0.92, 32 → 32 0.68, 48 → 48 0.79, 64 → 32 0.71,
+# 32 → 64 0.87, 16 → 64 1.00, 64 → 64 1.05, 32 → 128 1.18, 8 → 32 1.15; 5×5 s2 on 28²:
+# 16 → 16 0.52, 32 → 32 0.63, 64 → 32 0.62, 16 → 64 0.86, 64 → 64 0.86, 32 → 128 1.07;
+# 3×3 dilation 2 on 14²: 32 → 32 0.65, 64 → 32 0.62, 48 → 48 0.83, 32 → 128 1.21; but on
+# 16² → 8² (a run of 71 columns a product): 16 → 64 1.26, 32 → 32 1.09, 16 → 48 1.26. Each
+# tap's product adds into the whole output (Cout × P read and written once per tap) where
+# vol2col copies C·taps × P once: the more output channels per input channel, the less
+# this pays; hence also the output channels rule in __init__. Grouped layers need twice the
+# input channels per group: with 2 groups on 28² → 14², 64 → 64 0.67, 32 → 64 1.14, 32 → 32
+# 1.06.
+_SHIFTED_MIN_CHANNELS = 16
+_SHIFTED_MIN_PLANE = 100
 
 
 def _small_max_channels(k: int, groups: int) -> int:
@@ -174,6 +191,18 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             self._direct
             or (out_channels // groups <= _FEW_OUTPUTS and math.prod(self.kernel_size) > 1)
         ) and not (self._small or self._small3d)
+        # Strided or dilated 2-D layers of enough input channels: shifted products on the
+        # phase planes before vol2col + BLAS, with at most 48 output channels per group, 64
+        # with up to 32 input channels or a 5×5 (or larger) kernel (see _SHIFTED_MIN_CHANNELS).
+        cin_g, cout_g = in_channels // groups, out_channels // groups
+        taps = math.prod(self.kernel_size)
+        self._shifted = (
+            self._dims == 2
+            and taps > 1  # a 1×1 kernel's vol2col is one strided copy of the input
+            and (self.stride != (1, 1) or self.dilation != (1, 1))
+            and cin_g >= _SHIFTED_MIN_CHANNELS * (1 if groups == 1 else 2)
+            and (cout_g <= 48 or (cout_g <= 64 and (cin_g <= 32 or taps >= 25)))
+        )
         self._dilated_used = False  # whether the last forward took the sub-grid path
         self._x = None
         self._x_padded = None  # the Winograd path's zero-padded input, kept for backward
@@ -447,6 +476,8 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             return _relu_in_place(self._planes_forward(x, out_size), relu)
         if self._small:
             return self._small_forward(x, out_size, relu)
+        if self._shifted_fits(n, out_size):
+            return self._shifted_forward(x, out_size, relu)
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype).reshape(self.out_channels, -1)
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
         volume = x.reshape(self._as_volume(x.shape))
@@ -487,6 +518,39 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
                 volume, weight, bias, self.groups, *geometry, out, config.get_num_threads()
             )
         return _relu_in_place(out, relu).reshape(n, self.out_channels, *out_size)
+
+    def _shifted_fits(self, n, out_size):
+        """Whether the forward takes the shifted products (kernels/conv_shifted.py): a layer
+        _shifted marks, output planes of at least _SHIFTED_MIN_PLANE positions, and a
+        (sample, group) pair for every thread (the kernel gives each thread whole pairs)."""
+        return (
+            self._shifted
+            and math.prod(out_size) >= _SHIFTED_MIN_PLANE
+            and n * self.groups >= config.get_num_threads()
+        )
+
+    def _shifted_forward(self, x, out_size, relu):
+        """The forward as one product per kernel tap on x's phase planes; the backward is
+        vol2col + BLAS's, which needs only x."""
+        n, dtype = x.shape[0], x.dtype
+        taps = math.prod(self.kernel_size)
+        # (Cout, Cg, taps) → (taps, Cout, Cg): each tap's weights one (Cout × Cg) matrix.
+        weight = self.weight.data.astype(dtype, copy=False).reshape(self.out_channels, -1, taps)
+        weight = np.ascontiguousarray(weight.transpose(2, 0, 1))
+        bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
+        out = np.empty((n, self.out_channels, math.prod(out_size)), dtype=dtype)
+        with config.single_threaded_blas():
+            conv_shifted.conv_forward_shifted(
+                x.reshape(self._as_volume(x.shape)),
+                weight,
+                bias.astype(dtype, copy=False),
+                relu,
+                self.groups,
+                *self._geometry(out_size),
+                out,
+                config.get_num_threads(),
+            )
+        return out.reshape(n, self.out_channels, *out_size)
 
     skips_input_grad = True  # backward(grad_out, input_grad=False): parameter gradients only
 

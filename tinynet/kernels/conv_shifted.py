@@ -1,0 +1,91 @@
+"""Shifted-product convolution: one matrix product per kernel tap, read straight from the
+input's phase planes, with no vol2col copy.
+
+Notation as in ``conv.py``. A convolution is a sum over its taps (a, b, e) of a pointwise
+product: out[n, :, i, j, q] = Σ_taps W_tap (Cout × C) @ x[n, :, i·sd + a·dd − pd,
+j·sh + b·dh − ph, q·sw + e·dw − pw]. In ``conv.py``'s phase planes (:func:`_phase_plane`:
+each channel zero-padded, its rows and columns split by phase modulo the stride) the inputs
+of one tap for a whole output plane lie in one run, at the same offset in every channel's
+plane: the (C × run) matrix a tap multiplies is the planes themselves, read with a row
+stride of one plane. So each tap is one BLAS call on memory already there,
+
+    wide[:, i, ·] += W_tap @ planes[:, offsets[tap, i] + ·]     (Cout × C) @ (C × length),
+
+into output rows ``wq`` wide (the planes' pitch, a column or two more than ow, dropped when
+the result is stored). Against vol2col + one product of depth K = C·taps (``conv.py``),
+this copies each input value once (into its phase plane) instead of once per tap, and the
+products read a stride-1 matrix. Measured for stride 2 (32 → 64 3×3 on (64, 32, 32, 32),
+one thread): the nine depth-32 products took 6.9 ms where the depth-288 one took 8.3, and
+vol2col of a stride-2 sample, a run of 16 strided values per (row, line), was a third of
+the forward. It needs enough input channels for a depth-C product to run well: nn/conv.py
+takes it from _SHIFTED_MIN_CHANNELS.
+
+Determinism: (sample, group) tasks are split into fixed contiguous blocks, one per thread,
+BLAS single-threaded (the caller's), products added in tap order.
+
+Debugging: with ``NUMBA_DISABLE_JIT=1`` these are plain Python (slow) that pdb can step into.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import config
+from .blas import gemm
+from .conv import _phase_layout, _phase_plane, store_row
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def conv_forward_shifted(
+    x, weight, bias, relu, groups, kernel, stride, padding, dilation, out_size, out, blocks
+):
+    """out[n, g-block] = Σ_taps W_tap @ (a run of the phase planes of x[n]'s group g) + bias.
+
+    Shapes: x (N, C, D, H, W); weight (taps, Cout, Cg): the layer's weight with the tap axis
+    first, so that W_tap is a (Cout × Cg) matrix; bias (Cout,) (zeros for none); out
+    (N, Cout, P) written, max(·, 0) applied with ``relu``; ``blocks``: how many blocks of work
+    to share out (the thread count).
+    Loop nest: for block t of (sample n, group g) pairs: for (n, g): phase planes of x[n]'s
+    channels of g; for output plane i: for tap: wide[:, i] (+)= W_tap @ run (BLAS, the first
+    tap overwrites); out[n, g-block] = wide's first ow columns of each row + bias.
+    Parallel over: blocks of (sample, group) pairs (each writes only its own output channels
+    and its own planes and wide: race-free).
+    """
+    n_batch = x.shape[0]
+    taps, n_out, cin_g = weight.shape
+    cout_g = n_out // groups
+    od, oh, ow = out_size
+    n_tasks = n_batch * groups
+    n_blocks = min(n_tasks, blocks)
+    (dp, sh, sw, hq, wq), offsets, length = _phase_layout(kernel, stride, dilation, out_size)
+    size = dp * sh * sw * hq * wq  # one channel's planes
+    pitch = oh * wq  # one wide output plane
+    zero = x.dtype.type(0)
+    for t in prange(n_blocks):
+        # The padding is written once here and stays zero: every sample writes the same
+        # positions of the planes (see _phase_plane).
+        planes = np.zeros((cin_g, dp, sh, sw, hq, wq), dtype=x.dtype)
+        wide = np.empty((cout_g, od * pitch), dtype=x.dtype)
+        src = planes.reshape(-1)
+        dst = wide.reshape(-1)
+        flat_w = weight.reshape(-1)
+        for task in range((t * n_tasks) // n_blocks, ((t + 1) * n_tasks) // n_blocks):
+            n = task // groups
+            g = task % groups
+            for cl in range(cin_g):
+                _phase_plane(x[n, g * cin_g + cl], padding, planes[cl])
+            for i in range(od):
+                for tap in range(taps):
+                    w0 = (tap * n_out + g * cout_g) * cin_g
+                    gemm(False, False, cout_g, length, cin_g, flat_w[w0:], cin_g,
+                         src[int(offsets[tap, i]):], size, zero if tap == 0 else zero + 1,
+                         dst[i * pitch:], od * pitch)  # fmt: skip
+            for o in range(cout_g):
+                oc = g * cout_g + o
+                row = out[n, oc]
+                for i in range(od):
+                    for j in range(oh):
+                        p = (i * oh + j) * ow
+                        r = i * pitch + j * wq
+                        store_row(wide[o, r : r + ow], bias[oc], relu, row[p : p + ow])
