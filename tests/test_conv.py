@@ -245,11 +245,11 @@ def test_direct_forward_matches_reference(dims, data, seed, small_plane, threads
     layout=st.sampled_from(["contiguous", "transposed"]),
 )
 def test_shifted_products_match_reference(dims, data, seed, threads, layout):
-    """The shifted-product forward (kernels/conv_shifted.py), forced on any layer (its gate
-    and plane threshold lifted, Conv3d included, which the gate leaves out): any kernel,
-    stride, dilation, padding (including "same", uneven), groups and odd sizes, float64
-    against the NumPy reference (backward too, which is vol2col's), with a fused ReLU, and
-    float32 against float64."""
+    """The shifted-product forward and backward (kernels/conv_shifted.py), forced on any
+    layer (its gate and plane threshold lifted, Conv3d included, which the gate leaves out):
+    any kernel, stride, dilation, padding (including "same", uneven), groups and odd sizes,
+    float64 against the NumPy reference, the parameter gradients alone (input_grad=False)
+    the same, with a fused ReLU, and float32 against float64."""
     from unittest import mock
 
     from tinynet.kernel_cache import group_key
@@ -265,7 +265,13 @@ def test_shifted_products_match_reference(dims, data, seed, threads, layout):
         layer._shifted = True
         assume(group_key(layer, x.shape) == "Conv:shifted")  # a batch of enough samples
         check_against_reference(layer, x)
+        grads = [p.grad.copy() for p in layer.parameters()]
+        layer.zero_grad()
         plain = layer.forward(x)
+        assert layer._shifted_used
+        assert layer.backward(np.random.default_rng(1).standard_normal(plain.shape), False) is None
+        for p, expected in zip(layer.parameters(), grads, strict=True):
+            assert_close(p.grad, expected, rtol=1e-12, atol=1e-12, name="without input_grad")
         fused = layer._forward(x, relu=True)
         assert_close(fused, np.maximum(plain, 0), rtol=0, atol=0, name="fused ReLU")
         layer.float()
@@ -482,15 +488,23 @@ def test_few_outputs_take_the_direct_loops_before_winograd(cin, cout, k, expecte
         (2, dict(in_channels=4, out_channels=4, groups=4, dilation=(1, 2))),  # depthwise
         (3, dict(in_channels=2, out_channels=1)),  # direct 3×3×3
         (3, dict(in_channels=5, out_channels=1)),  # direct loops
+        # shifted products: the last column is read only by a wide row's extra column
+        (2, dict(in_channels=16, out_channels=8, stride=2, padding=1, width=10)),
     ],
 )
-def test_an_inf_in_the_input_spoils_only_the_weights_that_read_it(dims, kwargs):
-    """The direct kernels compute output rows wider than the output, with zeros in dy past
-    each row; an inf under those extra columns must not make NaN of the gradient of a weight
-    that never reads it (0 · inf): the weight gradient is the reference's, inf and NaN in
-    the same places."""
+def test_an_inf_in_the_input_spoils_only_the_weights_that_read_it(monkeypatch, dims, kwargs):
+    """The direct and shifted-product kernels compute output rows wider than the output,
+    with zeros in dy past each row; an inf under those extra columns must not make NaN of
+    the gradient of a weight that never reads it (0 · inf): the weight gradient is the
+    reference's, inf and NaN in the same places."""
+    from tinynet.kernel_cache import group_key
+
+    monkeypatch.setattr("tinynet.nn.conv._SHIFTED_MIN_PLANE", 1)
+    kwargs = dict(kwargs)
+    width = kwargs.pop("width", 9)
     layer = CLASSES[dims](kernel_size=3, **kwargs).double()
-    x = make_input(2, kwargs["in_channels"], (5, 6, 9)[-dims:], "contiguous", seed=3)
+    x = make_input(2, kwargs["in_channels"], (5, 6, width)[-dims:], "contiguous", seed=3)
+    assert (group_key(layer, x.shape) == "Conv:shifted") == (width == 10)
     x[(0, 0) + (0,) * (dims - 1) + (-1,)] = np.inf  # first row, last column
     layer.zero_grad()
     grad_out = np.ones(layer(x).shape)  # one sign: the inf terms add up to +inf, not NaN

@@ -18,10 +18,13 @@ products read a stride-1 matrix. Measured for stride 2 (32 → 64 3×3 on (64, 3
 one thread): the nine depth-32 products took 6.9 ms where the depth-288 one took 8.3, and
 vol2col of a stride-2 sample, a run of 16 strided values per (row, line), was a third of
 the forward. It needs enough input channels for a depth-C product to run well: nn/conv.py
-takes it from _SHIFTED_MIN_CHANNELS.
+takes it from _SHIFTED_MIN_CHANNELS. The backward is the transpose on the same runs: two
+products per tap (the weight gradient's, of depth ``length``; the input gradient's, added
+into the planes' gradient), then the planes' gradient taken back to the input's layout.
 
 Determinism: (sample, group) tasks are split into fixed contiguous blocks, one per thread,
-BLAS single-threaded (the caller's), products added in tap order.
+BLAS single-threaded (the caller's), products added in tap order, per-block weight
+gradients added in block order.
 
 Debugging: with ``NUMBA_DISABLE_JIT=1`` these are plain Python (slow) that pdb can step into.
 """
@@ -33,7 +36,7 @@ from numba import njit, prange
 
 from .. import config
 from .blas import gemm
-from .conv import _phase_layout, _phase_plane, store_row
+from .conv import _phase_layout, _phase_plane, row_sum, store_row, sum_blocks, zero_fill
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -73,8 +76,7 @@ def conv_forward_shifted(
         for task in range((t * n_tasks) // n_blocks, ((t + 1) * n_tasks) // n_blocks):
             n = task // groups
             g = task % groups
-            for cl in range(cin_g):
-                _phase_plane(x[n, g * cin_g + cl], padding, planes[cl])
+            _planes_of(x[n], g * cin_g, padding, planes)
             for i in range(od):
                 for tap in range(taps):
                     w0 = (tap * n_out + g * cout_g) * cin_g
@@ -89,3 +91,97 @@ def conv_forward_shifted(
                         p = (i * oh + j) * ow
                         r = i * pitch + j * wq
                         store_row(wide[o, r : r + ow], bias[oc], relu, row[p : p + ow])
+
+
+@njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
+def conv_backward_shifted(
+    x,
+    weight,
+    grad_out,
+    input_grad,
+    groups,
+    kernel,
+    stride,
+    padding,
+    dilation,
+    out_size,
+    grad_x,
+    grad_w,
+    grad_b,
+    partial_w,
+):
+    """The three gradients of :func:`conv_forward_shifted`, on the same phase planes.
+
+    The forward's tap product wide_i += W_tap @ run(tap, i) has the transposes
+    dW_tap += dy_i @ run(tap, i)ᵀ (a (Cout × Cg) product of depth ``length``) and
+    d run(tap, i) += W_tapᵀ @ dy_i, added into the planes' gradient along the same run, which
+    :func:`_phase_plane` (``back``) then takes to grad_x[n]. dy is laid out ``wq`` wide as the
+    forward's outputs, with zeros in the extra columns, so that they add nothing.
+    Shapes: x, grad_x (N, C, D, H, W); weight, grad_w (taps, Cout, Cg) (see the forward);
+    grad_out (N, Cout, P); grad_b (Cout,) or (0,); grad_x (if ``input_grad``), grad_w, grad_b
+    overwritten; partial_w (T, taps, Cout, Cg), T the blocks (the thread count).
+    Loop nest: for block t of (sample n, group g) pairs: for (n, g): phase planes of x[n]'s
+    channels of g; dy of (n, g) into wide; for output plane i: for tap: partial_w[t, tap,
+    g-block] += dy_i @ runᵀ; gradient planes' run += W_tapᵀ @ dy_i (BLAS); grad_x[n, g's
+    channels] = the gradient planes taken back; then grad_w = Σ_t partial_w[t].
+    Parallel over: blocks of (n, g) pairs (each writes grad_x[n] of its own channels and its
+    own partial_w[t]: race-free; the partials are added in block order).
+    """
+    n_batch = x.shape[0]
+    taps, n_out, cin_g = weight.shape
+    cout_g = n_out // groups
+    od, oh, ow = out_size
+    n_tasks = n_batch * groups
+    n_blocks = partial_w.shape[0]
+    (dp, sh, sw, hq, wq), offsets, length = _phase_layout(kernel, stride, dilation, out_size)
+    size = dp * sh * sw * hq * wq
+    pitch = oh * wq
+    one = x.dtype.type(1)
+    for t in prange(n_blocks):
+        planes = np.zeros((cin_g, dp, sh, sw, hq, wq), dtype=x.dtype)  # padding stays zero
+        gplanes = np.empty((cin_g, dp, sh, sw, hq, wq), dtype=x.dtype)
+        wide = np.zeros((cout_g, od * pitch), dtype=x.dtype)  # extra columns stay zero
+        src = planes.reshape(-1)
+        gsrc = gplanes.reshape(-1)
+        dy = wide.reshape(-1)
+        flat_w = weight.reshape(-1)
+        pw = partial_w[t].reshape(-1)
+        zero_fill(pw)
+        for task in range((t * n_tasks) // n_blocks, ((t + 1) * n_tasks) // n_blocks):
+            n = task // groups
+            g = task % groups
+            _planes_of(x[n], g * cin_g, padding, planes)
+            for o in range(cout_g):
+                row = grad_out[n, g * cout_g + o]
+                for i in range(od):
+                    for j in range(oh):
+                        p = (i * oh + j) * ow
+                        r = i * pitch + j * wq
+                        wide[o, r : r + ow] = row[p : p + ow]
+            if input_grad:
+                zero_fill(gsrc)
+            for i in range(od):
+                for tap in range(taps):
+                    w0 = (tap * n_out + g * cout_g) * cin_g
+                    run = int(offsets[tap, i])
+                    gemm(False, True, cout_g, cin_g, length, dy[i * pitch:], od * pitch,
+                         src[run:], size, one, pw[w0:], cin_g)  # fmt: skip
+                    if input_grad:
+                        gemm(True, False, cin_g, length, cout_g, flat_w[w0:], cin_g,
+                             dy[i * pitch:], od * pitch, one, gsrc[run:], size)  # fmt: skip
+            if input_grad:
+                for cl in range(cin_g):
+                    _phase_plane(grad_x[n, g * cin_g + cl], padding, gplanes[cl], True)
+    sum_blocks(partial_w.reshape(n_blocks, -1), grad_w.reshape(-1))
+    for oc in range(grad_b.shape[0]):
+        grad_b[oc] = 0
+        for n in range(n_batch):
+            grad_b[oc] += row_sum(grad_out[n, oc])
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _planes_of(sample, c0, padding, planes):
+    """planes[c] = the phase plane of sample's channel c0 + c (see _phase_plane), for each
+    of planes' channels."""
+    for c in range(planes.shape[0]):
+        _phase_plane(sample[c0 + c], padding, planes[c])

@@ -204,6 +204,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             and (cout_g <= 48 or (cout_g <= 64 and (cin_g <= 32 or taps >= 25)))
         )
         self._dilated_used = False  # whether the last forward took the sub-grid path
+        self._shifted_used = False  # whether it took the shifted products
         self._x = None
         self._x_padded = None  # the Winograd path's zero-padded input, kept for backward
         self._x_volume = None  # the direct 3-D path's padded volumes, kept for backward
@@ -462,6 +463,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         self._x_padded = None
         self._x_volume = None
         self._dilated_used = self._dilated_fits(out_size)
+        self._shifted_used = False
         if self._dilated_used:  # first: the sub-grids may then take any of the paths below
             return self._dilated_forward(x, out_size, relu)
         if self._winograd_fits(n, out_size):
@@ -477,6 +479,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         if self._small:
             return self._small_forward(x, out_size, relu)
         if self._shifted_fits(n, out_size):
+            self._shifted_used = True
             return self._shifted_forward(x, out_size, relu)
         weight = np.ascontiguousarray(self.weight.data, dtype=dtype).reshape(self.out_channels, -1)
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
@@ -529,14 +532,16 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             and n * self.groups >= config.get_num_threads()
         )
 
-    def _shifted_forward(self, x, out_size, relu):
-        """The forward as one product per kernel tap on x's phase planes; the backward is
-        vol2col + BLAS's, which needs only x."""
-        n, dtype = x.shape[0], x.dtype
+    def _taps_first(self, dtype):
+        """The weight as (taps, Cout, Cg): each tap's weights one (Cout × Cg) matrix."""
         taps = math.prod(self.kernel_size)
-        # (Cout, Cg, taps) → (taps, Cout, Cg): each tap's weights one (Cout × Cg) matrix.
         weight = self.weight.data.astype(dtype, copy=False).reshape(self.out_channels, -1, taps)
-        weight = np.ascontiguousarray(weight.transpose(2, 0, 1))
+        return np.ascontiguousarray(weight.transpose(2, 0, 1))
+
+    def _shifted_forward(self, x, out_size, relu):
+        """The forward as one product per kernel tap on x's phase planes."""
+        n, dtype = x.shape[0], x.dtype
+        weight = self._taps_first(dtype)
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
         out = np.empty((n, self.out_channels, math.prod(out_size)), dtype=dtype)
         with config.single_threaded_blas():
@@ -551,6 +556,41 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
                 config.get_num_threads(),
             )
         return out.reshape(n, self.out_channels, *out_size)
+
+    def _shifted_backward(self, grad_out, input_grad):
+        """The backward of the shifted products (conv_backward_shifted), on the phase planes
+        again; parameter gradients added, the input gradient returned (None without
+        ``input_grad``)."""
+        x = self._x
+        n, dtype = x.shape[0], x.dtype
+        weight = self._taps_first(dtype)
+        volume = x.reshape(self._as_volume(x.shape))
+        grad_x = np.empty_like(volume) if input_grad else np.empty((0,) * 5, dtype)
+        grad_w = self._buffer("grad_w_taps", weight.shape, dtype)
+        grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
+        blocks = max(1, min(config.get_num_threads(), n * self.groups))
+        partial_w = self._buffer("partial_w_taps", (blocks, *weight.shape), dtype)
+        grad_out = grad_out.reshape(n, self.out_channels, math.prod(self._out_size))
+        with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
+            conv_shifted.conv_backward_shifted(
+                volume,
+                weight,
+                grad_out,
+                input_grad,
+                self.groups,
+                *self._geometry(self._out_size),
+                grad_x,
+                grad_w,
+                grad_b,
+                partial_w,
+            )
+        # (taps, Cout, Cg) back to the layer's (Cout, Cg, taps).
+        grad_w = grad_w.transpose(1, 2, 0).reshape(self.out_channels, -1)
+        self._finite_weight_grad(grad_w, grad_out)
+        self.weight.grad += grad_w.reshape(self.weight.grad.shape)
+        if self.bias is not None:
+            self.bias.grad += grad_b
+        return grad_x.reshape(x.shape) if input_grad else None
 
     skips_input_grad = True  # backward(grad_out, input_grad=False): parameter gradients only
 
@@ -572,6 +612,8 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             if self._dims == 3:
                 return self._winograd3d_backward(grad_out)
             return self._winograd_backward(grad_out)
+        if self._shifted_used:
+            return self._shifted_backward(grad_out, input_grad)
         # The direct 3-D path's input gradient pads grad_out by 2 − p: it needs padding ≤ 2
         # (larger paddings go to the plane path's backward, or for a grouped layer the GEMM
         # one: both need only x).
