@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import numpy as np
@@ -261,9 +262,14 @@ def test_shifted_products_match_reference(dims, data, seed, threads, layout):
     layer._shifted = layer._planes = layer._small = False
     layer._winograd = layer._winograd3d = layer._dilated = layer._small3d = False
     x = make_input(batch, kwargs["in_channels"], size, layout, seed)
-    with mock.patch("tinynet.nn.conv._SHIFTED_MIN_PLANE", 1), tinynet.set_num_threads(threads):
+    # _SPLIT_SAMPLE_MACS 0: a batch smaller than the thread count cuts its pairs into runs.
+    patches = (("_SHIFTED_MIN_PLANE", 1), ("_SPLIT_SAMPLE_MACS", 0))
+    with contextlib.ExitStack() as stack:
+        for name, value in patches:
+            stack.enter_context(mock.patch(f"tinynet.nn.conv.{name}", value))
+        stack.enter_context(tinynet.set_num_threads(threads))
         layer._shifted = True
-        assume(group_key(layer, x.shape) == "Conv:shifted")  # a batch of enough samples
+        assume(group_key(layer, x.shape) == "Conv:shifted")  # not direct, say
         check_against_reference(layer, x)
         grads = [p.grad.copy() for p in layer.parameters()]
         layer.zero_grad()
@@ -288,7 +294,7 @@ def test_shifted_products_match_reference(dims, data, seed, threads, layout):
         (32, 128, dict(kernel_size=3, stride=2, padding=1), (2, 32, 32, 32), False),
         (8, 16, dict(kernel_size=3, stride=2, padding=1), (2, 8, 32, 32), False),  # too few in
         (32, 32, dict(kernel_size=3, stride=2, padding=1), (2, 32, 16, 16), False),  # 8² out
-        (32, 32, dict(kernel_size=3, stride=2, padding=1), (1, 32, 32, 32), False),  # 1 < 2
+        (32, 32, dict(kernel_size=3, stride=2, padding=1), (1, 32, 32, 32), True),  # cut
         (32, 32, dict(kernel_size=3, padding=1), (2, 32, 32, 32), False),  # stride 1
         (64, 64, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 64, 28, 28), True),
         (32, 32, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 32, 28, 28), False),

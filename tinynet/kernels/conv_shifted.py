@@ -41,27 +41,31 @@ from .conv import _phase_layout, _phase_plane, row_sum, store_row, sum_blocks, z
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
 def conv_forward_shifted(
-    x, weight, bias, relu, groups, kernel, stride, padding, dilation, out_size, out, blocks
+    x, weight, bias, relu, groups, kernel, stride, padding, dilation, out_size, parts, out, blocks
 ):
     """out[n, g-block] = Σ_taps W_tap @ (a run of the phase planes of x[n]'s group g) + bias.
 
     Shapes: x (N, C, D, H, W); weight (taps, Cout, Cg): the layer's weight with the tap axis
     first, so that W_tap is a (Cout × Cg) matrix; bias (Cout,) (zeros for none); out
     (N, Cout, P) written, max(·, 0) applied with ``relu``; ``blocks``: how many blocks of work
-    to share out (the thread count).
-    Loop nest: for block t of (sample n, group g) pairs: for (n, g): phase planes of x[n]'s
-    channels of g; for output plane i: for tap: wide[:, i] (+)= W_tap @ run (BLAS, the first
-    tap overwrites); out[n, g-block] = wide's first ow columns of each row + bias.
-    Parallel over: blocks of (sample, group) pairs (each writes only its own output channels
-    and its own planes and wide: race-free).
+    to share out (the thread count); ``parts``: into how many runs of output lines (od·oh
+    lines of ow) each (sample, group) pair is cut, so that a batch smaller than the thread
+    count keeps every thread busy (1: whole pairs).
+    Loop nest: for block t of (sample n, group g, part) units: phase planes of x[n]'s
+    channels of g (when n, g change); for output plane i of the part: for tap: the part's
+    rows of wide[:, i] (+)= W_tap @ run (BLAS, the first tap overwrites); out[n, g-block,
+    part's lines] = wide's first ow columns of each row + bias.
+    Parallel over: blocks of units (each writes only its own lines of its own output
+    channels, and its own planes and wide: race-free).
     """
     n_batch = x.shape[0]
     taps, n_out, cin_g = weight.shape
     cout_g = n_out // groups
     od, oh, ow = out_size
-    n_tasks = n_batch * groups
-    n_blocks = min(n_tasks, blocks)
-    (dp, sh, sw, hq, wq), offsets, length = _phase_layout(kernel, stride, dilation, out_size)
+    n_lines = od * oh
+    n_units = n_batch * groups * parts
+    n_blocks = min(n_units, blocks)
+    (dp, sh, sw, hq, wq), offsets, _ = _phase_layout(kernel, stride, dilation, out_size)
     size = dp * sh * sw * hq * wq  # one channel's planes
     pitch = oh * wq  # one wide output plane
     zero = x.dtype.type(0)
@@ -73,21 +77,31 @@ def conv_forward_shifted(
         src = planes.reshape(-1)
         dst = wide.reshape(-1)
         flat_w = weight.reshape(-1)
-        for task in range((t * n_tasks) // n_blocks, ((t + 1) * n_tasks) // n_blocks):
+        loaded = -1  # the (sample, group) pair whose planes are in planes
+        for unit in range((t * n_units) // n_blocks, ((t + 1) * n_units) // n_blocks):
+            task = unit // parts
             n = task // groups
             g = task % groups
-            _planes_of(x[n], g * cin_g, padding, planes)
-            for i in range(od):
+            if task != loaded:
+                loaded = task
+                _planes_of(x[n], g * cin_g, padding, planes)
+            line0 = ((unit % parts) * n_lines) // parts
+            line1 = ((unit % parts + 1) * n_lines) // parts
+            for i in range(line0 // oh, (line1 - 1) // oh + 1):
+                # Rows j0 .. j1 of output plane i: one run of (j1 − j0 − 1)·wq + ow.
+                j0 = max(0, line0 - i * oh)
+                j1 = min(oh, line1 - i * oh)
+                run = (j1 - j0 - 1) * wq + ow
                 for tap in range(taps):
                     w0 = (tap * n_out + g * cout_g) * cin_g
-                    gemm(False, False, cout_g, length, cin_g, flat_w[w0:], cin_g,
-                         src[int(offsets[tap, i]):], size, zero if tap == 0 else zero + 1,
-                         dst[i * pitch:], od * pitch)  # fmt: skip
-            for o in range(cout_g):
-                oc = g * cout_g + o
-                row = out[n, oc]
-                for i in range(od):
-                    for j in range(oh):
+                    gemm(False, False, cout_g, run, cin_g, flat_w[w0:], cin_g,
+                         src[int(offsets[tap, i]) + j0 * wq:], size,
+                         zero if tap == 0 else zero + 1, dst[i * pitch + j0 * wq:],
+                         od * pitch)  # fmt: skip
+                for o in range(cout_g):
+                    oc = g * cout_g + o
+                    row = out[n, oc]
+                    for j in range(j0, j1):
                         p = (i * oh + j) * ow
                         r = i * pitch + j * wq
                         store_row(wide[o, r : r + ow], bias[oc], relu, row[p : p + ow])

@@ -524,13 +524,18 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
 
     def _shifted_fits(self, n, out_size):
         """Whether the forward takes the shifted products (kernels/conv_shifted.py): a layer
-        _shifted marks, output planes of at least _SHIFTED_MIN_PLANE positions, and a
-        (sample, group) pair for every thread (the kernel gives each thread whole pairs)."""
-        return (
-            self._shifted
-            and math.prod(out_size) >= _SHIFTED_MIN_PLANE
-            and n * self.groups >= config.get_num_threads()
-        )
+        _shifted marks, output planes of at least _SHIFTED_MIN_PLANE positions."""
+        return self._shifted and n > 0 and math.prod(out_size) >= _SHIFTED_MIN_PLANE
+
+    def _shifted_parts(self, n, out_size):
+        """Runs of output lines each (sample, group) pair's forward is cut into: one, or for
+        fewer pairs than threads enough for every thread to have one, from
+        _SPLIT_SAMPLE_MACS multiply-adds a pair (a parallel region costs ~10 µs)."""
+        threads, pairs = config.get_num_threads(), n * self.groups
+        macs = self.weight.data.size // self.groups * math.prod(out_size)
+        if pairs >= threads or macs < _SPLIT_SAMPLE_MACS:
+            return 1
+        return min(-(-threads // pairs), math.prod(out_size[:-1]))
 
     def _taps_first(self, dtype):
         """The weight as (taps, Cout, Cg): each tap's weights one (Cout × Cg) matrix."""
@@ -552,6 +557,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
                 relu,
                 self.groups,
                 *self._geometry(out_size),
+                self._shifted_parts(n, out_size),
                 out,
                 config.get_num_threads(),
             )
@@ -612,7 +618,9 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             if self._dims == 3:
                 return self._winograd3d_backward(grad_out)
             return self._winograd_backward(grad_out)
-        if self._shifted_used:
+        # The shifted products' backward gives each thread whole (sample, group) pairs: a
+        # smaller batch goes on to vol2col's, whose backward can split by channels.
+        if self._shifted_used and n * self.groups >= config.get_num_threads():
             return self._shifted_backward(grad_out, input_grad)
         # The direct 3-D path's input gradient pads grad_out by 2 − p: it needs padding ≤ 2
         # (larger paddings go to the plane path's backward, or for a grouped layer the GEMM
