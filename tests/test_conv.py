@@ -307,6 +307,8 @@ def test_shifted_products_only_where_they_apply(cin, cout, kwargs, shape, taken)
     layer = Conv2d(cin, cout, **kwargs)
     with tinynet.set_num_threads(2):
         assert (group_key(layer, shape) == "Conv:shifted") == taken
+        out_size = layer._output_size(shape[2:])
+        assert layer._shifted_parts(shape[0], out_size) == (2 if shape[0] == 1 else 1)
         if taken:
             x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
             reference = copy.deepcopy(layer)
@@ -1190,6 +1192,7 @@ def test_a_batch_smaller_than_the_threads_shares_its_work(dims, args, size, work
     the reference's, float64."""
     tinynet.manual_seed(0)
     layer = CLASSES[dims](*args).double()
+    layer._shifted = False  # vol2col's tiles (the shifted products' runs: a test of their own)
     x = make_input(1, args[0], (size,) * dims, "contiguous", seed=1)
     with tinynet.set_num_threads(2):
         check_against_reference(layer, x)
