@@ -247,7 +247,7 @@ def test_direct_forward_matches_reference(dims, data, seed, small_plane, threads
 )
 def test_shifted_products_match_reference(dims, data, seed, threads, layout):
     """The shifted-product forward and backward (kernels/conv_shifted.py), forced on any
-    layer (its gate and plane threshold lifted, Conv3d included, which the gate leaves out):
+    layer (its gate and plane threshold lifted, and the other paths turned off):
     any kernel, stride, dilation, padding (including "same", uneven), groups and odd sizes,
     float64 against the NumPy reference, the parameter gradients alone (input_grad=False)
     the same, with a fused ReLU, and float32 against float64."""
@@ -299,12 +299,15 @@ def test_shifted_products_match_reference(dims, data, seed, threads, layout):
         (64, 64, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 64, 28, 28), True),
         (32, 32, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 32, 28, 28), False),
         (32, 32, dict(kernel_size=1, stride=2), (2, 32, 32, 32), False),  # a strided copy
+        (32, 32, dict(kernel_size=7, padding=3), (2, 32, 28, 28), True),  # not Winograd's
+        (32, 32, dict(kernel_size=3, padding=1, groups=2), (2, 32, 8, 8, 8), True),  # 3-D
+        (32, 32, dict(kernel_size=3, stride=2, padding=1), (2, 32, 16, 16, 16), False),  # planes
     ],
 )
 def test_shifted_products_only_where_they_apply(cin, cout, kwargs, shape, taken):
     from tinynet.kernel_cache import group_key
 
-    layer = Conv2d(cin, cout, **kwargs)
+    layer = CLASSES[len(shape) - 2](cin, cout, **kwargs)
     with tinynet.set_num_threads(2):
         assert (group_key(layer, shape) == "Conv:shifted") == taken
         out_size = layer._output_size(shape[2:])

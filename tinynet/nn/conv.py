@@ -9,7 +9,7 @@ input zero-padded. The layers only validate, keep state and pick a kernel; the l
 for 5×5 ones),
 ``tinynet/kernels/winograd3d.py`` (its 3-D form, F(2×2×2, 3×3×3), for Conv3d),
 ``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps),
-``tinynet/kernels/conv_shifted.py`` (strided or dilated 2-D layers: a product per tap),
+``tinynet/kernels/conv_shifted.py`` (a product per kernel tap, for layers of many channels),
 ``tinynet/kernels/conv_small.py`` (direct 3×3 and 5×5 loops for few input channels per group:
 first layers, grouped and depthwise layers) and ``conv_small3d.py`` (direct 3×3×3 loops for a
 Conv3d of few input channels).
@@ -89,20 +89,24 @@ _SMALL_MAX_GROUP_CHANNELS = 16
 # other way is vol2col + BLAS per group, which 16 → 24 ungrouped measured slower: on
 # (32, 28²) 17.6 vs 26.7, on (32, 32²) 29.7 vs 43.5.
 _SMALL5_MAX_CHANNELS = 11
-# Strided or dilated 2-D layers that would take vol2col + BLAS take the shifted products of
-# kernels/conv_shifted.py (one depth-Cg product per tap on the phase planes, no vol2col) with
-# at least this many input channels per group and this many output positions per plane.
-# Measured forwards (float32, 2 threads, batch 32 or 64, shifted / vol2col time, same run):
+# Layers that would take vol2col + BLAS take the shifted products of kernels/conv_shifted.py
+# (one depth-Cg product per tap on the phase planes, no vol2col) with at least this many input
+# channels per group and this many output positions. Measured (float32, 2 threads, batch 32
+# or 64 (3-D: 4 or 8), shifted / vol2col time, same run, forward and backward):
 # stride 2 3×3 on 32² → 16²: 16 → 16 0.92, 32 → 32 0.68, 48 → 48 0.79, 64 → 32 0.71,
-# 32 → 64 0.87, 16 → 64 1.00, 64 → 64 1.05, 32 → 128 1.18, 8 → 32 1.15; 5×5 s2 on 28²:
-# 16 → 16 0.52, 32 → 32 0.63, 64 → 32 0.62, 16 → 64 0.86, 64 → 64 0.86, 32 → 128 1.07;
-# 3×3 dilation 2 on 14²: 32 → 32 0.65, 64 → 32 0.62, 48 → 48 0.83, 32 → 128 1.21; but on
-# 16² → 8² (a run of 71 columns a product): 16 → 64 1.26, 32 → 32 1.09, 16 → 48 1.26. Each
+# 32 → 64 0.81 / 0.87, 16 → 64 1.00 / 0.85, 64 → 64 1.05 / 0.98, 32 → 128 1.31 / 1.22,
+# 8 → 32 1.26 / 0.81; 5×5 s2 on 28²: 16 → 16 0.52, 32 → 32 0.63, 64 → 32 0.62, 64 → 64 0.86,
+# 32 → 128 1.17 / 1.07; 3×3 dilation 2 on 14²: 32 → 32 0.65, 64 → 32 0.62, 48 → 48 0.83,
+# 64 → 64 0.92 / 1.02, 32 → 128 1.21; stride 1: 7×7 on 28² 16 → 16 0.46 / 0.43, 32 → 32
+# 0.51 / 0.55, 32 → 128 1.05 / 1.20; 3×3 in 2 groups on 28² 64 → 64 0.62 / 0.61, 64 → 128
+# 0.85 / 0.97; 3-D 3×3×3 dilation 2 on 12³: 16 → 16 0.51 / 0.45, 32 → 32 0.88 / 0.75, on 8³
+# 64 → 64 1.01 / 1.08; 3-D in 2 groups on 12³: 32 → 32 0.37 / 0.44, 64 → 64 0.57 / 0.60. But
+# on 16² → 8² (a run of 71 columns a product): 16 → 64 1.26, 32 → 32 1.20, 16 → 48 1.26. Each
 # tap's product adds into the whole output (Cout × P read and written once per tap) where
 # vol2col copies C·taps × P once: the more output channels per input channel, the less
-# this pays; hence also the output channels rule in __init__. Grouped layers need twice the
-# input channels per group: with 2 groups on 28² → 14², 64 → 64 0.67, 32 → 64 1.14, 32 → 32
-# 1.06.
+# this pays; hence also the output channels rule in __init__. 2-D grouped layers need twice
+# the input channels per group: stride 2 in 2 groups on 28² → 14², 64 → 64 0.67, 32 → 64
+# 1.14, 32 → 32 1.06 (3-D: 32 → 32 0.59).
 _SHIFTED_MIN_CHANNELS = 16
 _SHIFTED_MIN_PLANE = 100
 
@@ -191,16 +195,15 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             self._direct
             or (out_channels // groups <= _FEW_OUTPUTS and math.prod(self.kernel_size) > 1)
         ) and not (self._small or self._small3d)
-        # Strided or dilated 2-D layers of enough input channels: shifted products on the
-        # phase planes before vol2col + BLAS, with at most 48 output channels per group, 64
-        # with up to 32 input channels or a 5×5 (or larger) kernel (see _SHIFTED_MIN_CHANNELS).
+        # Layers of enough input channels take shifted products on the phase planes where
+        # they would take vol2col + BLAS, with at most 48 output channels per group, 64 with
+        # up to 32 input channels or a 5×5 (or larger) kernel (see _SHIFTED_MIN_CHANNELS).
         cin_g, cout_g = in_channels // groups, out_channels // groups
         taps = math.prod(self.kernel_size)
+        grouped_2d = groups > 1 and self._dims == 2
         self._shifted = (
-            self._dims == 2
-            and taps > 1  # a 1×1 kernel's vol2col is one strided copy of the input
-            and (self.stride != (1, 1) or self.dilation != (1, 1))
-            and cin_g >= _SHIFTED_MIN_CHANNELS * (1 if groups == 1 else 2)
+            taps > 1  # a 1×1 kernel's vol2col is a plain (or strided) copy of the input
+            and cin_g >= _SHIFTED_MIN_CHANNELS * (2 if grouped_2d else 1)
             and (cout_g <= 48 or (cout_g <= 64 and (cin_g <= 32 or taps >= 25)))
         )
         self._dilated_used = False  # whether the last forward took the sub-grid path
