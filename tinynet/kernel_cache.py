@@ -50,7 +50,7 @@ COSTS = {
     "Conv2d:winograd5": 20.0,
     "Conv2d:small": 10.0,
     "Conv:direct": 11.0,
-    "Conv:shifted": 15.0,
+    "Conv:shifted": 11.0,
     "Conv3d:planes": 17.5,
     "Conv3d:small3d": 8.0,
     "Conv3d:winograd3d": 20.0,

@@ -99,6 +99,8 @@ groups = {
     "conv2d Winograd 5x5": [(nn.Conv2d(12, 8, 5, padding=2), (8, 12, 16, 16))],
     # 3×3 and 5×5 depthwise layers take the direct kernels above; others the general loops.
     "conv2d depthwise 7x7": [(nn.Conv2d(4, 4, 7, padding=3, groups=4), (2, 4, 8, 8))],
+    # After the depthwise group, whose phase planes it shares: the shifted products' kernels.
+    "conv2d shifted products": [(nn.Conv2d(16, 16, 3, stride=2, padding=1), (2, 16, 20, 20))],
     "conv3d planes": [(nn.Conv3d(5, 8, 3, padding=1), (2, 5, 6, 6, 6))],
     # Lines of 8 tiles and 512 tiles in the batch: F(2×2×2, 3×3×3) (see conv_winograd3d.py).
     "conv3d Winograd": [(nn.Conv3d(4, 4, 3, padding=1), (1, 4, 16, 16, 16))],
