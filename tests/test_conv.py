@@ -604,6 +604,55 @@ def test_same_input_and_threads_give_bit_identical_results(groups):
         assert np.array_equal(first, second)
 
 
+def test_shifted_products_give_bit_identical_results():
+    from tinynet.kernel_cache import group_key
+
+    x = make_input(5, 16, (20, 21), "contiguous", seed=0).astype(np.float32)
+    results = []
+    for _ in range(2):
+        tinynet.manual_seed(0)
+        layer = Conv2d(16, 16, 3, stride=2, padding=1)
+        with tinynet.set_num_threads(2):
+            assert group_key(layer, x.shape) == "Conv:shifted"
+            y, _, grad_x = run_layer(layer, x)
+        results.append((y, grad_x, layer.weight.grad, layer.bias.grad))
+    for first, second in zip(*results, strict=True):
+        assert np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "dims, args, kwargs, shape",
+    [
+        (2, (32, 32, 3), dict(stride=2, padding=1), (3, 32, 21, 22)),
+        (2, (16, 24, 5), dict(padding=(2, 1), dilation=(2, 1)), (2, 16, 15, 14)),
+        (2, (64, 64, 3), dict(stride=(1, 2), padding=1, groups=2), (3, 64, 14, 15)),
+        (3, (32, 32, 3), dict(padding=1, groups=2), (2, 32, 6, 5, 7)),
+    ],
+)
+def test_shifted_products_match_pytorch(dims, args, kwargs, shape, dtype):
+    torch = pytest.importorskip("torch")
+    from tinynet.kernel_cache import group_key
+
+    functional = {2: torch.nn.functional.conv2d, 3: torch.nn.functional.conv3d}[dims]
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    tinynet.manual_seed(3)
+    layer = CLASSES[dims](*args, **kwargs).to(dtype)
+    x = make_input(*shape[:2], shape[2:], "contiguous", seed=3).astype(dtype)
+    assert group_key(layer, x.shape) == "Conv:shifted"
+    y, grad_out, grad_x = run_layer(layer, x)
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(layer.weight.data, requires_grad=True)
+    bt = torch.tensor(layer.bias.data, requires_grad=True)
+    stride, padding, dilation = layer.stride, layer.padding, layer.dilation
+    yt = functional(xt, wt, bt, stride, padding, dilation, layer.groups)
+    yt.backward(torch.tensor(grad_out))
+    assert_close(y, yt.detach().numpy(), rtol=tol, atol=tol, name="forward")
+    assert_close(grad_x, xt.grad.numpy(), rtol=tol, atol=tol, name="grad input")
+    assert_close(layer.weight.grad, wt.grad.numpy(), rtol=tol, atol=tol, name="grad weight")
+    assert_close(layer.bias.grad, bt.grad.numpy(), rtol=tol, atol=tol, name="grad bias")
+
+
 def test_thread_count_changes_only_rounding():
     x = make_input(5, 3, (6, 6), "contiguous", seed=0).astype(np.float32)
     layer = Conv2d(3, 4, 3, padding=1)
