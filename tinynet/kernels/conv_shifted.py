@@ -37,6 +37,7 @@ from numba import njit, prange
 from .. import config
 from .blas import gemm
 from .conv import _phase_layout, _phase_plane, row_sum, sum_blocks, zero_fill
+from .conv_small import _store
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -98,9 +99,10 @@ def conv_forward_shifted(
                          src[int(offsets[tap, i]) + j0 * wq:], size,
                          zero if tap == 0 else zero + 1, dst[i * pitch + j0 * wq:],
                          od * pitch)  # fmt: skip
-                _store_rows(dst, od * pitch, i * pitch, wq, j0, j1, bias[g * cout_g :], relu,
-                            out[n, g * cout_g :].reshape(-1), out.shape[2], i * oh * ow,
-                            ow)  # fmt: skip
+                for o in range(cout_g):  # rows j0 .. j1 without their extra columns
+                    first = o * od * pitch + i * pitch + j0 * wq
+                    _store(dst[first:], bias[g * cout_g + o], relu, j1 - j0, ow, wq,
+                           out[n, g * cout_g + o, (i * oh + j0) * ow :])  # fmt: skip
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)
@@ -192,30 +194,10 @@ def _planes_of(sample, c0, padding, planes):
         _phase_plane(sample[c0 + c], padding, planes[c])
 
 
-# Flat arrays and unsigned offsets in the two copies below: a view per output row cost a
-# reference-count update each, which measured two thirds of the store (32 → 64 3×3 s2 on
-# (64, 32, 32²), one thread: 0.36 against 0.98 ms; the layer's forward on two threads 5.75
-# against 6.30 ms, interleaved; same bits).
-
-
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _store_rows(wide, ldw, start, wq, j0, j1, bias, relu, out, positions, p0, ow):
-    """out[o·positions + p0 + j·ow + q] = wide[o·ldw + start + j·wq + q] + bias[o] for rows
-    j0 .. j1 of each output channel o of the flat wide rows (then max(·, 0) if ``relu``;
-    two loops, as in conv.store_row): one output plane's rows, from ``start`` in wide and
-    ``p0`` in the flat out."""
-    for o in range(wide.shape[0] // ldw):
-        b = bias[o]
-        for j in range(j0, j1):
-            src = np.uint64(o * ldw + start + j * wq)
-            dst = np.uint64(o * positions + p0 + j * ow)
-            if relu:
-                for q in range(np.uint64(ow)):
-                    v = wide[src + q] + b
-                    out[dst + q] = 0 if v <= 0 else v
-            else:
-                for q in range(np.uint64(ow)):
-                    out[dst + q] = wide[src + q] + b
+# The forward's store (conv_small._store) and _widen_rows copy rows on flat arrays with
+# unsigned offsets: a view per output row cost a reference-count update each, which measured
+# two thirds of the store (32 → 64 3×3 s2 on (64, 32, 32²), one thread: 0.36 against 0.98 ms;
+# the layer's forward on two threads 5.75 against 6.30 ms, interleaved; same bits).
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
