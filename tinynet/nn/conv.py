@@ -566,41 +566,6 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             )
         return out.reshape(n, self.out_channels, *out_size)
 
-    def _shifted_backward(self, grad_out, input_grad):
-        """The backward of the shifted products (conv_backward_shifted), on the phase planes
-        again; parameter gradients added, the input gradient returned (None without
-        ``input_grad``)."""
-        x = self._x
-        n, dtype = x.shape[0], x.dtype
-        weight = self._taps_first(dtype)
-        volume = x.reshape(self._as_volume(x.shape))
-        grad_x = np.empty_like(volume) if input_grad else np.empty((0,) * 5, dtype)
-        grad_w = self._buffer("grad_w_taps", weight.shape, dtype)
-        grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
-        blocks = max(1, min(config.get_num_threads(), n * self.groups))
-        partial_w = self._buffer("partial_w_taps", (blocks, *weight.shape), dtype)
-        grad_out = grad_out.reshape(n, self.out_channels, math.prod(self._out_size))
-        with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
-            conv_shifted.conv_backward_shifted(
-                volume,
-                weight,
-                grad_out,
-                input_grad,
-                self.groups,
-                *self._geometry(self._out_size),
-                grad_x,
-                grad_w,
-                grad_b,
-                partial_w,
-            )
-        # (taps, Cout, Cg) back to the layer's (Cout, Cg, taps).
-        grad_w = grad_w.transpose(1, 2, 0).reshape(self.out_channels, -1)
-        self._finite_weight_grad(grad_w, grad_out)
-        self.weight.grad += grad_w.reshape(self.weight.grad.shape)
-        if self.bias is not None:
-            self.bias.grad += grad_b
-        return grad_x.reshape(x.shape) if input_grad else None
-
     skips_input_grad = True  # backward(grad_out, input_grad=False): parameter gradients only
 
     def backward(self, grad_out, input_grad: bool = True):
@@ -621,10 +586,6 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             if self._dims == 3:
                 return self._winograd3d_backward(grad_out)
             return self._winograd_backward(grad_out)
-        # The shifted products' backward gives each thread whole (sample, group) pairs: a
-        # smaller batch goes on to vol2col's, whose backward can split by channels.
-        if self._shifted_used and n * self.groups >= config.get_num_threads():
-            return self._shifted_backward(grad_out, input_grad)
         # The direct 3-D path's input gradient pads grad_out by 2 − p: it needs padding ≤ 2
         # (larger paddings go to the plane path's backward, or for a grouped layer the GEMM
         # one: both need only x).
@@ -655,7 +616,30 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         grad_w = self._buffer("grad_w", weight.shape, dtype)
         grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
         geometry = self._geometry(self._out_size)
-        if direct_backward:
+        # The shifted products' backward gives each thread whole (sample, group) pairs: a
+        # smaller batch goes on to vol2col's, whose backward can split by channels.
+        if self._shifted_used and n * self.groups >= config.get_num_threads():
+            # Its weight gradient is tap-major, (taps, Cout, Cg), as the weights it reads.
+            weight_taps = self._taps_first(dtype)
+            grad_taps = self._buffer("grad_w_taps", weight_taps.shape, dtype)
+            blocks = config.get_num_threads()
+            partial_w = self._buffer("partial_w_taps", (blocks, *weight_taps.shape), dtype)
+            with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
+                conv_shifted.conv_backward_shifted(
+                    volume,
+                    weight_taps,
+                    grad_out,
+                    input_grad,
+                    self.groups,
+                    *geometry,
+                    grad_x,
+                    grad_taps,
+                    grad_b,
+                    partial_w,
+                )
+            grad_w[...] = grad_taps.transpose(1, 2, 0).reshape(grad_w.shape)
+            self._finite_weight_grad(grad_w, grad_out)
+        elif direct_backward:
             blocks = max(1, min(config.get_num_threads(), n * self.in_channels))
             partial_w = self._buffer("partial_w", (blocks, *weight.shape), dtype)
             with config.one_thread_if(blocks == 1):
