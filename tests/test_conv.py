@@ -298,6 +298,14 @@ def test_shifted_products_match_reference(dims, data, seed, threads, layout):
         (32, 32, dict(kernel_size=3, padding=1), (2, 32, 32, 32), False),  # stride 1
         (64, 64, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 64, 28, 28), True),
         (32, 32, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 32, 28, 28), False),
+        # Small output planes: a large kernel or many input channels, two samples a thread
+        (64, 16, dict(kernel_size=5, stride=2, padding=2), (4, 64, 14, 14), True),  # 7² out
+        (64, 16, dict(kernel_size=5, stride=2, padding=2), (3, 64, 14, 14), False),
+        (128, 32, dict(kernel_size=3, stride=2, padding=1), (4, 128, 8, 8), True),  # 4² out
+        (32, 32, dict(kernel_size=3, stride=2, padding=1), (4, 32, 8, 8), False),
+        (128, 32, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 128, 8, 8), True),
+        (64, 32, dict(kernel_size=7), (4, 64, 7, 7), False),  # one output position
+        (64, 32, dict(kernel_size=3, stride=2, padding=1), (4, 64, 8, 8, 8), False),  # 3-D
         (32, 32, dict(kernel_size=1, stride=2), (2, 32, 32, 32), False),  # a strided copy
         (32, 32, dict(kernel_size=7, padding=3), (2, 32, 28, 28), True),  # not Winograd's
         (32, 32, dict(kernel_size=3, padding=1, groups=2), (2, 32, 8, 8, 8), True),  # 3-D

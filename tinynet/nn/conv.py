@@ -109,6 +109,24 @@ _SMALL5_MAX_CHANNELS = 11
 # 1.14, 32 → 32 1.06 (3-D: 32 → 32 0.59).
 _SHIFTED_MIN_CHANNELS = 16
 _SHIFTED_MIN_PLANE = 100
+# Smaller 2-D output planes (deep in a network) still take them where vol2col is slowest: a
+# kernel of 25 taps or more, or 64 input channels per group or more, vol2col then copying
+# many runs of a few values each (one per (row, line)). Measured (float32, 2 threads, batch
+# 64 unless said, shifted / vol2col time, same run, forward and forward + backward):
+# 5×5 s2 on 14² → 7²: 64 → 16 0.44 / 0.50, 16 → 16 0.58 / 0.60, 32 → 32 0.62 / 0.71, 32 → 64
+# 0.79 / 0.88, in 2 groups 64 → 32 0.36 / 0.49, batch 4 64 → 16 0.69 / 0.74; on 6² → 3²
+# 64 → 32 0.34 / 0.48; 5×5 d2 on 8² → 4² 32 → 32 0.65 / 0.82; 7×7 s2 on 14² → 7² 16 → 32
+# 0.66 / 0.73; 3×3 s2: 64 → 16 on 10² → 5² 0.55 / 0.71, on 16² → 8² 0.99 / 0.91, 128 → 16
+# on 6² → 3² 0.47 / 0.66, 128 → 32 on 8² → 4² 0.55 / 0.77, 64 → 32 0.61 / 0.76, 64 → 48
+# 0.71 / 0.87, batch 16 256 → 32 0.39 / 0.74; 3×3 d2 on 4² 128 → 48 0.58 / 0.70; 3×3 in 4
+# groups on 4² 256 → 64 0.42 / 0.56. Not taken: fewer channels with a 3×3 kernel (s2 on
+# 8²: 16 → 64 1.22 / 1.16, 32 → 32 1.02 / 1.04; d2 32 → 32 1.23 / 1.09); a batch of one or
+# two (128 → 32 5×5 s2 on 6²: batch 1 1.31 / 1.18, batch 2 0.80 / 1.04; 64 → 32 3×3 s2 on
+# 4², batch 2: 0.96 / 1.20): below two (sample, group) pairs a thread; a single output
+# position (7×7 on 7²: 0.68 / 1.19); 3-D (3×3×3 on 2³ to 4³ outputs: 0.84–0.99 / 1.00–1.25).
+_SHIFTED_SMALL_MIN_CHANNELS = 64
+_SHIFTED_SMALL_MIN_TAPS = 25
+_SHIFTED_SMALL_MIN_PLANE = 4
 
 
 def _small_max_channels(k: int, groups: int) -> int:
@@ -527,8 +545,23 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
 
     def _shifted_fits(self, n, out_size):
         """Whether the forward takes the shifted products (kernels/conv_shifted.py): a layer
-        _shifted marks, output planes of at least _SHIFTED_MIN_PLANE positions."""
-        return self._shifted and n > 0 and math.prod(out_size) >= _SHIFTED_MIN_PLANE
+        _shifted marks, output planes of at least _SHIFTED_MIN_PLANE positions, or smaller
+        2-D ones with a large kernel or many input channels and enough samples (see
+        _SHIFTED_SMALL_MIN_CHANNELS)."""
+        plane = math.prod(out_size)
+        if not self._shifted or n == 0:
+            return False
+        if plane >= _SHIFTED_MIN_PLANE:
+            return True
+        return (
+            self._dims == 2
+            and plane >= _SHIFTED_SMALL_MIN_PLANE
+            and n * self.groups >= 2 * config.get_num_threads()
+            and (
+                self.in_channels // self.groups >= _SHIFTED_SMALL_MIN_CHANNELS
+                or math.prod(self.kernel_size) >= _SHIFTED_SMALL_MIN_TAPS
+            )
+        )
 
     def _shifted_parts(self, n, out_size):
         """Runs of output lines each (sample, group) pair's forward is cut into: one, or for
