@@ -225,6 +225,46 @@ def test_gemm_on_strided_row_major_matrices(dtype, trans_a, trans_b):
         assert_close(got, expected, rtol=tol, atol=tol, name="gemm")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a", [False, True])
+@pytest.mark.parametrize("m", [7, blas._FEW_ROWS + 1])  # cut into column blocks, or not
+def test_gemm_few_rows_is_gemm(dtype, trans_a, m):
+    # The same product as gemm, whether cut into column blocks (few rows, large product:
+    # uneven blocks here) or not; strided windows as above.
+    rng = np.random.default_rng(1)
+    n, k, pad = 3 * blas._SMALL_PRODUCT // (m * 400) + 5, 400, 3
+    assert m * n * k > blas._SMALL_PRODUCT
+    a = rng.standard_normal((k, m + pad) if trans_a else (m, k + pad)).astype(dtype)
+    b = rng.standard_normal((k, n + pad)).astype(dtype)
+    c = rng.standard_normal((m, n + pad)).astype(dtype)
+    op_a = a[:, :m].T if trans_a else a[:, :k]
+    expected = c.copy()
+    expected[:, :n] = op_a @ b[:, :n] + 0.5 * c[:, :n]
+    got = c.copy()
+    blas.gemm_few_rows(trans_a, m, n, k, a.reshape(-1), a.shape[1], b.reshape(-1), b.shape[1],
+                       0.5, got.reshape(-1), got.shape[1])  # fmt: skip
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    assert_close(got, expected, rtol=tol, atol=tol, name="gemm_few_rows")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m, n", [(5, 6), (blas._FEW_ROWS, blas._FEW_ROWS + 1)])
+def test_gemm_small_result_adds_a_times_b_transposed(dtype, m, n):
+    # c += a @ bᵀ, cut along the depth for a small result (uneven blocks), or not.
+    rng = np.random.default_rng(2)
+    k, pad = 3 * blas._SMALL_PRODUCT // (m * n) + 7, 2
+    a = rng.standard_normal((m, k + pad)).astype(dtype)
+    b = rng.standard_normal((n, k + pad)).astype(dtype)
+    c = rng.standard_normal((m, n + pad)).astype(dtype)
+    expected = c.copy()
+    expected[:, :n] += a[:, :k] @ b[:, :k].T
+    got = c.copy()
+    blas.gemm_small_result(m, n, k, a.reshape(-1), a.shape[1], b.reshape(-1), b.shape[1],
+                           got.reshape(-1), got.shape[1])  # fmt: skip
+    tol = 1e-3 if dtype == np.float32 else 1e-10
+    assert_close(got, expected, rtol=tol, atol=tol, name="gemm_small_result")
+
+
 def test_empty_batch():
     layer = Conv3d(2, 4, 3, padding=1)
     y, _, grad_x = run_layer(layer, np.zeros((0, 2, 4, 5, 3), np.float32))

@@ -33,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
-from .blas import gemm
+from .blas import gemm, gemm_few_rows
 from .im2col import col2vol, valid_range, vol2col
 
 
@@ -184,7 +184,6 @@ def _forward_tile(x, weight, bias, relu, groups, geometry, n0, n1, line0, line1,
     p0 = line0 * ow
     n_positions = out.shape[2]
     for g in range(groups):
-        rows = slice(g * cout_g, (g + 1) * cout_g)
         if n1 == n0 + 1 and pointwise(geometry):
             # col would be a copy of x's tile: BLAS reads it in place (rows P apart) and
             # writes into out likewise.
@@ -196,13 +195,17 @@ def _forward_tile(x, weight, bias, relu, groups, geometry, n0, n1, line0, line1,
             continue
         col = cols[: k * width].reshape(k, width)
         _cols_of_samples(x, n0, n1, g * cin_g, geometry, line0, line1, col)
+        w_g = weight[g * cout_g :].reshape(-1)
         if width == out.shape[2]:  # one sample in one tile: BLAS writes into out
-            np.dot(weight[rows], col, out[n0, rows])
+            gemm_few_rows(False, cout_g, width, k, w_g, k, col.reshape(-1), width, 0.0,
+                          out[n0, g * cout_g :].reshape(-1), width)  # fmt: skip
             for oc in range(g * cout_g, (g + 1) * cout_g):
                 bias_row_in_place(out[n0, oc], bias[oc], relu)
         else:
             y = tiles[: cout_g * width].reshape(cout_g, width)
-            np.dot(weight[rows], col, y)
+            gemm_few_rows(
+                False, cout_g, width, k, w_g, k, col.reshape(-1), width, 0.0, tiles, width
+            )
             for n in range(n0, n1):
                 c0 = (n - n0) * span
                 for o in range(cout_g):

@@ -35,7 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
-from .blas import gemm
+from .blas import gemm_few_rows, gemm_small_result
 from .conv import _phase_layout, _phase_plane, row_sum, sum_blocks, zero_fill
 from .conv_small import _store
 
@@ -95,7 +95,7 @@ def conv_forward_shifted(
                 run = (j1 - j0 - 1) * wq + ow
                 for tap in range(taps):
                     w0 = (tap * n_out + g * cout_g) * cin_g
-                    gemm(False, False, cout_g, run, cin_g, flat_w[w0:], cin_g,
+                    gemm_few_rows(False, cout_g, run, cin_g, flat_w[w0:], cin_g,
                          src[int(offsets[tap, i]) + j0 * wq:], size,
                          zero if tap == 0 else zero + 1, dst[i * pitch + j0 * wq:],
                          od * pitch)  # fmt: skip
@@ -171,10 +171,10 @@ def conv_backward_shifted(
                 for tap in range(taps):
                     w0 = (tap * n_out + g * cout_g) * cin_g
                     run = int(offsets[tap, i])
-                    gemm(False, True, cout_g, cin_g, length, dy[i * pitch:], od * pitch,
-                         src[run:], size, one, pw[w0:], cin_g)  # fmt: skip
+                    gemm_small_result(cout_g, cin_g, length, dy[i * pitch:], od * pitch,
+                                      src[run:], size, pw[w0:], cin_g)  # fmt: skip
                     if input_grad:
-                        gemm(True, False, cin_g, length, cout_g, flat_w[w0:], cin_g,
+                        gemm_few_rows(True, cin_g, length, cout_g, flat_w[w0:], cin_g,
                              dy[i * pitch:], od * pitch, one, gsrc[run:], size)  # fmt: skip
             if input_grad:
                 for cl in range(cin_g):
