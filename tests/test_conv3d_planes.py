@@ -227,10 +227,11 @@ def test_gemm_on_strided_row_major_matrices(dtype, trans_a, trans_b):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("trans_a", [False, True])
-@pytest.mark.parametrize("m", [7, blas._FEW_ROWS + 1])  # cut into column blocks, or not
-def test_gemm_few_rows_is_gemm(dtype, trans_a, m):
-    # The same product as gemm, whether cut into column blocks (few rows, large product:
-    # uneven blocks here) or not; strided windows as above.
+@pytest.mark.parametrize("m", [7, blas._FEW_ROWS + 1])
+@pytest.mark.parametrize("name", ["gemm_few_rows", "gemm_small_blocks"])
+def test_gemm_in_small_blocks_is_gemm(dtype, trans_a, m, name):
+    # The same product as gemm, whether cut into column blocks (a large product: uneven
+    # blocks here; gemm_few_rows only with few rows) or not; strided windows as above.
     rng = np.random.default_rng(1)
     n, k, pad = 3 * blas._SMALL_PRODUCT // (m * 400) + 5, 400, 3
     assert m * n * k > blas._SMALL_PRODUCT
@@ -241,10 +242,10 @@ def test_gemm_few_rows_is_gemm(dtype, trans_a, m):
     expected = c.copy()
     expected[:, :n] = op_a @ b[:, :n] + 0.5 * c[:, :n]
     got = c.copy()
-    blas.gemm_few_rows(trans_a, m, n, k, a.reshape(-1), a.shape[1], b.reshape(-1), b.shape[1],
-                       0.5, got.reshape(-1), got.shape[1])  # fmt: skip
+    getattr(blas, name)(trans_a, m, n, k, a.reshape(-1), a.shape[1], b.reshape(-1), b.shape[1],
+                        0.5, got.reshape(-1), got.shape[1])  # fmt: skip
     tol = 1e-4 if dtype == np.float32 else 1e-11
-    assert_close(got, expected, rtol=tol, atol=tol, name="gemm_few_rows")
+    assert_close(got, expected, rtol=tol, atol=tol, name=name)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

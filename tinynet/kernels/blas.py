@@ -91,18 +91,28 @@ _MIN_BLOCK_COLUMNS = 32
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def gemm_few_rows(trans_a, m, n, k, a, lda, b, ldb, beta, c, ldc):
-    """:func:`gemm` (b not transposed) in column blocks of small products when the product
-    has few rows (see _SMALL_PRODUCT). Same arguments and result as gemm(trans_a, False,
-    ...)."""
+def gemm_small_blocks(trans_a, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """:func:`gemm` (b not transposed) in column blocks of small products (see
+    _SMALL_PRODUCT). Same arguments and result as gemm(trans_a, False, ...)."""
     blocks = 1
-    if m <= _FEW_ROWS and m * n * k > _SMALL_PRODUCT:
+    if m * n * k > _SMALL_PRODUCT:
         widest = _SMALL_PRODUCT // (m * k)
         if widest >= _MIN_BLOCK_COLUMNS:
             blocks = -(-n // widest)
     for i in range(blocks):
         j0, j1 = (i * n) // blocks, ((i + 1) * n) // blocks
         gemm(trans_a, False, m, j1 - j0, k, a, lda, b[j0:], ldb, beta, c[j0:], ldc)
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def gemm_few_rows(trans_a, m, n, k, a, lda, b, ldb, beta, c, ldc):
+    """:func:`gemm_small_blocks` for a product of few rows (m ≤ _FEW_ROWS), else one
+    :func:`gemm`: the cut paid on those, not on products of many rows and a shallow k (the
+    Winograd products, of C·Cout by tiles, take gemm_small_blocks: measured there)."""
+    if m <= _FEW_ROWS:
+        gemm_small_blocks(trans_a, m, n, k, a, lda, b, ldb, beta, c, ldc)
+    else:
+        gemm(trans_a, False, m, n, k, a, lda, b, ldb, beta, c, ldc)
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)

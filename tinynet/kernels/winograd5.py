@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
-from .blas import gemm
+from .blas import gemm, gemm_small_blocks
 from .conv import row_sum, sum_blocks, zero_fill
 from .winograd import _crop, _output_to_rows, _pad, _rows_to_output, _to_planes
 
@@ -378,9 +378,8 @@ def winograd5_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
             tiles = (line1 - line0) * tw
             _input_transform(xpad, line0, line1, 2, v[t])
             for k in range(36):
-                vk = v[t, k, : n_channels * tiles].reshape(n_channels, tiles)
-                mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)
-                np.dot(u[k], vk, mk)
+                gemm_small_blocks(False, n_out, tiles, n_channels, u[k].reshape(-1), n_channels,
+                                  v[t, k], tiles, 0.0, m[t, k], tiles)  # fmt: skip
             _output_transform(m[t], bias, relu, line0, line1, th, out)
 
 
