@@ -306,6 +306,11 @@ def test_shifted_products_match_reference(dims, data, seed, threads, layout):
         (128, 32, dict(kernel_size=3, stride=2, padding=1, groups=2), (2, 128, 8, 8), True),
         (64, 32, dict(kernel_size=7), (4, 64, 7, 7), False),  # one output position
         (64, 32, dict(kernel_size=3, stride=2, padding=1), (4, 64, 8, 8, 8), False),  # 3-D
+        # Few outputs: in 2-D the shifted products, not the direct loops, where they fit
+        (128, 3, dict(kernel_size=5, stride=2, padding=2), (4, 128, 16, 16), True),
+        (64, 1, dict(kernel_size=5, stride=2, padding=2), (2, 64, 16, 16), False),
+        (16, 2, dict(kernel_size=3, padding=1), (2, 16, 32, 32), True),
+        (32, 1, dict(kernel_size=3, stride=2, padding=1), (2, 32, 16, 16, 16), False),
         (32, 32, dict(kernel_size=1, stride=2), (2, 32, 32, 32), False),  # a strided copy
         (32, 32, dict(kernel_size=7, padding=3), (2, 32, 28, 28), True),  # not Winograd's
         (32, 32, dict(kernel_size=3, padding=1, groups=2), (2, 32, 8, 8, 8), True),  # 3-D
@@ -477,19 +482,22 @@ def test_pointwise_convolution_reads_in_place(
 @pytest.mark.parametrize(
     "cin, cout, k, expected",
     [
-        (32, 1, 3, "direct loops"),
-        (32, 2, 3, "direct loops"),
+        (8, 1, 3, "direct loops"),
+        (32, 1, 3, "shifted products"),
+        (32, 2, 3, "shifted products"),
         (32, 3, 3, "Winograd F(2x2, 3x3)"),
-        (16, 3, 5, "direct loops"),
+        (12, 3, 5, "direct loops"),
+        (16, 3, 5, "shifted products"),
         (16, 4, 5, "Winograd F(2x2, 5x5)"),
         (16, 2, (3, 3, 3), "direct loops"),
         (16, 3, (3, 3, 3), "Winograd F(2x2x2, 3x3x3)"),
     ],
 )
-def test_few_outputs_take_the_direct_loops_before_winograd(cin, cout, k, expected):
+def test_few_outputs_take_a_direct_path_before_winograd(cin, cout, k, expected):
     """Winograd's input transform costs the same for any output count: 3×3 layers with 1 or
-    2 outputs and 5×5 ones with up to 3 take the direct loops (measured faster), the others
-    Winograd; both give the reference's result."""
+    2 outputs and 5×5 ones with up to 3 take the direct loops or, in 2-D with enough input
+    channels, the shifted products (measured faster), the others Winograd; all give the
+    reference's result."""
     from tinynet.profiler import algorithm
 
     dims = 3 if isinstance(k, tuple) else 2

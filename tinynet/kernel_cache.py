@@ -329,7 +329,7 @@ def group_key(layer, shape) -> str | None:
             return f"{name}:winograd" + ("4" if tile == 4 else "")
         if layer._winograd3d_fits(shape[0], out_size):
             return f"{name}:winograd3d"
-        if layer._direct_forward_applies:
+        if layer._direct_fits(shape[0], out_size):
             return "Conv:direct"
         for path in ("small3d", "planes", "small"):
             if getattr(layer, f"_{path}"):

@@ -208,7 +208,8 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         # (the forward's check comes after it; Winograd leaves out 3×3 layers of 1 or 2
         # outputs and 5×5 ones of up to 3, see _winograd_applies): 32 → 3 3×3 on 16² forward
         # + backward 2.8 (Winograd) vs 4.4 ms. The backward follows (conv_backward_direct).
-        # The few-input-channel paths (_small, _small3d) come first.
+        # The few-input-channel paths (_small, _small3d) come first; 2-D layers that the
+        # shifted products take go there instead (_direct_fits).
         self._direct_forward_applies = (
             self._direct
             or (out_channels // groups <= _FEW_OUTPUTS and math.prod(self.kernel_size) > 1)
@@ -491,7 +492,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             return self._winograd_forward(x, out_size, relu)
         if self._winograd3d_fits(n, out_size):
             return self._winograd3d_forward(x, out_size, relu)
-        if self._direct_forward_applies:
+        if self._direct_fits(n, out_size):
             return self._direct_forward(x, out_size, relu)
         if self._small3d:
             return self._small3d_forward(x, out_size, relu)
@@ -542,6 +543,19 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
                 volume, weight, bias, self.groups, *geometry, out, config.get_num_threads()
             )
         return _relu_in_place(out, relu).reshape(n, self.out_channels, *out_size)
+
+    def _direct_fits(self, n, out_size):
+        """Whether the forward takes the direct loops: a layer they apply to, unless it is a
+        2-D one of few outputs that the shifted products take. Measured there (float32, 2
+        threads, batch 64 unless said, shifted / direct time, forward and forward +
+        backward): 128 → 3 5×5 s2 on (32, 128, 16²) 0.58 / 0.54; 64 → 1 5×5 s2 on 16² 0.85 /
+        0.79; 32 → 3 7×7 on 16² 0.57 / 0.59; 64 → 2 3×3 s2 on 32² 0.80 / 0.80; 16 → 1 3×3 s2
+        on 32² 0.94 / 0.98; 64 → 4 in 2 groups on 16² 0.70 / 0.63; batch 32 32 → 3 5×5 on
+        32² 0.55 / 0.61; 32 → 2 3×3 d2 on 14² 0.86 / 0.77; 128 → 3 3×3 d2 on 28² 0.94 / 0.79.
+        In 3-D they lost (32 → 1 3×3×3 s2 on (8, 32, 16³) 1.6 / 1.3)."""
+        if not self._direct_forward_applies:
+            return False
+        return self._dims == 3 or self._direct or not self._shifted_fits(n, out_size)
 
     def _shifted_fits(self, n, out_size):
         """Whether the forward takes the shifted products (kernels/conv_shifted.py): a layer
