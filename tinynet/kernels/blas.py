@@ -90,7 +90,7 @@ _FEW_ROWS = 32
 _MIN_BLOCK_COLUMNS = 32
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.FASTMATH, cache=config.CACHE, inline="always")
 def gemm_small_blocks(trans_a, m, n, k, a, lda, b, ldb, beta, c, ldc):
     """:func:`gemm` (b not transposed) in column blocks of small products (see
     _SMALL_PRODUCT). Same arguments and result as gemm(trans_a, False, ...)."""
@@ -99,12 +99,15 @@ def gemm_small_blocks(trans_a, m, n, k, a, lda, b, ldb, beta, c, ldc):
         widest = _SMALL_PRODUCT // (m * k)
         if widest >= _MIN_BLOCK_COLUMNS:
             blocks = -(-n // widest)
+    if blocks == 1:  # no slices: a view costs a reference count, and these calls are many
+        gemm(trans_a, False, m, n, k, a, lda, b, ldb, beta, c, ldc)
+        return
     for i in range(blocks):
         j0, j1 = (i * n) // blocks, ((i + 1) * n) // blocks
         gemm(trans_a, False, m, j1 - j0, k, a, lda, b[j0:], ldb, beta, c[j0:], ldc)
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.FASTMATH, cache=config.CACHE, inline="always")
 def gemm_few_rows(trans_a, m, n, k, a, lda, b, ldb, beta, c, ldc):
     """:func:`gemm_small_blocks` for a product of few rows (m ≤ _FEW_ROWS), else one
     :func:`gemm`: the cut paid on those, not on products of many rows and a shallow k (the
@@ -115,7 +118,7 @@ def gemm_few_rows(trans_a, m, n, k, a, lda, b, ldb, beta, c, ldc):
         gemm(trans_a, False, m, n, k, a, lda, b, ldb, beta, c, ldc)
 
 
-@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+@njit(fastmath=config.FASTMATH, cache=config.CACHE, inline="always")
 def gemm_small_result(m, n, k, a, lda, b, ldb, c, ldc):
     """c += a @ bᵀ, a (m × k) and b (n × k): gemm(False, True, ..., beta = 1) cut along k
     into small products (see _SMALL_PRODUCT) when the result is small (m·n ≤ _FEW_ROWS², as
@@ -127,6 +130,9 @@ def gemm_small_result(m, n, k, a, lda, b, ldb, c, ldc):
         if deepest >= _MIN_BLOCK_COLUMNS:
             blocks = -(-k // deepest)
     one = c.dtype.type(1)
+    if blocks == 1:
+        gemm(False, True, m, n, k, a, lda, b, ldb, one, c, ldc)
+        return
     for i in range(blocks):
         k0, k1 = (i * k) // blocks, ((i + 1) * k) // blocks
         gemm(False, True, m, n, k1 - k0, a[k0:], lda, b[k0:], ldb, one, c, ldc)
