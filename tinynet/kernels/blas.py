@@ -5,8 +5,9 @@ always overwrites its output. Kernels that multiply a block of columns of a larg
 read a matrix with a row stride (a "leading dimension"), or add into their output call
 :func:`gemm` instead: the same BLAS routine, with its strides and beta exposed. Used by the
 Conv3d plane kernels (``conv_planes.py``, ``winograd3d.py``) and Linear (``linear.py``);
-:func:`gemm_few_rows` and :func:`gemm_small_result` cut a product into smaller ones that
-OpenBLAS runs faster (vol2col's forward and the shifted products).
+:func:`gemm_small_blocks`, :func:`gemm_few_rows` and :func:`gemm_small_result` cut a
+product into smaller ones that OpenBLAS runs faster (the Winograd forwards, vol2col's forward
+and the shifted products).
 
 Debugging: with ``NUMBA_DISABLE_JIT=1``, :func:`gemm` is replaced by a NumPy version
 (:func:`_gemm_numpy`), as Python cannot call the C helper.
