@@ -507,6 +507,21 @@ def test_few_outputs_take_a_direct_path_before_winograd(cin, cout, k, expected):
     check_against_reference(layer, make_input(*shape[:2], shape[2:], "contiguous", seed=7))
 
 
+@pytest.mark.parametrize("cout", [1, 2, 3])
+def test_few_outputs_split_sample_on_shifted_products_then_direct_backward(cout):
+    # A 2-D layer of few outputs takes the shifted products; a batch of one, smaller than
+    # the thread count, cuts its output lines among the threads in the forward, and its
+    # backward is then the direct loops' (which read only x and dy): both the reference's.
+    from unittest import mock
+
+    layer = Conv2d(32, cout, 3, padding=1).double()
+    x = make_input(1, 32, (12, 11), "contiguous", seed=3)
+    with tinynet.set_num_threads(2), mock.patch("tinynet.nn.conv._SPLIT_SAMPLE_MACS", 0):
+        assert layer._shifted_parts(1, (12, 11)) == 2
+        check_against_reference(layer, x)
+        assert layer._shifted_used
+
+
 @pytest.mark.parametrize(
     "dims, kwargs",
     [
