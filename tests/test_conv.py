@@ -490,7 +490,7 @@ def test_pointwise_convolution_reads_in_place(
         (16, 3, 5, "shifted products"),
         (16, 4, 5, "Winograd F(2x2, 5x5)"),
         (16, 2, (3, 3, 3), "direct loops"),
-        (16, 3, (3, 3, 3), "Winograd F(2x2x2, 3x3x3)"),
+        (16, 3, (3, 3, 3), "Winograd F(4x4, 3x3) per depth tap"),
     ],
 )
 def test_few_outputs_take_a_direct_path_before_winograd(cin, cout, k, expected):

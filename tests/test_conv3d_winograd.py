@@ -1,5 +1,6 @@
-"""Conv3d's Winograd F(2×2×2, 3×3×3) path (kernels/winograd3d.py) against the NumPy
-reference, central differences and PyTorch; when it is taken; determinism."""
+"""Conv3d's Winograd paths, F(2×2×2, 3×3×3) (kernels/winograd3d.py) and F(4×4, 3×3) per depth
+tap (kernels/winograd3d4.py), against the NumPy reference, central differences and PyTorch;
+when each is taken; determinism."""
 
 from __future__ import annotations
 
@@ -17,31 +18,45 @@ import tinynet
 from tinynet.nn import Conv3d, conv_winograd3d
 from tinynet.testing import assert_close, gradcheck
 
+FORMS = (2, 4)  # F(2×2×2, 3×3×3) and F(4×4, 3×3) per depth tap
 
-def any_size():
-    """The path's size thresholds lowered, so that small (fast) shapes take it (and layers
-    built meanwhile with 1 to 3 output channels do not take the direct forward instead)."""
+
+def any_size(form=2, plane_tiles=None):
+    """The paths' size thresholds lowered, so that small (fast) shapes take the Winograd path
+    ``form`` (and layers built meanwhile with 1 to 3 output channels do not take the direct
+    forward instead); ``plane_tiles`` sets the F(4×4) chunk (1: an output plane a chunk)."""
     stack = contextlib.ExitStack()
     stack.enter_context(
         mock.patch.multiple(conv_winograd3d, _MIN_CHANNELS=1, _MIN_TILES=1, _MIN_LINE=1)
     )
     stack.enter_context(mock.patch("tinynet.nn.conv._FEW_OUTPUTS", 0))
+    stack.enter_context(
+        mock.patch.object(
+            conv_winograd3d.Winograd3dMixin,
+            "_winograd3d_form",
+            lambda self, n, out_size: form if self._winograd3d else 0,
+        )
+    )
+    if plane_tiles is not None:
+        stack.enter_context(mock.patch.object(conv_winograd3d, "_PLANE_TILES", plane_tiles))
     return stack
 
 
-def run_layer(layer, x, seed=1):
+def run_layer(layer, x, seed=1, form=None):
     """Forward, then backward of a random gradient; returns (y, grad_out, grad_x)."""
     y = layer(x)
     assert layer._x_padded is not None, "expected the Winograd path"
+    if form is not None:
+        assert layer._winograd3d_f4 == (form == 4), "expected the other Winograd path"
     grad_out = np.random.default_rng(seed).standard_normal(y.shape).astype(y.dtype)
     return y, grad_out, layer.backward(grad_out)
 
 
-def check_against_reference(layer, x, tol):
+def check_against_reference(layer, x, tol, form=None):
     """The three gradients and the output against the float64 NumPy reference; ``tol`` is
     relative to each result's largest magnitude (Winograd's float32 error scales with it)."""
     layer.zero_grad()
-    y, grad_out, grad_x = run_layer(layer, x)
+    y, grad_out, grad_x = run_layer(layer, x, form=form)
     padding = tuple(zip(layer._pad_low, layer._pad_high, strict=True))
     args = (layer.stride, padding, layer.dilation, layer.groups)
     weight = layer.weight.data.astype(np.float64)
@@ -72,28 +87,37 @@ def winograd_configs(draw):
     return layer, draw(st.integers(1, 3)), size
 
 
+@pytest.mark.parametrize("form", FORMS)
 @settings(max_examples=25, deadline=None)
-@given(config=winograd_configs(), seed=st.integers(0, 2**16), float32=st.booleans())
-def test_matches_reference(config, seed, float32):
+@given(
+    config=winograd_configs(),
+    seed=st.integers(0, 2**16),
+    float32=st.booleans(),
+    plane_tiles=st.sampled_from([1, 5, 256]),  # F(4×4) chunks of 1, 1 .. 5 or all planes
+)
+def test_matches_reference(form, config, seed, float32, plane_tiles):
     kwargs, batch, size = config
     tinynet.manual_seed(seed)
     x = np.random.default_rng(seed).standard_normal((batch, kwargs["in_channels"], *size))
-    with any_size():
+    with any_size(form, plane_tiles):
         layer = Conv3d(**kwargs) if float32 else Conv3d(**kwargs).double()
-        check_against_reference(layer, x.astype(layer.dtype), 1e-5 if float32 else 1e-12)
+        check_against_reference(layer, x.astype(layer.dtype), 1e-5 if float32 else 1e-12, form)
 
 
-def test_gradcheck_float64():
+@pytest.mark.parametrize("form", FORMS)
+def test_gradcheck_float64(form):
     tinynet.manual_seed(0)
-    x = np.random.default_rng(0).standard_normal((2, 2, 3, 5, 4))
-    with any_size():
+    x = np.random.default_rng(0).standard_normal((2, 2, 5, 5, 4))
+    with any_size(form, plane_tiles=1):  # F(4×4): a chunk per output plane
         layer = Conv3d(2, 4, 3, padding=(1, 0, 2)).double()
         layer(x)
         assert layer._x_padded is not None
+        assert layer._winograd3d_f4 == (form == 4)
         gradcheck(layer, x)
 
 
-def test_matches_torch_float32_at_the_path_shape():
+@pytest.mark.parametrize("form", FORMS)
+def test_matches_torch_float32_at_the_path_shape(form):
     torch = pytest.importorskip("torch")
     tinynet.manual_seed(0)
     layer = Conv3d(16, 8, 3, padding=1)
@@ -102,8 +126,8 @@ def test_matches_torch_float32_at_the_path_shape():
     with torch.no_grad():
         ref.weight.copy_(torch.from_numpy(layer.weight.data.astype(np.float64)))
         ref.bias.copy_(torch.from_numpy(layer.bias.data.astype(np.float64)))
-    with mock.patch.object(conv_winograd3d, "_MIN_TILES", 1):
-        y, grad_out, grad_x = run_layer(layer, x)
+    with any_size(form):
+        y, grad_out, grad_x = run_layer(layer, x, form=form)
     xt = torch.from_numpy(x.astype(np.float64)).requires_grad_()
     yt = ref(xt)
     yt.backward(torch.from_numpy(grad_out.astype(np.float64)))
@@ -116,10 +140,11 @@ def test_matches_torch_float32_at_the_path_shape():
         assert_close(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max(), name=name)
 
 
-def test_relu_flag_clamps_in_the_output_transform():
+@pytest.mark.parametrize("form", FORMS)
+def test_relu_flag_clamps_in_the_output_transform(form):
     tinynet.manual_seed(0)
     x = np.random.default_rng(0).standard_normal((2, 3, 5, 4, 6)).astype(np.float32)
-    with any_size():
+    with any_size(form):
         layer = Conv3d(3, 4, 3, padding=1)
         plain = layer(x)
         fused = layer._forward(x, relu=True)
@@ -127,18 +152,19 @@ def test_relu_flag_clamps_in_the_output_transform():
     assert_close(fused, np.maximum(plain, 0), rtol=0, atol=0, name="fused relu")
 
 
-def test_bit_identical_reruns():
+@pytest.mark.parametrize("form", FORMS)
+def test_bit_identical_reruns(form):
     """Same input and thread count, same bits (fixed sample blocks, partial sums in order;
     a different thread count regroups the chunks, so it may round differently)."""
     tinynet.manual_seed(0)
-    with any_size():
+    with any_size(form):
         layer = Conv3d(4, 5, 3, padding=1)
     x = np.random.default_rng(0).standard_normal((4, 4, 6, 5, 7)).astype(np.float32)
     results = []
     for _ in range(3):
         clone = copy.deepcopy(layer)
-        with any_size():
-            y, _, grad_x = run_layer(clone, x)
+        with any_size(form, plane_tiles=2):
+            y, _, grad_x = run_layer(clone, x, form=form)
         results.append((y, grad_x, clone.weight.grad.copy(), clone.bias.grad.copy()))
     for other in results[1:]:
         for a, b in zip(results[0], other, strict=True):
@@ -146,32 +172,41 @@ def test_bit_identical_reruns():
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "shape", "taken"),
+    ("kwargs", "shape", "form"),
     [
-        (dict(padding=1), (8, 16, 16, 16, 16), True),  # the target shape
-        (dict(padding=1), (4, 16, 16, 16, 16), True),
-        (dict(padding=1), (1, 16, 16, 16, 16), True),
-        (dict(padding=1), (1, 16, 2, 2, 16), False),  # too few tiles
-        # Shorter lines: C·Cout / (C + Cout) against the line's length, odd sides.
-        (dict(padding=1, out_channels=16), (16, 16, 8, 8, 8), False),  # 4 tiles a line, 8
-        (dict(padding=1, out_channels=32), (1, 16, 8, 8, 8), False),  # 4 tiles, 10.7
-        (dict(padding=1, out_channels=32), (1, 32, 8, 8, 8), True),  # 4 tiles, 16
-        (dict(padding=1, out_channels=32), (2, 16, 10, 10, 10), True),  # 5 tiles, 10.7
-        (dict(padding=1, out_channels=16), (8, 8, 12, 12, 12), False),  # 6 tiles, 5.3
-        (dict(padding=1, out_channels=32), (1, 32, 6, 6, 6), False),  # 3 tiles, 16
-        (dict(padding=1, out_channels=64), (1, 64, 4, 4, 4), True),  # 2 tiles, 32
-        (dict(padding=1, out_channels=64), (1, 64, 5, 5, 5), False),  # 58% of outputs used
-        (dict(padding=1, out_channels=64), (1, 32, 13, 14, 14), True),  # 93% used
-        (dict(padding=1, stride=2), (8, 16, 16, 16, 16), False),
-        (dict(padding=3), (8, 16, 16, 16, 16), False),
-        (dict(padding=1, dilation=2), (8, 16, 16, 16, 16), False),
+        (dict(padding=1), (8, 16, 16, 16, 16), 4),  # the target shape
+        (dict(padding=1), (4, 16, 16, 16, 16), 4),
+        (dict(padding=1), (1, 16, 16, 16, 16), 4),
+        (dict(padding=1), (1, 16, 2, 2, 16), 0),  # planes of 2 × 16
+        # F(4×4) per depth tap: planes of ≥ 7 × 7 outputs, more than 4 input channels or
+        # where F(2×2×2) fits (lines of ≥ 8 tiles, or C·Cout / (C + Cout) for shorter ones).
+        (dict(padding=1, out_channels=16), (16, 16, 8, 8, 8), 4),
+        (dict(padding=1, out_channels=32), (1, 16, 8, 8, 8), 4),
+        (dict(padding=1, out_channels=32), (2, 16, 7, 7, 7), 4),
+        (dict(padding=1, out_channels=16), (8, 8, 12, 12, 12), 4),
+        (dict(padding=1, out_channels=32), (1, 64, 13, 14, 14), 4),
+        (dict(padding=1, out_channels=8), (2, 4, 16, 16, 16), 4),  # F(2×2×2) fits
+        (dict(padding=1, out_channels=8), (8, 4, 8, 8, 8), 0),  # 4 channels: direct path
+        (dict(padding=1, out_channels=8), (8, 4, 12, 12, 12), 0),
+        (dict(padding=1, out_channels=32), (8, 16, 6, 6, 6), 0),  # planes of 6 × 6
+        (dict(padding=1, out_channels=32), (1, 32, 6, 6, 6), 0),
+        # F(2×2×2) on small planes where it fits: 3 and 2 tiles a line, h = 32.
+        (dict(padding=1, out_channels=64), (1, 64, 6, 6, 6), 2),
+        (dict(padding=1, out_channels=64), (1, 64, 4, 4, 4), 2),
+        (dict(padding=1, out_channels=64), (1, 64, 5, 5, 5), 0),  # 58% of outputs used
+        (dict(padding=1, stride=2), (8, 16, 16, 16, 16), 0),
+        (dict(padding=3), (8, 16, 16, 16, 16), 0),
+        (dict(padding=1, dilation=2), (8, 16, 16, 16, 16), 0),
     ],
 )
-def test_path_taken(kwargs, shape, taken):
+def test_path_taken(kwargs, shape, form):
     kwargs = {"out_channels": 4} | kwargs
     layer = Conv3d(shape[1], kernel_size=3, **kwargs)
     layer(np.zeros(shape, np.float32))
-    assert (layer._x_padded is not None) == taken
+    assert (layer._x_padded is not None) == (form > 0)
+    assert layer._winograd3d_form(shape[0], layer._out_size) == form
+    if form:
+        assert layer._winograd3d_f4 == (form == 4)
 
 
 def test_thin_channels_stay_on_the_plane_path():

@@ -120,19 +120,26 @@ def test_sub_grid_path_matches_the_general_one(dtype):
     y, y2 = layer(x), other(x)
     assert layer._dilated_used and not other._dilated_used
     assert y.dtype == dtype
-    # float32: the sub-grids may take Winograd, whose weight gradient differs by ~5e-5.
-    tol = 2e-4 if dtype == np.float32 else 1e-12
-    assert_close(y, y2, rtol=tol, atol=tol, name="forward")
+    # float32: the sub-grids take Winograd F(4×4, 3×3) per depth tap, which differs from
+    # the direct sum by ~3e-6 of each result's largest magnitude (the weight gradient's is
+    # ~300 here): the tolerance scales with it.
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+
+    def close(got, expected, name):
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert_close(got, expected, rtol=0, atol=tol * scale, name=name)
+
+    close(y, y2, "forward")
     g = np.random.default_rng(1).standard_normal(y.shape).astype(dtype)
     gx, gx2 = layer.backward(g), other.backward(g)
-    assert_close(gx, gx2, rtol=tol, atol=tol, name="grad input")
-    assert_close(layer.weight.grad, other.weight.grad, rtol=tol, atol=tol, name="grad weight")
-    assert_close(layer.bias.grad, other.bias.grad, rtol=tol, atol=tol, name="grad bias")
+    close(gx, gx2, "grad input")
+    close(layer.weight.grad, other.weight.grad, "grad weight")
+    close(layer.bias.grad, other.bias.grad, "grad bias")
     # Parameter gradients only: the input gradient is skipped, the others still added.
     layer.zero_grad()
     layer(x)
     assert layer.backward(g, input_grad=False) is None
-    assert_close(layer.weight.grad, other.weight.grad, rtol=tol, atol=tol, name="grad weight")
+    close(layer.weight.grad, other.weight.grad, "grad weight")
 
 
 def test_sub_grid_path_against_torch():

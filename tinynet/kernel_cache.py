@@ -54,6 +54,7 @@ COSTS = {
     "Conv3d:planes": 17.5,
     "Conv3d:small3d": 8.0,
     "Conv3d:winograd3d": 20.0,
+    "Conv3d:winograd3d4": 20.0,
     "BatchNorm": 9.0,
     "Linear": 2.9,
     "elementwise": 4.0,
@@ -327,8 +328,9 @@ def group_key(layer, shape) -> str | None:
                 return f"{name}:winograd5"
             tile = layer._winograd_tile(shape[0], out_size)
             return f"{name}:winograd" + ("4" if tile == 4 else "")
-        if layer._winograd3d_fits(shape[0], out_size):
-            return f"{name}:winograd3d"
+        form = layer._winograd3d_form(shape[0], out_size)
+        if form:  # F(4×4, 3×3) per depth tap, or F(2×2×2, 3×3×3)
+            return f"{name}:winograd3d" + ("4" if form == 4 else "")
         if layer._direct_fits(shape[0], out_size):
             return "Conv:direct"
         for path in ("small3d", "planes", "small"):

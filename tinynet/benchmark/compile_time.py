@@ -102,8 +102,10 @@ groups = {
     # After the depthwise group, whose phase planes it shares: the shifted products' kernels.
     "conv2d shifted products": [(nn.Conv2d(16, 16, 3, stride=2, padding=1), (2, 16, 20, 20))],
     "conv3d planes": [(nn.Conv3d(5, 8, 3, padding=1), (2, 5, 6, 6, 6))],
-    # Lines of 8 tiles and 512 tiles in the batch: F(2×2×2, 3×3×3) (see conv_winograd3d.py).
-    "conv3d Winograd": [(nn.Conv3d(4, 4, 3, padding=1), (1, 4, 16, 16, 16))],
+    # 16×16 output planes: F(4×4, 3×3) per depth tap; 4×4 planes of 40 channels: F(2×2×2,
+    # 3×3×3) (see conv_winograd3d.py).
+    "conv3d Winograd F(4x4) per depth tap": [(nn.Conv3d(4, 4, 3, padding=1), (1, 4, 16, 16, 16))],
+    "conv3d Winograd F(2x2x2)": [(nn.Conv3d(40, 40, 3, padding=1), (1, 40, 4, 4, 4))],
     "conv3d direct 3x3x3": [(nn.Conv3d(1, 4, 3, padding=1), (2, 1, 6, 6, 6))],
     # After the direct group: what this adds is the sub-grid kernels (see conv_dilated.py).
     "conv3d dilated (sub-grids)": [

@@ -1,7 +1,9 @@
-"""The Winograd F(2×2×2, 3×3×3) path of Conv3d: when it applies, its buffers, forward, backward.
+"""Conv3d's Winograd paths: when each applies, their buffers, forwards and backwards.
 
-The 3-D twin of ``conv_winograd.py``; the kernels are in ``tinynet/kernels/winograd3d.py``.
-``_ConvNd`` inherits these methods.
+Two forms of a 3×3×3 stride-1 convolution: F(4×4, 3×3) per depth tap (the 2-D transforms of
+``conv_winograd.py``'s 4×4 tiles on each input plane, three products per plane;
+``tinynet/kernels/winograd3d4.py``) on planes of at least 7 × 7 outputs, and F(2×2×2, 3×3×3)
+(``tinynet/kernels/winograd3d.py``) on smaller ones. ``_ConvNd`` inherits these methods.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import math
 import numpy as np
 
 from .. import config
-from ..kernels import winograd3d
+from ..kernels import winograd3d, winograd3d4, winograd4
+from .conv_small3d import _SMALL3D_MAX_CHANNELS
 from .conv_winograd import _plane
 
 # About this many 2×2×2 output tiles per chunk: a chunk's V and M (64 planes each) then stay
@@ -30,24 +33,31 @@ _MIN_LINE = 8
 # of compilation (against ~12 s for the plane path; cached after). See _winograd3d_fits.
 _SHORT_LINES = ((5, 10), (4, 16), (2, 20))
 _SHORT_USE = 0.8
+# F(4×4, 3×3) per depth tap (winograd3d4.py): about this many 4×4 output tiles per chunk of
+# output planes (128 .. 1024 measured within noise of each other), and the output planes'
+# least side (see _winograd3d_form).
+_PLANE_TILES = 256
+_F4_MIN_SIDE = 7
 
 
 class Winograd3dMixin:
     """Conv3d's Winograd methods; the layer's ``_buffer`` and attributes come from _ConvNd."""
 
     def _winograd3d_applies(self):
-        """Whether this layer may use Winograd F(2×2×2, 3×3×3) (forward also needs tiles).
+        """Whether this layer may use a Winograd path (a forward also needs tiles: see
+        _winograd3d_form).
 
         It needs a 3×3×3, stride-1, undilated, ungrouped Conv3d (padding ≤ 2 per side).
-        Measured (float32, 2 threads, padding 1, medians, ms, forward + backward, Winograd vs
-        planes; torch 2.13 alongside): (8, 16, 16³) → 32: 4.0 + 6.7 vs 6.7 + 12.2 (torch
-        4.0 + 8.6); (8, 8, 16³) → 16: 1.6 + 2.5 vs 2.1 + 3.9; (4, 4, 16³) → 8: 0.38 + 0.55 vs
-        0.53 + 0.56; (1, 8, 16³) → 8: 0.28 + 0.43 vs 0.40 + 0.68. On lines of 4 tiles (8³
-        outputs) the forward loses with 16 channels ((16, 16, 8³) → 32: 1.5 + 2.3 vs 1.3 +
-        3.2; (2, 16, 8³) → 16: 0.23 + 0.37 vs 0.18 + 0.42) and on 3 (6³) both do. Hence
-        in_channels ≥ 4, lines of ≥ 8 tiles and ≥ 512 tiles per batch, or shorter lines with
-        more channels (see _winograd3d_fits). Not for 1 or 2 outputs, as in 2-D (the input
-        transform outweighs the products; the direct loops won, forward + backward, 2 threads:
+        Measured with F(2×2×2, 3×3×3) (float32, 2 threads, padding 1, medians, ms, forward +
+        backward, Winograd vs planes; torch 2.13 alongside): (8, 16, 16³) → 32: 4.0 + 6.7 vs
+        6.7 + 12.2 (torch 4.0 + 8.6); (8, 8, 16³) → 16: 1.6 + 2.5 vs 2.1 + 3.9; (4, 4, 16³)
+        → 8: 0.38 + 0.55 vs 0.53 + 0.56; (1, 8, 16³) → 8: 0.28 + 0.43 vs 0.40 + 0.68. On
+        lines of 4 tiles (8³ outputs) the forward loses with 16 channels ((16, 16, 8³) → 32:
+        1.5 + 2.3 vs 1.3 + 3.2; (2, 16, 8³) → 16: 0.23 + 0.37 vs 0.18 + 0.42) and on 3 (6³)
+        both do. Hence in_channels ≥ 4, lines of ≥ 8 tiles and ≥ 512 tiles per batch, or
+        shorter lines with more channels (see _winograd3d2_fits). Not for 1 or 2 outputs, as
+        in 2-D (the input transform outweighs the products; the direct loops won, forward +
+        backward, 2 threads:
         (4, 16, 16³) → 1 2.1 vs 4.0 ms, → 2 3.6 vs 4.5, (8, 8, 16³) → 1 2.4 vs 4.6; → 3 even).
         """
         return (
@@ -62,7 +72,36 @@ class Winograd3dMixin:
         )
 
     def _winograd3d_fits(self, n, out_size) -> bool:
-        """Whether this forward takes the Winograd path: the layer allows it, and its lines of
+        """Whether this forward takes one of the Winograd paths (see _winograd3d_form)."""
+        return self._winograd3d_form(n, out_size) > 0
+
+    def _winograd3d_form(self, n, out_size) -> int:
+        """Which Winograd path this forward takes: 4 for F(4×4, 3×3) per depth tap
+        (winograd3d4.py), 2 for F(2×2×2, 3×3×3) (winograd3d.py), 0 for neither.
+
+        F(4×4, 3×3) per depth tap needs output planes of ≥ _F4_MIN_SIDE on each side: below,
+        4×4 tiles waste too much (5 and 6: 39% and 56% of the outputs used) or a plane is one
+        tile. Where F(2×2×2) fits it takes those planes (measured, float32, 2 threads, padding 1,
+        F(4×4) / F(2×2×2) time, forward and forward + backward: (8, 16, 16³) → 32 0.66 and
+        0.79, (4, 16, 24³) → 32 0.72 and 0.76, (2, 32, 10³) → 64 0.72 and 0.75, (2, 64, 8³) →
+        64 0.66 and 0.75, (4, 8, 16³) → 3 0.56 and 0.65, (2, 32, 13³) → 32 0.90 and 0.91,
+        (1, 8, 32³) → 8 0.84 and 1.08; kept: (1, 64, 4³) → 64 1.26 and 1.22). It also takes
+        the plane path's layers with more input channels than the direct path's (against
+        planes + BLAS: (16, 16, 8³) → 32 0.84 and 0.54, (8, 32, 7³) → 32 0.84 and 0.70,
+        (4, 16, 16 × 8²) → 16 0.76 and 0.54, (4, 8, 14³) → 16 0.85 and 0.75, (4, 16, 9³) →
+        32 0.90 and 0.87, (1, 8, 12³) → 8 1.00 and 0.74; the direct path kept: (8, 4, 8³) →
+        8 1.38 and 1.42, (8, 4, 12³) → 4 1.54 and 1.50; 6³ lost: (8, 16, 6³) → 32 1.53 and
+        1.07).
+        """
+        if not self._winograd3d:  # Conv2d among others: out_size has two axes there
+            return 0
+        wide = min(out_size[1:]) >= _F4_MIN_SIDE
+        if self._winograd3d2_fits(n, out_size):
+            return 4 if wide else 2
+        return 4 if wide and self.in_channels > _SMALL3D_MAX_CHANNELS else 0
+
+    def _winograd3d2_fits(self, n, out_size) -> bool:
+        """Whether F(2×2×2, 3×3×3) beats the other paths: its lines of
         tiles are long enough (_MIN_LINE, with _MIN_TILES in the batch), or shorter with
         channels enough for the line length (_SHORT_LINES) and few outputs wasted.
 
@@ -81,8 +120,6 @@ class Winograd3dMixin:
         1.23 and 1.27, on 3³ 2.2 and 1.6; 32 → 32 on 7³ 0.95 and 0.94, 16 → 32 1.47 and 1.04,
         32 → 64 on 9³ 1.04 and 1.05 (none taken: 58–73% of the tiles' outputs used).
         """
-        if not self._winograd3d:  # Conv2d among others: out_size has two axes there
-            return False
         td, th, tw = ((s + 1) // 2 for s in out_size)
         if tw >= _MIN_LINE:
             return n * td * th * tw >= _MIN_TILES
@@ -117,15 +154,18 @@ class Winograd3dMixin:
 
     def _winograd3d_forward(self, x, out_size, relu=False):
         n, dtype = x.shape[0], x.dtype
+        self._winograd3d_f4 = self._winograd3d_form(n, out_size) == 4
+        if self._winograd3d_f4:  # chunks of output planes; F(2×2×2): of tile lines
+            chunk, xpad, v, m = self._winograd3d4_work(n, out_size, dtype)
+            u, forward = self._winograd3d4_weights(dtype), winograd3d4.winograd3d4_forward
+        else:
+            chunk, xpad, v, m = self._winograd3d_work(n, out_size, dtype)
+            u, forward = self._winograd3d_weights(dtype), winograd3d.winograd3d_forward
         bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
         bias = bias.astype(dtype, copy=False)
-        lines, xpad, v, m = self._winograd3d_work(n, out_size, dtype)
         out = np.empty((n, self.out_channels, *out_size), dtype=dtype)
         with config.single_threaded_blas(), config.one_thread_if(v.shape[0] == 1):
-            winograd3d.winograd3d_forward(
-                x, self._winograd3d_weights(dtype), bias, relu, self._pad_low, lines, out,
-                xpad, v, m,
-            )  # fmt: skip
+            forward(x, u, bias, relu, self._pad_low, chunk, out, xpad, v, m)
         # The backward reads the input in this padded form (rewritten only by the next
         # forward, which replaces self._x too); conv.py's backward dispatches on it.
         self._x_padded = xpad
@@ -134,7 +174,9 @@ class Winograd3dMixin:
     def _winograd3d_backward(self, grad_out):
         x = self._x
         n, dtype = x.shape[0], x.dtype
-        lines, xpad, v, m = self._winograd3d_work(n, self._out_size, dtype)
+        f4 = self._winograd3d_f4
+        work = self._winograd3d4_work if f4 else self._winograd3d_work
+        chunk, xpad, v, m = work(n, self._out_size, dtype)
         u = self._u_forward
         blocks = v.shape[0]
         gxpad = self._buffer("gxpad", xpad.shape, dtype)
@@ -144,14 +186,51 @@ class Winograd3dMixin:
         grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
         grad_w = self._buffer("grad_w", self.weight.shape, dtype)
         grad_x = np.empty_like(x)
+        args = (self._x_padded, u, grad_out, self._pad_low, chunk, grad_x, grad_u, grad_b, gxpad)
         with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
-            winograd3d.winograd3d_backward(
-                self._x_padded, u, grad_out, self._pad_low, lines, grad_x, grad_u, grad_b,
-                gxpad, v, m, partial_u, partial_b,
-            )  # fmt: skip
+            if f4:  # its gradient rows as a stack of 2-D ones: see winograd3d4_backward
+                shape = (blocks, chunk, self.out_channels, *self._out_size[1:])
+                rows = self._buffer("rows", shape, dtype)
+                winograd3d4.winograd3d4_backward(*args, v, m, rows, partial_u, partial_b)
+            else:
+                winograd3d.winograd3d_backward(*args, v, m, partial_u, partial_b)
         with config.threads_for(grad_w.size):
-            winograd3d.winograd3d_weight_transform_backward(grad_u, grad_w)
+            if f4:  # grad_u[kd] is the gradient of U_kd = winograd4's transform of g[:, :, kd]
+                grad_kd = self._buffer("grad_w_kd", (3, *self.weight.shape[:2], 3, 3), dtype)
+                for kd in range(3):
+                    winograd4.winograd4_weight_transform_backward(grad_u[kd], grad_kd[kd])
+                grad_w[...] = grad_kd.transpose(1, 2, 0, 3, 4)
+            else:
+                winograd3d.winograd3d_weight_transform_backward(grad_u, grad_w)
         self.weight.grad += grad_w
         if self.bias is not None:
             self.bias.grad += grad_b
         return grad_x
+
+    def _winograd3d4_work(self, n, out_size, dtype):
+        """Output planes per chunk, the padded input (plane by plane) and the per-block work
+        arrays (V and M)."""
+        od, oh, ow = out_size
+        th, tw = -(-oh // winograd4.STEP), -(-ow // winograd4.STEP)
+        per_plane = th * tw
+        blocks = max(1, config.get_num_threads())
+        # Chunks enough for every thread: a batch of one takes half its planes each on two.
+        planes = max(1, min(_PLANE_TILES // per_plane, od // -(-blocks // n)))
+        # The padded input plane by plane, with room for whole tiles (see winograd3d4._pad).
+        shape = (n, od + 2, self.in_channels, winograd4.STEP * th + 2, winograd4.STEP * tw + 2)
+        xpad = self._buffer("xpad", shape, dtype)
+        v_size = self.in_channels * (planes + 2) * per_plane
+        v = self._buffer("v", (blocks, 36, _plane(v_size, dtype)), dtype)
+        m_size = self.out_channels * planes * per_plane
+        m = self._buffer("m", (blocks, 36, _plane(m_size, dtype)), dtype)
+        return planes, xpad, v, m
+
+    def _winograd3d4_weights(self, dtype):
+        """U_kd = G g[:, :, kd] Gᵀ for each kernel depth kd: (3, 36, out_channels, in_channels)."""
+        weight = np.asarray(self.weight.data, dtype=dtype)
+        u = self._buffer("u4", (3, 36, self.out_channels, self.in_channels), dtype)
+        with config.threads_for(weight.size):
+            for kd in range(3):
+                winograd4.winograd4_weight_transform(np.ascontiguousarray(weight[:, :, kd]), u[kd])
+        self._u_forward = u
+        return u
