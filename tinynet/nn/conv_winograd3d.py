@@ -34,9 +34,12 @@ _MIN_LINE = 8
 _SHORT_LINES = ((5, 10), (4, 16), (2, 20))
 _SHORT_USE = 0.8
 # F(4×4, 3×3) per depth tap (winograd3d4.py): about this many 4×4 output tiles per chunk of
-# output planes (128 .. 1024 measured within noise of each other), and the output planes'
-# least side (see _winograd3d_form).
-_PLANE_TILES = 256
+# output planes, and the output planes' least side (see _winograd3d_form). A chunk also
+# transforms the two input planes above its last output plane, which large planes make
+# dear: forward + backward, 2 threads, (1, 8, 8 × 64²) → 8 took 7.6 ms with chunks of 256
+# tiles (one plane), 6.0 with 1024 (4 planes), 5.7 with 4096 (F(2×2×2): 5.7); (2, 16, 16 ×
+# 48²) → 16 30.1, 23.6, 22.2 (23.1); on 16² planes (8, 16, 16³) → 32 all within noise.
+_PLANE_TILES = 1024
 _F4_MIN_SIDE = 7
 
 
@@ -80,18 +83,19 @@ class Winograd3dMixin:
         (winograd3d4.py), 2 for F(2×2×2, 3×3×3) (winograd3d.py), 0 for neither.
 
         F(4×4, 3×3) per depth tap needs output planes of ≥ _F4_MIN_SIDE on each side: below,
-        4×4 tiles waste too much (5 and 6: 39% and 56% of the outputs used) or a plane is one
-        tile. Where F(2×2×2) fits it takes those planes (measured, float32, 2 threads, padding 1,
-        F(4×4) / F(2×2×2) time, forward and forward + backward: (8, 16, 16³) → 32 0.66 and
-        0.79, (4, 16, 24³) → 32 0.72 and 0.76, (2, 32, 10³) → 64 0.72 and 0.75, (2, 64, 8³) →
-        64 0.66 and 0.75, (4, 8, 16³) → 3 0.56 and 0.65, (2, 32, 13³) → 32 0.90 and 0.91,
-        (1, 8, 32³) → 8 0.84 and 1.08; kept: (1, 64, 4³) → 64 1.26 and 1.22). It also takes
-        the plane path's layers with more input channels than the direct path's (against
-        planes + BLAS: (16, 16, 8³) → 32 0.84 and 0.54, (8, 32, 7³) → 32 0.84 and 0.70,
-        (4, 16, 16 × 8²) → 16 0.76 and 0.54, (4, 8, 14³) → 16 0.85 and 0.75, (4, 16, 9³) →
-        32 0.90 and 0.87, (1, 8, 12³) → 8 1.00 and 0.74; the direct path kept: (8, 4, 8³) →
-        8 1.38 and 1.42, (8, 4, 12³) → 4 1.54 and 1.50; 6³ lost: (8, 16, 6³) → 32 1.53 and
-        1.07).
+        4×4 tiles waste too much (5 and 6: 39% and 56% of the outputs used) or a plane is
+        one tile. Where F(2×2×2) fits it takes those planes (measured, float32, 2 threads,
+        padding 1, F(4×4) / F(2×2×2) time, forward and forward + backward: (8, 16, 16³) → 32
+        0.66 and 0.79, (4, 16, 24³) → 32 0.72 and 0.76, (2, 32, 10³) → 64 0.72 and 0.75, (2,
+        64, 8³) → 64 0.66 and 0.75, (4, 8, 16³) → 3 0.56 and 0.65, (2, 32, 13³) → 32 0.90
+        and 0.91, (1, 8, 32³) → 8 0.83 and 1.00, (4, 8, 16 × 32²) → 8 0.79 and 0.89, (1, 8,
+        8 × 64²) → 8 0.95 and 0.98, (2, 16, 16 × 48²) → 16 0.96 and 1.04; kept: (1, 64, 4³)
+        → 64 1.26 and 1.22). It also takes the plane path's layers with more input channels
+        than the direct path's (against planes + BLAS: (16, 16, 8³) → 32 0.84 and 0.54, (8,
+        32, 7³) → 32 0.84 and 0.70, (4, 16, 16 × 8²) → 16 0.76 and 0.54, (4, 8, 14³) → 16
+        0.85 and 0.75, (4, 16, 9³) → 32 0.90 and 0.87, (1, 8, 12³) → 8 1.00 and 0.74; the
+        direct path kept: (8, 4, 8³) → 8 1.38 and 1.42, (8, 4, 12³) → 4 1.54 and 1.50; 6³
+        lost: (8, 16, 6³) → 32 1.53 and 1.07).
         """
         if not self._winograd3d:  # Conv2d among others: out_size has two axes there
             return 0
