@@ -224,3 +224,19 @@ def test_backward_after_plane_path_forward_uses_planes():
     layer(x)  # the default thresholds: another path (two channels: the direct one)
     assert layer._x_padded is None
     gradcheck(layer, x)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_stale_work_buffers_do_not_leak(form):
+    """The padded input and the work arrays are reused between calls: every entry a result
+    reads must be rewritten. Filled with NaN between two calls, the second must still match
+    the reference (a padding entry left unwritten would carry the NaN into the output)."""
+    tinynet.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 8, 10))
+    with any_size(form, plane_tiles=4):
+        layer = Conv3d(3, 4, 3, padding=(2, 1, 0)).double()
+        run_layer(layer, x, form=form)
+        for name, array in layer._work.items():
+            if name in ("xpad", "v", "m", "rows", "gxpad", "partial_u", "partial_b"):
+                array[...] = np.nan
+        check_against_reference(layer, x, 1e-12, form)
