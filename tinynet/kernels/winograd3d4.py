@@ -1,18 +1,18 @@
 """Conv3d 3×3×3 as 2-D Winograd F(4×4, 3×3) planes summed over the kernel's depth.
 
-A 3×3×3 convolution is three 2-D 3×3 convolutions, one per kernel depth kd, each of the
-input plane kd below the output plane: y[z] = Σ_kd conv2d(x[z + kd], g[:, :, kd]) (padded
+A 3×3×3 convolution is three 2-D 3×3 convolutions, one per kernel depth kd, output plane z
+reading input plane z + kd: y[z] = Σ_kd conv2d(x[z + kd], g[:, :, kd]) (padded
 coordinates). In the Winograd domain of ``winograd4.py`` (read that first: its matrices, and
 ``winograd5.py``'s input transforms, are used here unchanged) that is, per output plane z,
 
     M_z[ξ] (Cout × P) = Σ_kd U_kd[ξ] (Cout × C) @ V_{z+kd}[ξ] (C × P),   y[z] = Aᵀ M_z A,
 
 with P tiles of 4×4 outputs a plane, U_kd = G g[:, :, kd] Gᵀ and V_d = Bᵀ x[d] B. Each input
-plane is transformed once and read by the three output planes above it, so per 16 outputs
+plane d is transformed once and read by the three output planes d − 2, d − 1, d, so per 16 outputs
 the transforms move 36 values in and 36 out, and the products cost 3·36 = 108 multiplies per
 (C, Cout) pair: against F(2×2×2, 3×3×3)'s (``winograd3d.py``) 64 in, 64 out and 64
-multiplies per 8 outputs, that is 3.6× less transform traffic and 16% fewer products (and
-432 against 216 for the direct sum). The layer's A/B on (8, 16, 16³) → 32, 2 threads: 0.66–0.74
+multiplies per 8 outputs, that is 3.6× less transform traffic and 16% fewer products (the
+direct sum: 27 per output, 432 per 16). The layer's A/B on (8, 16, 16³) → 32, 2 threads: 0.66–0.74
 of F(2×2×2)'s forward time, 0.68–0.79 of its forward + backward (``nn/conv_winograd3d.py``
 says where each is taken).
 
@@ -25,8 +25,8 @@ input transform a stack of 2-D images, whose tile lines (ty of plane d) follow e
 a chunk of consecutive planes has V[ξ] (C × planes·P) with plane d + kd's columns kd·P after
 plane d's. The three products of an output chunk read one V at three column offsets, with no
 copies; the output transform writes the chunk's planes through a (OD, Cout, OH, OW) view of
-the sample's output. A chunk transforms its output planes' inputs and the two above them:
-``planes`` output planes cost planes + 2 input transforms.
+the sample's output. A chunk of output planes z0 .. z0 + planes transforms input planes
+z0 .. z0 + planes + 2: the two past its end are transformed again by the next chunk.
 
 Determinism: the forward splits the batch's chunks into fixed contiguous blocks, one per
 thread; the backward whole samples (the input gradient adds the chunks' overlapping planes),
