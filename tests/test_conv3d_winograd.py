@@ -181,8 +181,11 @@ def test_bit_identical_reruns(form):
         # F(4×4) per depth tap: planes of ≥ 7 × 7 outputs, more than 4 input channels or
         # where F(2×2×2) fits (lines of ≥ 8 tiles, or C·Cout / (C + Cout) for shorter ones).
         (dict(padding=1, out_channels=16), (16, 16, 8, 8, 8), 4),
-        (dict(padding=1, out_channels=32), (1, 16, 8, 8, 8), 4),
-        (dict(padding=1, out_channels=32), (2, 16, 7, 7, 7), 4),
+        (dict(padding=1, out_channels=32), (4, 16, 8, 8, 8), 4),  # 128 tiles of 4×4
+        (dict(padding=1, out_channels=32), (3, 16, 8, 8, 8), 0),  # 96: too few
+        (dict(padding=1, out_channels=32), (1, 16, 8, 8, 8), 0),
+        (dict(padding=1, out_channels=32), (8, 16, 7, 7, 7), 4),
+        (dict(padding=1, out_channels=64), (1, 64, 8, 8, 8), 2),  # F(2×2×2) fits, 32 tiles
         (dict(padding=1, out_channels=16), (8, 8, 12, 12, 12), 4),
         (dict(padding=1, out_channels=32), (1, 64, 13, 14, 14), 4),
         (dict(padding=1, out_channels=8), (2, 4, 16, 16, 16), 4),  # F(2×2×2) fits

@@ -41,6 +41,7 @@ _SHORT_USE = 0.8
 # 48²) → 16 30.1, 23.6, 22.2 (23.1); on 16² planes (8, 16, 16³) → 32 all within noise.
 _PLANE_TILES = 1024
 _F4_MIN_SIDE = 7
+_F4_MIN_TILES = 128  # 4×4 output tiles in the batch (see _winograd3d_form)
 
 
 class Winograd3dMixin:
@@ -96,10 +97,19 @@ class Winograd3dMixin:
         0.85 and 0.75, (4, 16, 9³) → 32 0.90 and 0.87, (1, 8, 12³) → 8 1.00 and 0.74; the
         direct path kept: (8, 4, 8³) → 8 1.38 and 1.42, (8, 4, 12³) → 4 1.54 and 1.50; 6³
         lost: (8, 16, 6³) → 32 1.53 and 1.07).
+
+        And ≥ _F4_MIN_TILES 4×4 tiles in the batch: with fewer, each of the chunk's 108
+        products is tiny and the forward lost (against the path taken before, forward and
+        forward + backward: 32 tiles, (1, 64, 8³) → 64 1.25 and 0.95, (1, 32, 8³) → 16 1.30
+        and 0.88; 64, (2, 16, 8³) → 16 1.28 and 0.82; 108, (1, 16, 12³) → 8 1.25 and 0.81,
+        → 16 1.02 and 0.63; from 128 on it won both: (4, 16, 8³) → 16 0.96 and 0.67, (4, 64,
+        8³) → 64 0.74 and 0.62, (2, 16, 12³) → 16 0.80 and 0.58). A forward + backward of so
+        small a layer gains there, its forward alone loses: the bar keeps the forward.
         """
         if not self._winograd3d:  # Conv2d among others: out_size has two axes there
             return 0
-        wide = min(out_size[1:]) >= _F4_MIN_SIDE
+        tiles = n * out_size[0] * math.prod(-(-s // winograd4.STEP) for s in out_size[1:])
+        wide = min(out_size[1:]) >= _F4_MIN_SIDE and tiles >= _F4_MIN_TILES
         if self._winograd3d2_fits(n, out_size):
             return 4 if wide else 2
         return 4 if wide and self.in_channels > _SMALL3D_MAX_CHANNELS else 0
