@@ -7,7 +7,8 @@ input zero-padded. The layers only validate, keep state and pick a kernel; the l
 ``tinynet/kernels/winograd.py`` (Winograd F(2×2, 3×3) for 3×3 stride-1 convolutions),
 ``winograd4.py`` (F(4×4, 3×3), for those on larger maps) and ``winograd5.py`` (F(2×2, 5×5),
 for 5×5 ones),
-``tinynet/kernels/winograd3d.py`` (its 3-D form, F(2×2×2, 3×3×3), for Conv3d),
+``tinynet/kernels/winograd3d4.py`` (Conv3d 3×3×3 as F(4×4, 3×3) on each input plane, one
+product per depth tap) and ``winograd3d.py`` (F(2×2×2, 3×3×3), for Conv3d on small planes),
 ``tinynet/kernels/conv_planes.py`` (Conv3d: each input plane unfolded once for all depth taps),
 ``tinynet/kernels/conv_shifted.py`` (a product per kernel tap, for layers of many channels),
 ``tinynet/kernels/conv_small.py`` (direct 3×3 and 5×5 loops for few input channels per group:

@@ -2,8 +2,9 @@
 
 Two forms of a 3×3×3 stride-1 convolution: F(4×4, 3×3) per depth tap (the 2-D transforms of
 ``conv_winograd.py``'s 4×4 tiles on each input plane, three products per plane;
-``tinynet/kernels/winograd3d4.py``) on planes of at least 7 × 7 outputs, and F(2×2×2, 3×3×3)
-(``tinynet/kernels/winograd3d.py``) on smaller ones. ``_ConvNd`` inherits these methods.
+``tinynet/kernels/winograd3d4.py``) on planes of at least 7 × 7 outputs with enough of them,
+and F(2×2×2, 3×3×3) (``tinynet/kernels/winograd3d.py``) on smaller ones; _winograd3d_form
+picks. ``_ConvNd`` inherits these methods.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ _MIN_LINE = 8
 # h = C·Cout / (C + Cout) is the measure: (tiles per line at least, h at least). An odd output
 # side also wastes half of each last tile: short lines need at least _SHORT_USE of the tiles'
 # outputs used. The bar is set where the gain is clear, as the path costs a first run ~40 s
-# of compilation (against ~12 s for the plane path; cached after). See _winograd3d_fits.
+# of compilation (against ~12 s for the plane path; cached after). See _winograd3d2_fits.
 _SHORT_LINES = ((5, 10), (4, 16), (2, 20))
 _SHORT_USE = 0.8
 # F(4×4, 3×3) per depth tap (winograd3d4.py): about this many 4×4 output tiles per chunk of
