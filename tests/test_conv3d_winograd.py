@@ -243,3 +243,16 @@ def test_stale_work_buffers_do_not_leak(form):
             if name in ("xpad", "v", "m", "rows", "gxpad", "partial_u", "partial_b"):
                 array[...] = np.nan
         check_against_reference(layer, x, 1e-12, form)
+
+
+def test_f4_chunks_are_capped_in_bytes(monkeypatch):
+    """Narrow layers take whole samples (up to _PLANE_TILES tiles) a chunk; wide ones fewer
+    output planes, spread evenly, so that V and M stay near _PLANE_BYTES per thread."""
+    narrow = Conv3d(16, 32, 3, padding=1)
+    assert narrow._winograd3d4_work(8, (16, 16, 16), np.dtype(np.float32))[0] == 16
+    monkeypatch.setattr(conv_winograd3d, "_PLANE_BYTES", 1 << 20)
+    wide = Conv3d(64, 64, 3, padding=1)  # 295 KB of V and M per plane: 3 planes a chunk
+    planes, _, v, m = wide._winograd3d4_work(1, (16, 16, 16), np.dtype(np.float32))
+    assert planes == 3
+    assert (v.nbytes + m.nbytes) / v.shape[0] <= 2 << 20
+    assert narrow._winograd3d4_work(8, (16, 16, 16), np.dtype(np.float32))[0] == 8  # 2 × 8

@@ -41,6 +41,11 @@ _SHORT_USE = 0.8
 # tiles (one plane), 6.0 with 1024 (4 planes), 5.7 with 4096 (F(2×2×2): 5.7); (2, 16, 16 ×
 # 48²) → 16 30.1, 23.6, 22.2 (23.1); on 16² planes (8, 16, 16³) → 32 all within noise.
 _PLANE_TILES = 1024
+# ... and at most about this many bytes of V and M per thread, so that very wide layers do not
+# hold ~150 MB per thread (512 → 512 on 16² planes in float64). Not less: smaller chunks cost
+# the wide layers time ((2, 128, 16³) → 128 with chunks of 8 planes instead of its 16:
+# 1.06–1.12x forward, 1.06–1.10x forward + backward).
+_PLANE_BYTES = 32 << 20
 _F4_MIN_SIDE = 7
 _F4_MIN_TILES = 128  # 4×4 output tiles in the batch (see _winograd3d_form)
 
@@ -229,8 +234,13 @@ class Winograd3dMixin:
         th, tw = -(-oh // winograd4.STEP), -(-ow // winograd4.STEP)
         per_plane = th * tw
         blocks = max(1, config.get_num_threads())
+        # V and M of one output plane (with its share of the input planes' V).
+        plane_bytes = 36 * per_plane * (self.in_channels + self.out_channels)
+        plane_bytes *= np.dtype(dtype).itemsize
         # Chunks enough for every thread: a batch of one takes half its planes each on two.
-        planes = max(1, min(_PLANE_TILES // per_plane, od // -(-blocks // n)))
+        enough = od // -(-blocks // n)
+        planes = max(1, min(_PLANE_TILES // per_plane, _PLANE_BYTES // plane_bytes, enough))
+        planes = -(-od // -(-od // planes))  # chunks of even length: 16 planes as 8 + 8
         # The padded input plane by plane, with room for whole tiles (see winograd3d4._pad).
         shape = (n, od + 2, self.in_channels, winograd4.STEP * th + 2, winograd4.STEP * tw + 2)
         xpad = self._buffer("xpad", shape, dtype)
