@@ -42,7 +42,7 @@ _SHORT_USE = 0.8
 # 48²) → 16 30.1, 23.6, 22.2 (23.1); on 16² planes (8, 16, 16³) → 32 all within noise.
 _PLANE_TILES = 1024
 # ... and at most about this many bytes of V and M per thread, so that very wide layers do not
-# hold ~150 MB per thread (512 → 512 on 16² planes in float64). Not less: smaller chunks cost
+# hold ~80 MB per thread (512 → 512 on 16² planes in float64). Not less: smaller chunks cost
 # the wide layers time ((2, 128, 16³) → 128 with chunks of 8 planes instead of its 16:
 # 1.06–1.12x forward, 1.06–1.10x forward + backward).
 _PLANE_BYTES = 32 << 20
