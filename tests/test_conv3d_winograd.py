@@ -256,3 +256,17 @@ def test_f4_chunks_are_capped_in_bytes(monkeypatch):
     assert planes == 3
     assert (v.nbytes + m.nbytes) / v.shape[0] <= 2 << 20
     assert narrow._winograd3d4_work(8, (16, 16, 16), np.dtype(np.float32))[0] == 8  # 2 × 8
+
+
+@pytest.mark.parametrize("depth", [4, 5, 9, 16])
+def test_f4_backward_shares_a_small_batch_among_threads(depth):
+    """A batch smaller than the thread count: the backward shares each sample's chunks out
+    among the threads, a block's first chunk into private planes added afterwards (two
+    threads: a sample of `depth` output planes in chunks of 2 to ⌊depth / 2⌋)."""
+    tinynet.manual_seed(depth)
+    x = np.random.default_rng(depth).standard_normal((1, 3, depth, 7, 9))
+    with tinynet.set_num_threads(2), any_size(4):
+        layer = Conv3d(3, 5, 3, padding=1).double()
+        planes = layer._winograd3d4_work(1, (depth, 7, 9), np.dtype(np.float64))[0]
+        assert 2 <= planes <= depth // 2 and tinynet.get_num_threads() == 2
+        check_against_reference(layer, x, 1e-12, 4)

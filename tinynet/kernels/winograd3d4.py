@@ -146,10 +146,60 @@ def winograd3d4_forward(x, u, bias, relu, padding, planes, out, xpad, v, m):
             _output_transform(m[t], bias, relu, z0 * th, (z0 + count) * th, th, planes_out)
 
 
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _chunk_backward(stack, grad_out, u, n, z0, count, v, m, rows, partial_u, target, line):
+    """One chunk of the backward: output planes z0 .. z0 + count of sample n.
+
+    V by tile of the chunk's input planes (from ``stack``, the padded input as images); dM
+    from the chunk's gradient, copied into ``rows`` as a stack of 2-D gradients (the layout
+    winograd4's transform reads); per ξ: partial_u[kd, ξ] += dM[ξ] @ V[ξ]ᵀ (rows kd·P on),
+    dV[ξ] = Σ_kd U_kd[ξ]ᵀ @ dM[ξ] into columns kd·P on (in V's space, V[ξ] being used up);
+    then B dV Bᵀ added into ``target`` (images) from image line ``line`` on.
+    Shapes: v (36, ≥ C·(count + 2)·P), m (36, ≥ Cout·count·P), rows (≥ count, Cout, OH, OW),
+    partial_u (3·36·Cout·C,).
+    """
+    n_out, od = grad_out.shape[1], grad_out.shape[2]
+    n_channels, height, width = stack.shape[1], stack.shape[2], stack.shape[3]
+    depth = od + 2  # padded input planes a sample
+    th, tw = (height - 2) // STEP, (width - 2) // STEP
+    per_plane = th * tw
+    step = n_out * n_channels
+    plane = grad_out.shape[3] * grad_out.shape[4]
+    line0 = (n * depth + z0) * th
+    line1 = line0 + (count + 2) * th
+    tiles_in, tiles = (count + 2) * per_plane, count * per_plane
+    _input_transform(stack, line0, line1, STEP, v, True)
+    for o in range(n_out):  # planes z0 .. z0 + count of channel o: rows z·Cout + o
+        start = ((n * n_out + o) * od + z0) * plane
+        _copy_rows(grad_out.reshape(-1), start, plane, rows.reshape(-1), o * plane,
+                   n_out * plane, count, plane)  # fmt: skip
+    _grad_output_transform(rows, 0, count * th, th, m)
+    for k in range(36):
+        for kd in range(3):
+            # dU_kd[ξ] += dM[ξ] (Cout × tiles) @ V[ξ]ᵀ's rows kd·P on (tiles × C)
+            gemm(
+                False, False, n_out, n_channels, tiles,
+                m[k], tiles,
+                v[k, kd * per_plane * n_channels :], n_channels,
+                1.0, partial_u[(36 * kd + k) * step :], n_channels,
+            )  # fmt: skip
+        dv = v[k, : n_channels * tiles_in]
+        zero_fill(dv)
+        for kd in range(3):
+            # dV[ξ][:, kd·P on] += U_kd[ξ]ᵀ (C × Cout) @ dM[ξ] (Cout × tiles)
+            gemm(
+                True, False, n_channels, tiles, n_out,
+                u[kd, k].reshape(-1), n_channels,
+                m[k], tiles,
+                1.0, dv[kd * per_plane :], tiles_in,
+            )  # fmt: skip
+    _input_transform_backward(v, line, line + (count + 2) * th, STEP, target)
+
+
 @njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd3d4_backward(
     xpad, u, grad_out, padding, planes, grad_x, grad_u, grad_b, gxpad, v, m, rows, partial_u,
-    partial_b,
+    partial_b, private,
 ):  # fmt: skip
     """All three gradients of :func:`winograd3d4_forward`, in the Winograd domain.
 
@@ -157,69 +207,69 @@ def winograd3d4_backward(
     grad_x (N, C, D, H, W), grad_u (3, 36, Cout, C) and grad_b (Cout,) or (0,) overwritten
     (grad_u is the gradient of u: winograd4's weight transform backward turns each kd's into
     the weight gradient). Work space: gxpad like xpad; v, m as in the forward; rows (T,
-    planes, Cout, OH, OW); partial_u (T, 3·36·Cout·C), partial_b (T, ≥ Cout).
-    Loop nest: for block t of samples: for chunk of the sample's output planes: Vᵀ (by tile)
-    of its planes + 2 input planes; dM = A dY Aᵀ (the chunk's gradient copied into rows[t] as
-    a stack of 2-D gradients, the layout winograd4's transform reads); then per ξ:
-    partial_u[t][kd, ξ] += dM[ξ] @ V[ξ]ᵀ (rows kd·P on), dV[ξ] = Σ_kd U_kd[ξ]ᵀ @ dM[ξ] into
-    columns kd·P on (in V's space, V[ξ] being used up); gxpad += B dV Bᵀ; then crop gxpad
-    into grad_x, and grad_u = Σ_t partial_u[t] in block order.
-    Parallel over: blocks of samples (block t writes gxpad[n] and grad_x[n] of its samples
-    and its own work rows; the sums over samples go through the per-block partials).
+    planes, Cout, OH, OW); partial_u (T, 3·36·Cout·C), partial_b (T, ≥ Cout); private
+    (T, planes + 2, C, Hp, Wp) when N < T (else any, unused).
+    Loop nest: for block t: for each of its chunks, :func:`_chunk_backward`; crop gxpad into
+    grad_x; grad_u = Σ_t partial_u[t] and grad_b likewise, in block order.
+    Parallel over: blocks of whole samples when N ≥ T (block t writes gxpad[n] and grad_x[n]
+    of its samples, its own work rows, its partials). With fewer samples than blocks, blocks
+    of chunks: neighbouring chunks of a sample add into two common input planes, so a block's
+    first chunk (unless a sample's first) goes into private[t], added into gxpad in block
+    order after the parallel loop; the crop follows (few samples: serial).
     """
     n_batch, n_channels = grad_x.shape[0], grad_x.shape[1]
     n_out, od = grad_out.shape[1], grad_out.shape[2]
     n_blocks = v.shape[0]
     depth, height, width = xpad.shape[1], xpad.shape[3], xpad.shape[4]
-    th, tw = (height - 2) // STEP, (width - 2) // STEP
-    per_plane = th * tw
-    step = n_out * n_channels
+    th = (height - 2) // STEP
     stack = xpad.reshape(n_batch * depth, n_channels, height, width)
     gstack = gxpad.reshape(n_batch * depth, n_channels, height, width)
-    gflat = grad_out.reshape(-1)
     plane = grad_out.shape[3] * grad_out.shape[4]
+    chunks = (od + planes - 1) // planes
+    # Chunks of one plane would also overlap the chunk after next: whole samples then.
+    by_sample = n_batch >= n_blocks or planes < 2
+    if not by_sample:  # zeroed before any block adds into them
+        for n in range(n_batch):
+            zero_fill(gxpad[n].reshape(-1))
+    total = n_batch * chunks
     for t in prange(n_blocks):
         # Loops and serial helpers only: whole-array statements here would each become a
         # parallel loop of their own, slow to compile (see conv.py).
         zero_fill(partial_u[t])
         zero_fill(partial_b[t])
-        n0 = (t * n_batch) // n_blocks
-        n1 = ((t + 1) * n_batch) // n_blocks
-        for n in range(n0, n1):
-            zero_fill(gxpad[n].reshape(-1))
+        # Work units are chunks: whole samples' worth of them when by_sample.
+        per = chunks if by_sample else 1
+        j0 = ((t * total // per) // n_blocks) * per
+        j1 = ((((t + 1) * total) // per) // n_blocks) * per
+        for j in range(j0, j1):
+            n, z0, count = _chunk(j, chunks, planes, od)
+            if by_sample and z0 == 0:
+                zero_fill(gxpad[n].reshape(-1))
+            # One call site for the chunk (LLVM would optimise an inlined copy per site):
+            # into gxpad, or a block's first chunk that shares planes, into private[t].
+            target, line = gstack, (n * depth + z0) * th
+            if not by_sample and j == j0 and z0 > 0:
+                zero_fill(private[t].reshape(-1))
+                target, line = private[t], 0
+            _chunk_backward(stack, grad_out, u, n, z0, count, v[t], m[t], rows[t],
+                            partial_u[t], target, line)  # fmt: skip
             for o in range(grad_b.shape[0]):
-                partial_b[t, o] += row_sum(grad_out[n, o].reshape(-1))
-            for z0 in range(0, od, planes):
-                count = min(planes, od - z0)
-                line0 = (n * depth + z0) * th
-                line1 = line0 + (count + 2) * th
-                tiles_in, tiles = (count + 2) * per_plane, count * per_plane
-                _input_transform(stack, line0, line1, STEP, v[t], True)
-                for o in range(n_out):  # planes z0 .. z0 + count of channel o: rows z·Cout + o
-                    start = ((n * n_out + o) * od + z0) * plane
-                    _copy_rows(gflat, start, plane, rows[t].reshape(-1), o * plane,
-                               n_out * plane, count, plane)  # fmt: skip
-                _grad_output_transform(rows[t], 0, count * th, th, m[t])
-                for k in range(36):
-                    for kd in range(3):
-                        # dU_kd[ξ] += dM[ξ] (Cout × tiles) @ V[ξ]ᵀ's rows kd·P on (tiles × C)
-                        gemm(
-                            False, False, n_out, n_channels, tiles,
-                            m[t, k], tiles,
-                            v[t, k, kd * per_plane * n_channels :], n_channels,
-                            1.0, partial_u[t, (36 * kd + k) * step :], n_channels,
-                        )  # fmt: skip
-                    dv = v[t, k, : n_channels * tiles_in]
-                    zero_fill(dv)
-                    for kd in range(3):
-                        # dV[ξ][:, kd·P on] += U_kd[ξ]ᵀ (C × Cout) @ dM[ξ] (Cout × tiles)
-                        gemm(
-                            True, False, n_channels, tiles, n_out,
-                            u[kd, k].reshape(-1), n_channels,
-                            m[t, k], tiles,
-                            1.0, dv[kd * per_plane :], tiles_in,
-                        )  # fmt: skip
-                _input_transform_backward(v[t], line0, line1, STEP, gstack)
+                start = ((n * n_out + o) * od + z0) * plane
+                partial_b[t, o] += row_sum(grad_out.reshape(-1)[start : start + count * plane])
+            if by_sample and z0 + count == od:
+                _crop(gxpad[n], padding, grad_x[n])
+    if not by_sample:
+        for t in range(n_blocks):  # the private chunks, in block order
+            j0 = (t * total) // n_blocks
+            if j0 < ((t + 1) * total) // n_blocks:
+                n, z0, count = _chunk(j0, chunks, planes, od)
+                if z0 > 0:
+                    size = (count + 2) * n_channels * height * width
+                    first = (n * depth + z0) * n_channels * height * width
+                    src, dst = private[t].reshape(-1), gxpad.reshape(-1)
+                    for q in range(size):
+                        dst[first + q] += src[q]
+        for n in range(n_batch):
             _crop(gxpad[n], padding, grad_x[n])
     sum_blocks(partial_u, grad_u.reshape(-1))
     sum_blocks(partial_b, grad_b)
