@@ -54,7 +54,7 @@ COSTS = {
     "Conv3d:planes": 17.5,
     "Conv3d:small3d": 8.0,
     "Conv3d:winograd3d": 20.0,
-    "Conv3d:winograd3d4": 27.0,  # measured on the Zen 4 machine, two workers at once
+    "Conv3d:winograd3d4": 30.0,  # measured on the Zen 4 machine (27–34 s), two workers at once
     "BatchNorm": 9.0,
     "Linear": 2.9,
     "elementwise": 4.0,

@@ -30,7 +30,9 @@ z0 .. z0 + planes + 2: the two past its end are transformed again by the next ch
 
 Determinism: the forward splits the batch's chunks into fixed contiguous blocks, one per
 thread; the backward whole samples (the input gradient adds the chunks' overlapping planes),
-with per-block partial weight gradients added in block order.
+or, for a batch smaller than the thread count, fixed blocks of chunks with each block's
+first chunk in private planes added in block order; per-block partial weight gradients are
+added in block order too.
 
 Debugging: with ``NUMBA_DISABLE_JIT=1`` these are plain Python (slow) that pdb can step into.
 """
