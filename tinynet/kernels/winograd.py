@@ -150,6 +150,23 @@ def winograd_weight_transform_backward(grad_u, grad_w):
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _transform_patch(x, q, w1, w2, w3, v, p):
+    """v[ξ, p] = (Bᵀ d B)[ξ], ξ = 0 .. 15, for the 4×4 patch d at flat offset q of x, its rows
+    w1 apart (w2 = 2·w1, w3 = 3·w1; all unsigned)."""
+    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    w = w1
+    # Bᵀ down each of the patch's columns, then along each resulting row.
+    a0 = _bt(x[q], x[q + w], x[q + w2], x[q + w3])
+    a1 = _bt(x[q + one], x[q + w + one], x[q + w2 + one], x[q + w3 + one])
+    a2 = _bt(x[q + two], x[q + w + two], x[q + w2 + two], x[q + w3 + two])
+    a3 = _bt(x[q + three], x[q + w + three], x[q + w2 + three], x[q + w3 + three])
+    v[0, p], v[1, p], v[2, p], v[3, p] = _bt(a0[0], a1[0], a2[0], a3[0])
+    v[4, p], v[5, p], v[6, p], v[7, p] = _bt(a0[1], a1[1], a2[1], a3[1])
+    v[8, p], v[9, p], v[10, p], v[11, p] = _bt(a0[2], a1[2], a2[2], a3[2])
+    v[12, p], v[13, p], v[14, p], v[15, p] = _bt(a0[3], a1[3], a2[3], a3[3])
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _input_transform(xpad, line0, line1, v, by_tile=False):
     """V[ξ][c, p] = (Bᵀ d B)[ξ] for the 4×4 patch d of tile p in lines line0 .. line1.
 
@@ -167,26 +184,27 @@ def _input_transform(xpad, line0, line1, v, by_tile=False):
     x = xpad.reshape(-1)
     u = np.uint64
     w1, w2, w3 = u(width), u(2 * width), u(3 * width)
-    one, two, three = u(1), u(2), u(3)
-    # Where V[ξ][c, tile] goes in plane ξ: c·channel_step + tile·tile_step.
-    channel_step, tile_step = (1, n_channels) if by_tile else (tiles, 1)
-    for c in range(n_channels):
+    plane = u(height * width)
+    # The inner loop is the one whose entries of v are consecutive: channels for by_tile,
+    # else tiles (by_tile with the channels outside wrote each cache line of v once per
+    # channel, spread over the whole chunk: measured 1.6–2.2x slower).
+    if by_tile:
         for line in range(line0, line1):
             n = line // th
-            r = u(((n * n_channels + c) * height + 2 * (line - n * th)) * width)
-            base = c * channel_step + (line - line0) * tw * tile_step
+            r = u((n * n_channels * height + 2 * (line - n * th)) * width)
             for tx in range(tw):
                 q = r + u(2 * tx)
-                p = base + tx * tile_step
-                # Bᵀ down each of the patch's columns, then along each resulting row.
-                a0 = _bt(x[q], x[q + w1], x[q + w2], x[q + w3])
-                a1 = _bt(x[q + one], x[q + w1 + one], x[q + w2 + one], x[q + w3 + one])
-                a2 = _bt(x[q + two], x[q + w1 + two], x[q + w2 + two], x[q + w3 + two])
-                a3 = _bt(x[q + three], x[q + w1 + three], x[q + w2 + three], x[q + w3 + three])
-                v[0, p], v[1, p], v[2, p], v[3, p] = _bt(a0[0], a1[0], a2[0], a3[0])
-                v[4, p], v[5, p], v[6, p], v[7, p] = _bt(a0[1], a1[1], a2[1], a3[1])
-                v[8, p], v[9, p], v[10, p], v[11, p] = _bt(a0[2], a1[2], a2[2], a3[2])
-                v[12, p], v[13, p], v[14, p], v[15, p] = _bt(a0[3], a1[3], a2[3], a3[3])
+                p = ((line - line0) * tw + tx) * n_channels
+                for c in range(n_channels):
+                    _transform_patch(x, q + u(c) * plane, w1, w2, w3, v, p + c)
+    else:
+        for c in range(n_channels):
+            for line in range(line0, line1):
+                n = line // th
+                r = u(((n * n_channels + c) * height + 2 * (line - n * th)) * width)
+                base = c * tiles + (line - line0) * tw
+                for tx in range(tw):
+                    _transform_patch(x, r + u(2 * tx), w1, w2, w3, v, base + tx)
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
