@@ -38,7 +38,7 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from . import config, models, nn
+from . import config, models, nn, numba_cache
 from .graph import INPUT, Graph
 
 # Cold compile seconds per kernel group, measured in the workers (2-core AVX2 machine, two
@@ -469,10 +469,7 @@ def _stamp_path(groups: dict, dtype) -> Path | None:
     folder = getattr(cache, "_cache_path", None)
     if folder is None:
         return None
-    sources = sorted(
-        (p.name, p.stat().st_mtime_ns, p.stat().st_size)
-        for p in Path(conv_kernels.__file__).parent.glob("*.py")
-    )
+    sources = numba_cache.kernels_stamp()  # the kernels' sources and flags, hashed
     # FASTMATH may be a set: sorted, as a set's order changes from process to process.
     flags = config.FASTMATH
     fastmath = sorted(flags) if isinstance(flags, (set, frozenset)) else flags
