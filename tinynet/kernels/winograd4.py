@@ -221,9 +221,8 @@ def _grad_output_transform(grad_out, line0, line1, th, m):
             for t in range(n):
                 q = s + four * t
                 h = _a(rf[q], rf[q + u(1)], rf[q + u(2)], rf[q + u(3)], k)
-                hf0, hf1, hf2, hf3, hf4, hf5 = h
-                half[d0 + t], half[d1 + t], half[d2 + t] = hf0, hf1, hf2
-                half[d3 + t], half[d4 + t], half[d5 + t] = hf3, hf4, hf5
+                half[d0 + t], half[d1 + t], half[d2 + t] = h[0], h[1], h[2]
+                half[d3 + t], half[d4 + t], half[d5 + t] = h[3], h[4], h[5]
         for c in range(6):
             s0 = u(c) * n  # half row 6·i + c at s0 + 6·i·tiles
             s1, s2, s3 = s0 + u(6) * n, s0 + u(12) * n, s0 + u(18) * n
