@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -912,6 +913,30 @@ def test_winograd_matches_reference(winograd, batch, cin, cout, size, padding, b
     x = make_input(batch, cin, size, "strided", seed=batch)
     check_against_reference(layer, x)
     assert layer._x_padded is not None  # the Winograd path was taken
+
+
+@pytest.mark.parametrize("k, tile", KINDS, ids=KIND_IDS)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_winograd_backward_of_a_batch_smaller_than_the_threads(winograd, batch, k, tile):
+    # Fewer samples than blocks: the backward shares tile lines among the threads, each adding
+    # its input gradient into a private copy of the padded batch (kernels/winograd.py,
+    # _block_lines); the copies overlap where neighbouring lines' patches do.
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two threads")
+    threads = min(3, numba.config.NUMBA_NUM_THREADS)
+    if batch >= threads:
+        pytest.skip("the batch has a sample per thread")
+    with tinynet.set_num_threads(threads):
+        layer = winograd(3, 4, padding=k // 2, k=k, tile=tile)
+        x = make_input(batch, 3, (13, 11), "contiguous", seed=5)
+        check_against_reference(layer, x)
+        results = []
+        for _ in range(2):
+            layer.zero_grad()
+            y, _, grad_x = run_layer(layer, x)
+            results.append((grad_x, layer.weight.grad.copy(), layer.bias.grad.copy()))
+    for first, second in zip(*results, strict=True):
+        assert np.array_equal(first, second)
 
 
 @pytest.mark.parametrize("k, tile", KINDS, ids=KIND_IDS)

@@ -35,8 +35,16 @@ from numba import njit, prange
 
 from .. import config
 from .blas import gemm, gemm_small_blocks
-from .conv import row_sum, sum_blocks, zero_fill
-from .winograd import _crop, _output_to_rows, _pad, _rows_to_output, _to_planes
+from .conv import sum_blocks, zero_fill
+from .winograd import (
+    _block_crop,
+    _block_lines,
+    _merge_blocks,
+    _output_to_rows,
+    _pad,
+    _rows_to_output,
+    _to_planes,
+)
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
@@ -429,22 +437,17 @@ def winograd5_backward(
     (T, 36, Cout, C), partial_b (T, ≥ Cout). Parallel over blocks of samples; the sums over
     samples go through the per-block partials, added in block order (race-free, deterministic).
     """
-    n_batch, n_channels = grad_x.shape[0], grad_x.shape[1]
+    n_channels = grad_x.shape[1]
     n_out = u.shape[1]
     n_blocks = v.shape[0]
     th = (xpad.shape[2] - 4) // 2
     tw = (xpad.shape[3] - 4) // 2
     for t in prange(n_blocks):
         zero_fill(partial_u[t].reshape(-1))
-        zero_fill(partial_b[t])
-        n0 = (t * n_batch) // n_blocks
-        n1 = ((t + 1) * n_batch) // n_blocks
-        for n in range(n0, n1):
-            zero_fill(gxpad[n].reshape(-1))
-            for o in range(grad_b.shape[0]):
-                partial_b[t, o] += row_sum(grad_out[n, o].reshape(-1))
-        for line0 in range(n0 * th, n1 * th, lines):
-            line1 = min(line0 + lines, n1 * th)
+        # Whole samples per block, or tile lines into private copies for a small batch.
+        first, last, target = _block_lines(t, n_blocks, th, grad_out, gxpad, partial_b)
+        for line0 in range(first, last, lines):
+            line1 = min(line0 + lines, last)
             tiles = (line1 - line0) * tw
             # V by tile: dU[ξ] += dM[ξ] @ V[ξ]ᵀ multiplies two row-major matrices (see
             # winograd.winograd_backward).
@@ -456,8 +459,8 @@ def winograd5_backward(
                      n_channels, 1.0, partial_u[t, k].reshape(-1), n_channels)  # fmt: skip
                 # V[ξ] is no longer needed: its space takes dV[ξ] (C × tiles).
                 np.dot(u[k].T, mk, v[t, k, : n_channels * tiles].reshape(n_channels, tiles))
-            _input_transform_backward(v[t], line0, line1, 2, gxpad)
-        for n in range(n0, n1):
-            _crop(gxpad[n], padding, grad_x[n])
+            _input_transform_backward(v[t], line0, line1, 2, target)
+        _block_crop(t, n_blocks, padding, gxpad, grad_x)
+    _merge_blocks(n_blocks, padding, grad_out, gxpad, grad_x, partial_b)
     sum_blocks(partial_u.reshape(n_blocks, -1), grad_u.reshape(-1))
     sum_blocks(partial_b, grad_b)

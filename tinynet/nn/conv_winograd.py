@@ -134,8 +134,9 @@ class WinogradMixin:
         planes = (s + k - 1) ** 2
         th, tw = -(-out_size[0] // s), -(-out_size[1] // s)
         lines = max(1, (_WINOGRAD_TILES if s == 2 else _WINOGRAD4_TILES) // tw)
-        # The forward shares tile lines among all threads; the backward whole samples (its
-        # input gradient adds overlapping patches: a sample's lines stay on one thread).
+        # The forward shares tile lines among all threads; the backward whole samples when
+        # there is one per thread (a sample's overlapping input-gradient patches stay on one
+        # thread), else tile lines into private copies (_winograd_backward).
         blocks = max(1, config.get_num_threads())
         shape = (n, self.in_channels, s * th + k - 1, s * tw + k - 1)
         xpad = self._buffer("xpad", shape, dtype)
@@ -205,7 +206,12 @@ class WinogradMixin:
                 "planes (a bug in tinynet: please report it)"
             )
         kernels = _KERNELS[self.kernel_size[0], tile]
-        gxpad = self._buffer("gxpad", xpad.shape, dtype)
+        # A batch smaller than the thread count is shared out by tile lines, each block
+        # adding its input gradient into a private copy of the padded batch (see
+        # kernels/winograd.py, _block_lines): T copies.
+        blocks = v.shape[0]
+        copies = blocks if n < blocks else 1
+        gxpad = self._buffer("gxpad", (copies * n, *xpad.shape[1:]), dtype)
         partial_u = self._buffer("partial_u", (v.shape[0], *u.shape), dtype)
         partial_b = self._rows("partial_b", v.shape[0], self.out_channels, dtype)
         grad_u = self._buffer("grad_u", u.shape, dtype)
