@@ -270,3 +270,19 @@ def test_f4_backward_shares_a_small_batch_among_threads(depth):
         planes = layer._winograd3d4_work(1, (depth, 7, 9), np.dtype(np.float64))[0]
         assert 2 <= planes <= depth // 2 and tinynet.get_num_threads() == 2
         check_against_reference(layer, x, 1e-12, 4)
+
+
+@pytest.mark.parametrize("size", [(4, 6, 8), (5, 7, 9), (9, 4, 4)])
+def test_f2_backward_shares_a_small_batch_among_threads(size):
+    """Batch 1 on two threads: F(2×2×2)'s backward shares the sample's tile lines out among
+    the threads, each adding its input gradient into a private copy of the padded batch,
+    summed afterwards (kernels/winograd.py, _block_lines); the copies overlap where
+    neighbouring lines' patches do."""
+    tinynet.manual_seed(sum(size))
+    x = np.random.default_rng(sum(size)).standard_normal((1, 3, *size))
+    with tinynet.set_num_threads(2), any_size(2):
+        if tinynet.get_num_threads() < 2:
+            pytest.skip("needs two threads")
+        layer = Conv3d(3, 5, 3, padding=1).double()
+        check_against_reference(layer, x, 1e-12, 2)
+        assert layer._work["gxpad"].shape[0] == 2  # one copy per thread: the path was taken

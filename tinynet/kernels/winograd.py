@@ -416,7 +416,8 @@ def _pad(x, padding, xpad):
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _block_lines(t, n_blocks, th, grad_out, gxpad, partial_b):
     """Block t of a Winograd backward: (first, last, target), its tile lines and where its
-    input gradient goes; zeroes what it adds into and sums its samples' bias gradient.
+    input gradient goes; zeroes what it adds into and sums its samples' bias gradient. ``th``:
+    tile lines per sample. Any rank (the 2-D kernels and Conv3d's F(2×2×2) share it).
 
     Whole samples per block when the batch has at least one per block: their lines, and the
     shared gxpad (a sample's overlapping patches stay on one thread). A smaller batch (one
@@ -442,30 +443,17 @@ def _block_lines(t, n_blocks, th, grad_out, gxpad, partial_b):
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
-def _block_crop(t, n_blocks, padding, gxpad, grad_x):
-    """Block t's input gradient: its samples cropped out of gxpad (whole samples per block;
-    with private copies, :func:`_merge_blocks` does it)."""
-    n_batch = grad_x.shape[0]
-    if n_batch >= n_blocks:
-        for n in range((t * n_batch) // n_blocks, ((t + 1) * n_batch) // n_blocks):
-            _crop(gxpad[n], padding, grad_x[n])
-
-
-@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
-def _merge_blocks(n_blocks, padding, grad_out, gxpad, grad_x, partial_b):
-    """After the blocks of a batch smaller than their count (see :func:`_block_lines`):
-    grad_x = the crop of the blocks' private copies summed in block order, and the bias
-    gradient into partial_b[0] (serial: the batch is small)."""
-    n_batch = grad_x.shape[0]
-    if n_batch >= n_blocks:
-        return
+def _merge_blocks(n_blocks, grad_out, gxpad, partial_b):
+    """After the blocks of a batch smaller than their count (see :func:`_block_lines`): the
+    blocks' private copies summed into the first, gxpad[0 .. N], in block order, and the
+    bias gradient into partial_b[0] (serial: the batch is small). Any rank."""
+    n_batch = grad_out.shape[0]
     for n in range(n_batch):
         total = gxpad[n].reshape(-1)
         for t in range(1, n_blocks):
             part = gxpad[t * n_batch + n].reshape(-1)
             for i in range(total.shape[0]):
                 total[i] += part[i]
-        _crop(gxpad[n], padding, grad_x[n])
         for o in range(partial_b.shape[1]):
             partial_b[0, o] += row_sum(grad_out[n, o].reshape(-1))
 
@@ -487,7 +475,7 @@ def winograd_backward(
     Parallel over: blocks of samples (block t writes gxpad[n] and grad_x[n] of its own samples
     and its own work rows; the sums over samples go through the per-block partials: race-free).
     """
-    n_channels = grad_x.shape[1]
+    n_batch, n_channels = grad_x.shape[0], grad_x.shape[1]
     n_out = u.shape[1]
     n_blocks = v.shape[0]
     th = (xpad.shape[2] - 2) // 2
@@ -512,8 +500,13 @@ def winograd_backward(
                 # V[ξ] is no longer needed: its space takes dV[ξ] (C × tiles).
                 np.dot(u[k].T, mk, v[t, k, : n_channels * tiles].reshape(n_channels, tiles))
             _input_transform_backward(v[t], line0, line1, target)
-        _block_crop(t, n_blocks, padding, gxpad, grad_x)
-    _merge_blocks(n_blocks, padding, grad_out, gxpad, grad_x, partial_b)
+        if n_batch >= n_blocks:  # whole samples: this block's are complete
+            for n in range(first // th, last // th):
+                _crop(gxpad[n], padding, grad_x[n])
+    if n_batch < n_blocks:
+        _merge_blocks(n_blocks, grad_out, gxpad, partial_b)
+        for n in range(n_batch):
+            _crop(gxpad[n], padding, grad_x[n])
     sum_blocks(partial_u.reshape(n_blocks, -1), grad_u.reshape(-1))
     sum_blocks(partial_b, grad_b)
 

@@ -45,8 +45,8 @@ from numba import njit, prange
 
 from .. import config
 from .blas import gemm
-from .conv import row_sum, sum_blocks, zero_fill
-from .winograd import _g, _gt, _to_planes
+from .conv import sum_blocks, zero_fill
+from .winograd import _block_lines, _g, _gt, _merge_blocks, _to_planes
 
 
 @njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
@@ -536,7 +536,9 @@ def winograd3d_backward(
     partial_u[t][ξ] += dM[ξ] @ V[ξ]ᵀ; dV[ξ] = U[ξ]ᵀ @ dM[ξ]; gxpad += (B⊗B⊗B) dV; then crop
     gxpad into grad_x, and grad_u = Σ_t partial_u[t] in block order.
     Parallel over: blocks of samples (block t writes gxpad[n] and grad_x[n] of its own samples
-    and its own work rows; the sums over samples go through the per-block partials: race-free).
+    and its own work rows; the sums over samples go through the per-block partials: race-free),
+    or for a batch smaller than the thread count blocks of tile lines, each adding into its
+    own copy of gxpad (which then holds T copies), summed in block order afterwards.
     """
     n_batch, n_channels = grad_x.shape[0], grad_x.shape[1]
     n_out = u.shape[1]
@@ -551,15 +553,11 @@ def winograd3d_backward(
         h_rows = np.empty((32, lines * rowlen), dtype=u.dtype)
         blocks = np.empty((8, lines * rowlen), dtype=u.dtype)
         zero_fill(partial_u[t])
-        zero_fill(partial_b[t])
-        n0 = (t * n_batch) // n_blocks
-        n1 = ((t + 1) * n_batch) // n_blocks
-        for n in range(n0, n1):
-            zero_fill(gxpad[n].reshape(-1))
-            for o in range(grad_b.shape[0]):
-                partial_b[t, o] += row_sum(grad_out[n, o].reshape(-1))
-        for line0 in range(n0 * per_sample, n1 * per_sample, lines):
-            line1 = min(line0 + lines, n1 * per_sample)
+        # Whole samples per block, or tile lines into private copies for a small batch
+        # (winograd._block_lines).
+        first, last, target = _block_lines(t, n_blocks, per_sample, grad_out, gxpad, partial_b)
+        for line0 in range(first, last, lines):
+            line1 = min(line0 + lines, last)
             tiles = (line1 - line0) * rowlen
             _input_transform(xpad, line0, line1, t_rows, h_rows, v[t])
             _grad_output_transform(grad_out, line0, line1, h_rows, t_rows, blocks, m[t])
@@ -579,8 +577,13 @@ def winograd3d_backward(
                     m[t, k], tiles,
                     0.0, v[t, k], tiles,
                 )  # fmt: skip
-            _input_transform_backward(v[t], line0, line1, t_rows, h_rows, gxpad)
-        for n in range(n0, n1):
+            _input_transform_backward(v[t], line0, line1, t_rows, h_rows, target)
+        if n_batch >= n_blocks:  # whole samples: this block's are complete
+            for n in range(first // per_sample, last // per_sample):
+                _crop(gxpad[n], padding, grad_x[n])
+    if n_batch < n_blocks:
+        _merge_blocks(n_blocks, grad_out, gxpad, partial_b)
+        for n in range(n_batch):
             _crop(gxpad[n], padding, grad_x[n])
     sum_blocks(partial_u, grad_u.reshape(-1))
     sum_blocks(partial_b, grad_b)

@@ -37,8 +37,8 @@ from .. import config
 from .blas import gemm, gemm_small_blocks
 from .conv import sum_blocks, zero_fill
 from .winograd import (
-    _block_crop,
     _block_lines,
+    _crop,
     _merge_blocks,
     _output_to_rows,
     _pad,
@@ -437,7 +437,7 @@ def winograd5_backward(
     (T, 36, Cout, C), partial_b (T, ≥ Cout). Parallel over blocks of samples; the sums over
     samples go through the per-block partials, added in block order (race-free, deterministic).
     """
-    n_channels = grad_x.shape[1]
+    n_batch, n_channels = grad_x.shape[0], grad_x.shape[1]
     n_out = u.shape[1]
     n_blocks = v.shape[0]
     th = (xpad.shape[2] - 4) // 2
@@ -460,7 +460,12 @@ def winograd5_backward(
                 # V[ξ] is no longer needed: its space takes dV[ξ] (C × tiles).
                 np.dot(u[k].T, mk, v[t, k, : n_channels * tiles].reshape(n_channels, tiles))
             _input_transform_backward(v[t], line0, line1, 2, target)
-        _block_crop(t, n_blocks, padding, gxpad, grad_x)
-    _merge_blocks(n_blocks, padding, grad_out, gxpad, grad_x, partial_b)
+        if n_batch >= n_blocks:  # whole samples: this block's are complete
+            for n in range(first // th, last // th):
+                _crop(gxpad[n], padding, grad_x[n])
+    if n_batch < n_blocks:
+        _merge_blocks(n_blocks, grad_out, gxpad, partial_b)
+        for n in range(n_batch):
+            _crop(gxpad[n], padding, grad_x[n])
     sum_blocks(partial_u.reshape(n_blocks, -1), grad_u.reshape(-1))
     sum_blocks(partial_b, grad_b)

@@ -199,7 +199,10 @@ class Winograd3dMixin:
         chunk, xpad, v, m = work(n, self._out_size, dtype)
         u = self._u_forward
         blocks = v.shape[0]
-        gxpad = self._buffer("gxpad", xpad.shape, dtype)
+        # F(2×2×2) shares a batch smaller than the thread count out by tile lines, each block
+        # adding its input gradient into a private copy of the padded batch: T copies.
+        copies = blocks if n < blocks and not f4 else 1
+        gxpad = self._buffer("gxpad", (copies * n, *xpad.shape[1:]), dtype)
         partial_u = self._buffer("partial_u", (blocks, u.size), dtype)
         partial_b = self._rows("partial_b", blocks, self.out_channels, dtype)
         grad_u = self._buffer("grad_u", u.shape, dtype)
