@@ -414,7 +414,7 @@ def _pad(x, padding, xpad):
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
-def _block_lines(t, n_blocks, th, grad_out, gxpad, partial_b):
+def _block_lines(t, n_blocks, th, grad_out, grad_b, gxpad, partial_b):
     """Block t of a Winograd backward: (first, last, target), its tile lines and where its
     input gradient goes; zeroes what it adds into and sums its samples' bias gradient. ``th``:
     tile lines per sample. Any rank (the 2-D kernels and Conv3d's F(2×2×2) share it).
@@ -424,7 +424,9 @@ def _block_lines(t, n_blocks, th, grad_out, gxpad, partial_b):
     image) is shared out by tile lines, as the forward does, so that every thread works:
     block t adds its input gradient into a private copy of the padded batch, gxpad[t·N ..
     (t + 1)·N] (gxpad holds T copies), which :func:`_merge_blocks` sums afterwards. Shapes:
-    grad_out (N, Cout, OH, OW); gxpad (N or T·N, C, H2, W2); partial_b (T, ≥ Cout).
+    grad_out (N, Cout, OH, OW); grad_b (Cout,) or (0,) for no bias (only its length is
+    read: partial_b's rows are padded past Cout); gxpad (N or T·N, C, H2, W2); partial_b
+    (T, ≥ Cout).
     """
     n_batch = grad_out.shape[0]
     zero_fill(partial_b[t])
@@ -437,13 +439,13 @@ def _block_lines(t, n_blocks, th, grad_out, gxpad, partial_b):
     n1 = ((t + 1) * n_batch) // n_blocks
     for n in range(n0, n1):
         zero_fill(gxpad[n].reshape(-1))
-        for o in range(partial_b.shape[1]):
+        for o in range(grad_b.shape[0]):
             partial_b[t, o] += row_sum(grad_out[n, o].reshape(-1))
     return n0 * th, n1 * th, gxpad
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
-def _merge_blocks(n_blocks, grad_out, gxpad, partial_b):
+def _merge_blocks(n_blocks, grad_out, grad_b, gxpad, partial_b):
     """After the blocks of a batch smaller than their count (see :func:`_block_lines`): the
     blocks' private copies summed into the first, gxpad[0 .. N], in block order, and the
     bias gradient into partial_b[0] (serial: the batch is small). Any rank."""
@@ -454,7 +456,7 @@ def _merge_blocks(n_blocks, grad_out, gxpad, partial_b):
             part = gxpad[t * n_batch + n].reshape(-1)
             for i in range(total.shape[0]):
                 total[i] += part[i]
-        for o in range(partial_b.shape[1]):
+        for o in range(grad_b.shape[0]):
             partial_b[0, o] += row_sum(grad_out[n, o].reshape(-1))
 
 
@@ -484,7 +486,7 @@ def winograd_backward(
         # Loops and serial helpers only: whole-array statements here would each become a
         # parallel loop of their own, slow to compile (see conv.py).
         zero_fill(partial_u[t].reshape(-1))
-        first, last, target = _block_lines(t, n_blocks, th, grad_out, gxpad, partial_b)
+        first, last, target = _block_lines(t, n_blocks, th, grad_out, grad_b, gxpad, partial_b)
         for line0 in range(first, last, lines):
             line1 = min(line0 + lines, last)
             tiles = (line1 - line0) * tw
@@ -504,7 +506,7 @@ def winograd_backward(
             for n in range(first // th, last // th):
                 _crop(gxpad[n], padding, grad_x[n])
     if n_batch < n_blocks:
-        _merge_blocks(n_blocks, grad_out, gxpad, partial_b)
+        _merge_blocks(n_blocks, grad_out, grad_b, gxpad, partial_b)
         for n in range(n_batch):
             _crop(gxpad[n], padding, grad_x[n])
     sum_blocks(partial_u.reshape(n_blocks, -1), grad_u.reshape(-1))

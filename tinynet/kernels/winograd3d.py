@@ -555,7 +555,9 @@ def winograd3d_backward(
         zero_fill(partial_u[t])
         # Whole samples per block, or tile lines into private copies for a small batch
         # (winograd._block_lines).
-        first, last, target = _block_lines(t, n_blocks, per_sample, grad_out, gxpad, partial_b)
+        first, last, target = _block_lines(
+            t, n_blocks, per_sample, grad_out, grad_b, gxpad, partial_b
+        )
         for line0 in range(first, last, lines):
             line1 = min(line0 + lines, last)
             tiles = (line1 - line0) * rowlen
@@ -582,7 +584,7 @@ def winograd3d_backward(
             for n in range(first // per_sample, last // per_sample):
                 _crop(gxpad[n], padding, grad_x[n])
     if n_batch < n_blocks:
-        _merge_blocks(n_blocks, grad_out, gxpad, partial_b)
+        _merge_blocks(n_blocks, grad_out, grad_b, gxpad, partial_b)
         for n in range(n_batch):
             _crop(gxpad[n], padding, grad_x[n])
     sum_blocks(partial_u, grad_u.reshape(-1))

@@ -291,7 +291,7 @@ def winograd4_backward(
     for t in prange(n_blocks):
         zero_fill(partial_u[t].reshape(-1))
         # Whole samples per block, or tile lines into private copies for a small batch.
-        first, last, target = _block_lines(t, n_blocks, th, grad_out, gxpad, partial_b)
+        first, last, target = _block_lines(t, n_blocks, th, grad_out, grad_b, gxpad, partial_b)
         for line0 in range(first, last, lines):
             line1 = min(line0 + lines, last)
             tiles = (line1 - line0) * tw
@@ -310,7 +310,7 @@ def winograd4_backward(
             for n in range(first // th, last // th):
                 _crop(gxpad[n], padding, grad_x[n])
     if n_batch < n_blocks:
-        _merge_blocks(n_blocks, grad_out, gxpad, partial_b)
+        _merge_blocks(n_blocks, grad_out, grad_b, gxpad, partial_b)
         for n in range(n_batch):
             _crop(gxpad[n], padding, grad_x[n])
     sum_blocks(partial_u.reshape(n_blocks, -1), grad_u.reshape(-1))
