@@ -149,16 +149,16 @@ def winograd3d4_forward(x, u, bias, relu, padding, planes, out, xpad, v, m):
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
-def _chunk_backward(stack, grad_out, u, n, z0, count, v, m, rows, partial_u, target, line):
+def _chunk_backward(stack, grad_out, u, n, z0, count, v, m, partial_u, target, line):
     """One chunk of the backward: output planes z0 .. z0 + count of sample n.
 
     V by tile of the chunk's input planes (from ``stack``, the padded input as images); dM
-    from the chunk's gradient, copied into ``rows`` as a stack of 2-D gradients (the layout
-    winograd4's transform reads); per ξ: partial_u[kd, ξ] += dM[ξ] @ V[ξ]ᵀ (rows kd·P on),
+    from the chunk's gradient, read as a stack of 2-D gradients (planes z0 .. z0 + count,
+    each Cout × OH × OW: a transposed view, as the forward writes its output); per ξ:
+    partial_u[kd, ξ] += dM[ξ] @ V[ξ]ᵀ (rows kd·P on),
     dV[ξ] = Σ_kd U_kd[ξ]ᵀ @ dM[ξ] into columns kd·P on (in V's space, V[ξ] being used up);
     then B dV Bᵀ added into ``target`` (images) from image line ``line`` on.
-    Shapes: v (36, ≥ C·(count + 2)·P), m (36, ≥ Cout·count·P), rows (≥ count, Cout, OH, OW),
-    partial_u (3·36·Cout·C,).
+    Shapes: v (36, ≥ C·(count + 2)·P), m (36, ≥ Cout·count·P), partial_u (3·36·Cout·C,).
     """
     n_out, od = grad_out.shape[1], grad_out.shape[2]
     n_channels, height, width = stack.shape[1], stack.shape[2], stack.shape[3]
@@ -166,16 +166,12 @@ def _chunk_backward(stack, grad_out, u, n, z0, count, v, m, rows, partial_u, tar
     th, tw = (height - 2) // STEP, (width - 2) // STEP
     per_plane = th * tw
     step = n_out * n_channels
-    plane = grad_out.shape[3] * grad_out.shape[4]
     line0 = (n * depth + z0) * th
     line1 = line0 + (count + 2) * th
     tiles_in, tiles = (count + 2) * per_plane, count * per_plane
     _input_transform(stack, line0, line1, STEP, v, True)
-    for o in range(n_out):  # planes z0 .. z0 + count of channel o: rows z·Cout + o
-        start = ((n * n_out + o) * od + z0) * plane
-        _copy_rows(grad_out.reshape(-1), start, plane, rows.reshape(-1), o * plane,
-                   n_out * plane, count, plane)  # fmt: skip
-    _grad_output_transform(rows, 0, count * th, th, m)
+    planes = grad_out[n, :, z0 : z0 + count].transpose((1, 0, 2, 3))  # (count, Cout, ...)
+    _grad_output_transform(planes, 0, count * th, th, m)
     for k in range(36):
         for kd in range(3):
             # dU_kd[ξ] += dM[ξ] (Cout × tiles) @ V[ξ]ᵀ's rows kd·P on (tiles × C)
@@ -200,7 +196,7 @@ def _chunk_backward(stack, grad_out, u, n, z0, count, v, m, rows, partial_u, tar
 
 @njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def winograd3d4_backward(
-    xpad, u, grad_out, padding, planes, grad_x, grad_u, grad_b, gxpad, v, m, rows, partial_u,
+    xpad, u, grad_out, padding, planes, grad_x, grad_u, grad_b, gxpad, v, m, partial_u,
     partial_b, private,
 ):  # fmt: skip
     """All three gradients of :func:`winograd3d4_forward`, in the Winograd domain.
@@ -208,8 +204,8 @@ def winograd3d4_backward(
     Shapes: xpad as the forward left it; u (3, 36, Cout, C); grad_out (N, Cout, OD, OH, OW);
     grad_x (N, C, D, H, W), grad_u (3, 36, Cout, C) and grad_b (Cout,) or (0,) overwritten
     (grad_u is the gradient of u: winograd4's weight transform backward turns each kd's into
-    the weight gradient). Work space: gxpad like xpad; v, m as in the forward; rows (T,
-    planes, Cout, OH, OW); partial_u (T, 3·36·Cout·C), partial_b (T, ≥ Cout); private
+    the weight gradient). Work space: gxpad like xpad; v, m as in the forward;
+    partial_u (T, 3·36·Cout·C), partial_b (T, ≥ Cout); private
     (T, planes + 2, C, Hp, Wp) when N < T (else any, unused).
     Loop nest: for block t: for each of its chunks, :func:`_chunk_backward`; crop gxpad into
     grad_x; grad_u = Σ_t partial_u[t] and grad_b likewise, in block order.
@@ -253,8 +249,8 @@ def winograd3d4_backward(
             if not by_sample and j == j0 and z0 > 0:
                 zero_fill(private[t].reshape(-1))
                 target, line = private[t], 0
-            _chunk_backward(stack, grad_out, u, n, z0, count, v[t], m[t], rows[t],
-                            partial_u[t], target, line)  # fmt: skip
+            _chunk_backward(stack, grad_out, u, n, z0, count, v[t], m[t], partial_u[t],
+                            target, line)  # fmt: skip
             for o in range(grad_b.shape[0]):
                 start = ((n * n_out + o) * od + z0) * plane
                 partial_b[t, o] += row_sum(grad_out.reshape(-1)[start : start + count * plane])

@@ -211,14 +211,12 @@ class Winograd3dMixin:
         grad_x = np.empty_like(x)
         args = (self._x_padded, u, grad_out, self._pad_low, chunk, grad_x, grad_u, grad_b, gxpad)
         with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
-            if f4:  # its gradient rows as a stack of 2-D ones: see winograd3d4_backward
-                shape = (blocks, chunk, self.out_channels, *self._out_size[1:])
-                rows = self._buffer("rows", shape, dtype)
+            if f4:
                 # Input-gradient planes of a block's first chunk, for batches smaller than
                 # the thread count (whose samples' chunks are shared out among the threads).
                 private = 0 if n >= blocks else chunk + 2
                 private = self._buffer("private", (blocks, private, *xpad.shape[2:]), dtype)
-                winograd3d4.winograd3d4_backward(*args, v, m, rows, partial_u, partial_b, private)
+                winograd3d4.winograd3d4_backward(*args, v, m, partial_u, partial_b, private)
             else:
                 winograd3d.winograd3d_backward(*args, v, m, partial_u, partial_b)
         with config.threads_for(grad_w.size):
