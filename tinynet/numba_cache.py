@@ -64,7 +64,9 @@ class KernelsLocator(caching._CacheLocator):
         return self._inner.get_disambiguator()
 
     def get_source_stamp(self):
-        return kernels_stamp()
+        # With Numba's own stamp of the file too: never less fresh than without this locator
+        # (should the kernel sources not be listable, as from a zipped install).
+        return kernels_stamp(), self._inner.get_source_stamp()
 
     @classmethod
     def from_function(cls, py_func, py_file):
