@@ -25,6 +25,14 @@ branch it has, and the 3×3 kernels are on the path of every small CNN's first c
 (see conv_small.py for the same choice). The two drivers below repeat winograd.py's loop nest
 with these transforms.
 
+By tile, channels last: unlike winograd.py's, this forward pads the input channels last
+with each row's columns sorted by parity (:func:`_pad_phases`), so that its input transform is
+two long flat loops per tile line (:func:`_input_transform_phases`, 5–15x faster than one
+6×6 transform per tile and channel, which ran scalar). V then holds tiles × C per plane,
+the products are V[ξ] @ U[ξ]ᵀ (tiles × Cout), and the output transform ends in a transpose
+into the output rows (:func:`_tiles_to_output`). The backward reads the same padded input
+(its weight gradient wants V by tile anyway); its input gradient stays channels first.
+
 Debugging: with ``NUMBA_DISABLE_JIT=1`` these are plain Python (slow) that pdb can step into.
 """
 
@@ -34,15 +42,13 @@ import numpy as np
 from numba import njit, prange
 
 from .. import config
-from .blas import gemm, gemm_small_blocks
+from .blas import gemm
 from .conv import sum_blocks, zero_fill
 from .winograd import (
     _block_lines,
     _crop,
     _merge_blocks,
     _output_to_rows,
-    _pad,
-    _rows_to_output,
     _to_planes,
 )
 
@@ -310,48 +316,148 @@ def _input_transform_backward(v, line0, line1, step, gxpad):
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
-def _output_transform(m, bias, relu, line0, line1, th, out):
-    """out[n, o, 2×2 block of tile p] = Aᵀ · M[:][o, p] (as 6×6) · A + bias[o], then
-    max(·, 0) if ``relu``. As winograd._output_transform: the transform over the chunk's
-    tiles into ``rows`` laid out as the output's rows, then a contiguous copy per row.
+def _pad_phases(x, padding, step, xpad):
+    """xpad[r, φ, m, c] = x[c, r − top, step·m + φ − left], zero elsewhere: the sample
+    padded, channels last, each row's columns sorted by their remainder φ mod ``step``.
 
-    The transform is two loops over the tiles, as winograd4's: Aᵀ down each column c of M
-    into ``half`` rows 2·c + i, then along each row i; flat arrays, unsigned offsets, so
-    that LLVM vectorises both (one loop reading all 36 planes per tile ran scalar: measured
-    1.6–2.2x slower).
+    In this layout column step·tx + j of tile tx lies at a fixed offset from tile 0's
+    column j, for every tile of a line, so :func:`_input_transform_phases` transforms all
+    tiles and channels of a line in one flat loop. Shapes: x (C, H, W); xpad (H2, step, M, C).
     """
-    n_out, ow = out.shape[1], out.shape[3]
-    tiles = (line1 - line0) * ((ow + 1) // 2)
-    rows = np.empty((2, 2 * tiles), dtype=out.dtype)
-    half = np.empty(12 * tiles, dtype=out.dtype)
-    k = _constants(out.dtype)
-    mf, rf = m.reshape(-1), rows.reshape(-1)
+    n_channels, height, width = x.shape
+    top, left = padding
+    zero_fill(xpad.reshape(-1))
+    for r in range(height):
+        for q in range(width):
+            col = q + left
+            dst = xpad[top + r, col % step, col // step]
+            for c in range(n_channels):
+                dst[c] = x[c, r, q]
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _input_transform_phases(xpad, line0, line1, step, v):
+    """V[ξ][p, c] = (Bᵀ d B)[ξ] for the 6×6 patch d of tile p in lines line0 .. line1, by
+    tile (plane ξ holds tiles × C row-major), from the layout of :func:`_pad_phases`.
+
+    Per tile line two passes, each one flat loop that LLVM vectorises: Bᵀ down every column
+    of the line's six input rows (all channels and columns at once) into ``band``, then Bᵀ
+    along band row i for all the line's tiles at once into planes 6i .. 6i + 5: tile tx's
+    column j is at offset (j mod step)·M·C + (j div step)·C + tx·C of the band row, so the
+    six reads are fixed offsets from s = tx·C + c. (The transform per tile and channel, of
+    the NCHW layout, ran scalar: measured 5–15x slower, more with more channels.)
+    ``step``: the tiles' output size, 2 (F(2×2, 5×5)) or 4 (F(4×4, 3×3), winograd4.py).
+    Shapes: xpad (N, step·th + 6 − step rows, step, M, C), M = tw + (6 − 1) // step
+    columns per phase; v (36, ≥ tiles·C), tiles = (line1 − line0)·tw.
+    """
+    height, m_cols, n_channels = xpad.shape[1], xpad.shape[3], xpad.shape[4]
+    th = (height - 6 + step) // step
+    tw = m_cols - 5 // step
+    x, vf = xpad.reshape(-1), v.reshape(-1)
+    k = _constants(xpad.dtype)
     u = np.uint64
-    plane, n = u(m.shape[1]), u(tiles)
-    two = u(2)
-    for o in range(n_out):
-        b = bias[o]
-        for c in range(6):
-            s0 = u(c) * plane + u(o) * n  # M[6·a + c][o, t] at s0 + 6·a·plane + t
-            s1 = s0 + u(6) * plane
-            s2, s3 = s1 + u(6) * plane, s1 + u(12) * plane
-            s4, s5 = s1 + u(18) * plane, s1 + u(24) * plane
-            d0 = u(2 * c) * n
-            d1 = d0 + n
-            for t in range(n):
-                col = (mf[s0 + t], mf[s1 + t], mf[s2 + t], mf[s3 + t], mf[s4 + t], mf[s5 + t])
-                half[d0 + t], half[d1 + t] = _at(col, k)
-        for i in range(2):
-            q0 = u(i) * n  # half row 2·c + i at q0 + 2·c·tiles
-            q1, q2, q3 = q0 + two * n, q0 + u(4) * n, q0 + u(6) * n
-            q4, q5 = q0 + u(8) * n, q0 + u(10) * n
-            r = u(i) * two * n  # rows[i]
-            for t in range(n):
-                row = (half[q0 + t], half[q1 + t], half[q2 + t], half[q3 + t], half[q4 + t])
-                y0, y1 = _at(row + (half[q5 + t],), k)
-                rf[r + two * t] = y0 + b
-                rf[r + two * t + u(1)] = y1 + b
-        _rows_to_output(rows, relu, line0, line1, th, o, out)
+    c, plane = u(n_channels), u(v.shape[1])
+    row = u(step * m_cols * n_channels)  # one padded input row, all phases
+    band = np.empty(6 * row, dtype=xpad.dtype)  # row i: Bᵀ down the columns, row i of it
+    # Where column j of tile 0 lies in a band row.
+    o1 = u(1 % step * m_cols + 1 // step) * c
+    o2 = u(2 % step * m_cols + 2 // step) * c
+    o3 = u(3 % step * m_cols + 3 // step) * c
+    o4 = u(4 % step * m_cols + 4 // step) * c
+    o5 = u(5 % step * m_cols + 5 // step) * c
+    span = u(tw) * c  # a line's tiles × channels
+    for line in range(line0, line1):
+        n = line // th
+        base = u(n * height + step * (line - n * th)) * row
+        for s in range(row):
+            q = base + s
+            d = (x[q], x[q + row], x[q + u(2) * row], x[q + u(3) * row])
+            a = _bt(d + (x[q + u(4) * row], x[q + u(5) * row]), k)
+            band[s], band[row + s], band[u(2) * row + s] = a[0], a[1], a[2]
+            band[u(3) * row + s], band[u(4) * row + s], band[u(5) * row + s] = a[3], a[4], a[5]
+        p0 = u(line - line0) * span
+        for i in range(6):
+            b = u(i) * row
+            d0 = u(6 * i) * plane + p0  # plane 6i + j at d0 + j·plane
+            d1, d2, d3 = d0 + plane, d0 + u(2) * plane, d0 + u(3) * plane
+            d4, d5 = d0 + u(4) * plane, d0 + u(5) * plane
+            for s in range(span):
+                q = b + s
+                a = _bt((band[q], band[q + o1], band[q + o2], band[q + o3], band[q + o4],
+                         band[q + o5]), k)  # fmt: skip
+                vf[d0 + s], vf[d1 + s], vf[d2 + s] = a[0], a[1], a[2]
+                vf[d3 + s], vf[d4 + s], vf[d5 + s] = a[3], a[4], a[5]
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _tiles_to_output(y, step, bias, relu, line0, line1, th, out):
+    """out[n, o, step·ty + i, step·tx + j] = y[step·i + j][p·Cout + o] + bias[o] (then
+    max(·, 0) if ``relu``; a NaN stays NaN) for tile p = (ty, tx) of lines line0 .. line1,
+    cut at the output's edges: the last step of a by-tile output transform, from planes
+    that hold each output position of every tile by tile (tiles × Cout). Shared with
+    winograd4.py (step 4).
+
+    The loop writes each output row in order and reads y every Cout values: a transpose,
+    scalar, ~0.2 of the forward's transforms.
+    Shapes: y (step², ≥ tiles·Cout); out (N, Cout, OH, OW).
+    """
+    n_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    tw = (ow + step - 1) // step
+    u = np.uint64
+    size = u(y.shape[1])
+    yf = y.reshape(-1)
+    for line in range(line0, line1):
+        n = line // th
+        i0 = step * (line - n * th)
+        p0 = (line - line0) * tw
+        for i in range(min(step, oh - i0)):
+            for o in range(n_out):
+                b = bias[o]
+                dst = out[n, o, i0 + i]
+                src = u(step * i) * size + u(p0 * n_out + o)
+                for tx in range(tw):
+                    q = src + u(tx * n_out)
+                    for j in range(min(step, ow - step * tx)):
+                        v = yf[q + u(j) * size] + b
+                        dst[step * tx + j] = (0 if v <= 0 else v) if relu else v
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _output_transform_by_tile(m, bias, relu, line0, line1, th, out):
+    """out[n, o, 2×2 block of tile p] = Aᵀ · M[:][p, o] (as 6×6) · A + bias[o], then
+    max(·, 0) if ``relu``, from M by tile (plane ξ holds tiles × Cout, as the forward's
+    products leave it after :func:`_input_transform_phases`).
+
+    Aᵀ down each column c into ``half`` rows 2c + i, then along each row i into ``y``'s
+    four output planes: flat loops over all tiles and channels, which LLVM vectorises; then
+    :func:`_tiles_to_output`.
+    """
+    tiles = (line1 - line0) * ((out.shape[3] + 1) // 2)
+    k = _constants(out.dtype)
+    u = np.uint64
+    mf, plane, size = m.reshape(-1), u(m.shape[1]), u(tiles * out.shape[1])
+    half = np.empty(12 * size, dtype=out.dtype)  # row 2c + i: Aᵀ down column c, its row i
+    y = np.empty((4, size), dtype=out.dtype)  # plane 2i + j: output (i, j) of every tile
+    yf = y.reshape(-1)
+    for c in range(6):
+        s0 = u(c) * plane  # M[6a + c] at s0 + 6a·plane
+        s1 = s0 + u(6) * plane
+        s2, s3 = s1 + u(6) * plane, s1 + u(12) * plane
+        s4, s5 = s1 + u(18) * plane, s1 + u(24) * plane
+        d0 = u(2 * c) * size
+        d1 = d0 + size
+        for t in range(size):
+            col = (mf[s0 + t], mf[s1 + t], mf[s2 + t], mf[s3 + t], mf[s4 + t], mf[s5 + t])
+            half[d0 + t], half[d1 + t] = _at(col, k)
+    for i in range(2):
+        q0 = u(i) * size  # half row 2c + i at q0 + 2c·size
+        q1, q2, q3 = q0 + u(2) * size, q0 + u(4) * size, q0 + u(6) * size
+        q4, q5 = q0 + u(8) * size, q0 + u(10) * size
+        r = u(2 * i) * size
+        for t in range(size):
+            row = (half[q0 + t], half[q1 + t], half[q2 + t], half[q3 + t], half[q4 + t])
+            yf[r + t], yf[r + size + t] = _at(row + (half[q5 + t],), k)
+    _tiles_to_output(y, 2, bias, relu, line0, line1, th, out)
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
@@ -397,20 +503,23 @@ def _grad_output_transform(grad_out, line0, line1, th, m):
 
 
 @njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
-def winograd5_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
-    """out = conv5×5(x, g) + bias (then max(·, 0) if ``relu``), u = the transformed weights.
+def winograd5_forward(x, ut, bias, relu, padding, lines, out, xpad, v, m):
+    """out = conv5×5(x, g) + bias (then max(·, 0) if ``relu``), ut = the transformed weights,
+    each plane transposed: ut[ξ] = U[ξ]ᵀ (C × Cout).
 
-    As winograd.winograd_forward, with u (36, Cout, C), xpad (N, C, 2·th + 4, 2·tw + 4),
-    v (T, 36, ≥ C·lines·tw), m (T, 36, ≥ Cout·lines·tw). Parallel over samples (padding),
-    then blocks of tile lines (block t writes only its lines' output rows and v[t], m[t]).
+    As winograd.winograd_forward, but by tile: the input padded channels last
+    (:func:`_pad_phases`), V[ξ] (tiles × C) @ Uᵀ[ξ] gives M[ξ] (tiles × Cout). Shapes:
+    ut (36, C, Cout), xpad (N, 2·th + 4, 2, tw + 2, C), v (T, 36, ≥ C·lines·tw),
+    m (T, 36, ≥ Cout·lines·tw). Parallel over samples (padding), then blocks of tile lines
+    (block t writes only its lines' output rows and v[t], m[t]).
     """
     n_batch, n_channels = x.shape[0], x.shape[1]
-    n_out = u.shape[1]
+    n_out = ut.shape[2]
     n_blocks = v.shape[0]
-    th = (xpad.shape[2] - 4) // 2
-    tw = (xpad.shape[3] - 4) // 2
+    th = (xpad.shape[1] - 4) // 2
+    tw = xpad.shape[3] - 2
     for n in prange(n_batch):
-        _pad(x[n], padding, xpad[n])
+        _pad_phases(x[n], padding, 2, xpad[n])
     # The tile lines of the whole batch are shared out evenly, not whole samples: a batch of
     # one (inference) or of 3 on 2 threads keeps every thread busy.
     n_lines = n_batch * th
@@ -419,11 +528,11 @@ def winograd5_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
         for line0 in range((t * n_lines) // n_blocks, last, lines):
             line1 = min(line0 + lines, last)
             tiles = (line1 - line0) * tw
-            _input_transform(xpad, line0, line1, 2, v[t])
+            _input_transform_phases(xpad, line0, line1, 2, v[t])
             for k in range(36):
-                gemm_small_blocks(False, n_out, tiles, n_channels, u[k].reshape(-1), n_channels,
-                                  v[t, k], tiles, 0.0, m[t, k], tiles)  # fmt: skip
-            _output_transform(m[t], bias, relu, line0, line1, th, out)
+                gemm(False, False, tiles, n_out, n_channels, v[t, k], n_channels,
+                     ut[k].reshape(-1), n_out, 0.0, m[t, k], n_out)  # fmt: skip
+            _output_transform_by_tile(m[t], bias, relu, line0, line1, th, out)
 
 
 @njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
@@ -432,16 +541,18 @@ def winograd5_backward(
 ):
     """All three gradients of :func:`winograd5_forward`, in the Winograd domain.
 
-    As winograd.winograd_backward, with 36 planes: grad_u (36, Cout, C) is the gradient of u
-    (winograd5_weight_transform_backward turns it into the weight gradient); partial_u
-    (T, 36, Cout, C), partial_b (T, ≥ Cout). Parallel over blocks of samples; the sums over
-    samples go through the per-block partials, added in block order (race-free, deterministic).
+    As winograd.winograd_backward, with 36 planes: xpad is the forward's (the layout of
+    :func:`_pad_phases`), gxpad (N or T·N, C, 2·th + 4, 2·tw + 4) not; u (36, Cout, C);
+    grad_u (36, Cout, C) is the gradient of u (winograd5_weight_transform_backward turns it
+    into the weight gradient); partial_u (T, 36, Cout, C), partial_b (T, ≥ Cout). Parallel
+    over blocks of samples; the sums over samples go through the per-block partials, added
+    in block order (race-free, deterministic).
     """
     n_batch, n_channels = grad_x.shape[0], grad_x.shape[1]
     n_out = u.shape[1]
     n_blocks = v.shape[0]
-    th = (xpad.shape[2] - 4) // 2
-    tw = (xpad.shape[3] - 4) // 2
+    th = (gxpad.shape[2] - 4) // 2
+    tw = (gxpad.shape[3] - 4) // 2
     for t in prange(n_blocks):
         zero_fill(partial_u[t].reshape(-1))
         # Whole samples per block, or tile lines into private copies for a small batch.
@@ -451,7 +562,7 @@ def winograd5_backward(
             tiles = (line1 - line0) * tw
             # V by tile: dU[ξ] += dM[ξ] @ V[ξ]ᵀ multiplies two row-major matrices (see
             # winograd.winograd_backward).
-            _input_transform(xpad, line0, line1, 2, v[t], True)
+            _input_transform_phases(xpad, line0, line1, 2, v[t])
             _grad_output_transform(grad_out, line0, line1, th, m[t])
             for k in range(36):
                 mk = m[t, k, : n_out * tiles].reshape(n_out, tiles)

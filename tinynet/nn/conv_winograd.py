@@ -50,6 +50,10 @@ _KERNELS = {
     ),
 }
 
+# The kernels whose forward works by tile, on the input padded channels last (see
+# kernels/winograd5.py, _input_transform_phases), as (kernel size, tile).
+_BY_TILE = {(5, 2)}
+
 
 def _plane(size, dtype):
     """Entries per Winograd plane: at least ``size``, and 4 KiB + one cache line apart.
@@ -132,19 +136,29 @@ class WinogradMixin:
         k = self.kernel_size[0]
         s = tile
         planes = (s + k - 1) ** 2
-        th, tw = -(-out_size[0] // s), -(-out_size[1] // s)
+        tw = -(-out_size[1] // s)
         lines = max(1, (_WINOGRAD_TILES if s == 2 else _WINOGRAD4_TILES) // tw)
         # The forward shares tile lines among all threads; the backward whole samples when
         # there is one per thread (a sample's overlapping input-gradient patches stay on one
         # thread), else tile lines into private copies (_winograd_backward).
         blocks = max(1, config.get_num_threads())
-        shape = (n, self.in_channels, s * th + k - 1, s * tw + k - 1)
-        xpad = self._buffer("xpad", shape, dtype)
+        xpad = self._buffer("xpad", self._winograd_xpad_shape(n, out_size, tile), dtype)
         v_plane = _plane(self.in_channels * lines * tw, dtype)
         m_plane = _plane(self.out_channels * lines * tw, dtype)
         v = self._buffer("v", (blocks, planes, v_plane), dtype)
         m = self._buffer("m", (blocks, planes, m_plane), dtype)
         return lines, xpad, v, m
+
+    def _winograd_xpad_shape(self, n, out_size, tile, by_channel=False):
+        """The padded input's shape: (N, C, rows, columns), or for the kernels that read
+        it channels last (F(2×2, 5×5): winograd5._pad_phases; not with ``by_channel``, as
+        the backward's input gradient) (N, rows, tile, columns / tile, C)."""
+        k = self.kernel_size[0]
+        th, tw = -(-out_size[0] // tile), -(-out_size[1] // tile)
+        height, width = tile * th + k - 1, tile * tw + k - 1
+        if (k, tile) in _BY_TILE and not by_channel:
+            return (n, height, tile, -(-width // tile), self.in_channels)
+        return (n, self.in_channels, height, width)
 
     def _winograd_u(self, tile, dtype):
         """The weights in the Winograd domain, U = G g Gᵀ: (planes, out_channels, in_channels).
@@ -172,10 +186,15 @@ class WinogradMixin:
         tile = self._winograd_tile_used = self._winograd_tile(n, out_size)
         lines, xpad, v, m = self._winograd_work(n, out_size, tile, dtype)
         out = np.empty((n, self.out_channels, *out_size), dtype=dtype)
+        u = self._winograd_u(tile, dtype)
+        if (self.kernel_size[0], tile) in _BY_TILE:  # their products take U[ξ]ᵀ
+            ut = self._buffer("ut", (u.shape[0], u.shape[2], u.shape[1]), dtype)
+            np.copyto(ut, u.transpose(0, 2, 1))
+            u = ut
         with config.single_threaded_blas(), config.one_thread_if(v.shape[0] == 1):
             _KERNELS[self.kernel_size[0], tile][2](
                 x,
-                self._winograd_u(tile, dtype),
+                u,
                 bias,
                 relu,
                 self._pad_low,
@@ -211,7 +230,8 @@ class WinogradMixin:
         # kernels/winograd.py, _block_lines): T copies.
         blocks = v.shape[0]
         copies = blocks if n < blocks else 1
-        gxpad = self._buffer("gxpad", (copies * n, *xpad.shape[1:]), dtype)
+        shape = self._winograd_xpad_shape(copies * n, self._out_size, tile, by_channel=True)
+        gxpad = self._buffer("gxpad", shape, dtype)
         partial_u = self._buffer("partial_u", (v.shape[0], *u.shape), dtype)
         partial_b = self._rows("partial_b", v.shape[0], self.out_channels, dtype)
         grad_u = self._buffer("grad_u", u.shape, dtype)
