@@ -1141,6 +1141,57 @@ def test_small_channel_path_only_where_it_applies():
     assert not Conv3d(1, 8, 3)._small
 
 
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("shape", [(3, 4, 7, 9), (2, 5, 1, 1), (1, 3, 2, 6), (2, 6, 9, 1)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_depthwise_same_path_matches_reference(kernel, shape, threads):
+    """The depthwise 'same' kernel (conv_small.conv2d_depthwise_same_forward, forward and
+    the backward's input gradient): planes in their own row length, the taps that would
+    cross a side edge dropped by column; planes narrower than the kernel included."""
+    channels = shape[1]
+    layer = Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels).double()
+    assert layer._depthwise_same()
+    x = np.random.default_rng(4).standard_normal(shape)
+    with tinynet.set_num_threads(threads):
+        check_direct_path(layer, x)
+        fused = layer._forward(x, relu=True)
+    assert_close(fused, np.maximum(layer(x), 0), rtol=0, atol=0, name="fused relu")
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_depthwise_same_inf_stays_in_its_windows(kernel):
+    """The taps that cross a side edge read the neighbouring row's end: an inf there must
+    not reach outputs whose window does not hold it (they are dropped, not multiplied by 0)."""
+    layer = Conv2d(2, 2, kernel, padding=kernel // 2, groups=2).double()
+    x = np.random.default_rng(5).standard_normal((1, 2, 6, 7))
+    x[0, 0, 2, 6] = np.inf  # the last column: row 3's first outputs would wrap onto it
+    x[0, 1, 4, 0] = -np.inf  # the first column
+    y = layer(x)
+    args = ((1, 1), reference_padding(layer), (1, 1), 2)
+    ref = conv_forward(x, layer.weight.data, layer.bias.data, *args)
+    assert np.array_equal(np.isfinite(y), np.isfinite(ref))
+    finite = np.isfinite(ref)
+    assert_close(y[finite], ref[finite], rtol=1e-12, atol=1e-12, name="finite outputs")
+    # The weight gradient likewise: a tap that never reads the inf keeps a finite gradient.
+    grad_out = np.random.default_rng(6).standard_normal(y.shape)
+    layer.zero_grad()
+    layer.backward(grad_out, input_grad=False)
+    gw = conv_backward(x, layer.weight.data, grad_out, *args)[1]
+    assert np.array_equal(np.isfinite(layer.weight.grad), np.isfinite(gw))
+    assert np.isfinite(gw).any()
+    finite = np.isfinite(gw)
+    assert_close(layer.weight.grad[finite], gw[finite], rtol=1e-12, atol=1e-12, name="grad w")
+
+
+def test_depthwise_same_path_only_where_it_applies():
+    assert Conv2d(8, 8, 3, padding=1, groups=8)._depthwise_same()
+    assert Conv2d(8, 8, 5, padding="same", groups=8)._depthwise_same()
+    assert not Conv2d(8, 8, 3, padding=0, groups=8)._depthwise_same()  # the general planes
+    assert not Conv2d(8, 8, 5, padding=(2, 1), groups=8)._depthwise_same()
+    assert not Conv2d(8, 16, 3, padding=1, groups=8)._depthwise_same()  # a multiplier of 2
+    assert not Conv2d(8, 8, 3, padding=1, groups=4)._depthwise_same()
+
+
 # -- the direct 3×3×3 path for few input channels (kernels/conv_small3d.py) ------------------
 
 

@@ -365,11 +365,40 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         parts = min(self.in_channels // self.groups, threads // math.gcd(self.groups, threads))
         return parts if self.groups * parts > 1 else 0
 
+    def _depthwise_same(self):
+        """Whether this is a depthwise 3×3 or 5×5 layer (one input and one output channel a
+        group) padded to keep the input's size, which conv_small's depthwise_same kernel
+        computes plane by plane (self._small holds too)."""
+        k = self.kernel_size[0]
+        return (
+            self._small
+            and self.groups == self.in_channels == self.out_channels
+            and self._pad_low == self._pad_high == (k // 2, k // 2)
+        )
+
+    def _depthwise_same_run(self, x, weight, bias, relu, out):
+        """out = the depthwise 'same' convolution of x (N, C, H, W) with weight (C, 1, k²)
+        (kernels/conv_small.py, conv2d_depthwise_same_forward)."""
+        n, channels, height, width = x.shape
+        k = self.kernel_size[0]
+        blocks = max(1, min(config.get_num_threads(), n * channels))
+        xpad = self._rows("depthwise_xpad", blocks, (height + k - 1) * width + k - 1, x.dtype)
+        col = np.tile(np.arange(width, dtype=np.int32), height)  # int32: 16 to a vector
+        weight = weight.reshape(channels, k * k)
+        with config.one_thread_if(blocks == 1):
+            conv_small.conv2d_depthwise_same_forward(x, weight, bias, relu, col, out, xpad)
+        return out
+
     def _small_forward(self, x, out_size, relu):
         """The direct 3×3 or 5×5 forward for few input channels (kernels/conv_small.py)."""
         n, dtype = x.shape[0], x.dtype
         oh, ow = out_size
         k = self.kernel_size[0]
+        if self._depthwise_same():
+            weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
+            bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
+            out = np.empty((n, self.out_channels, oh, ow), dtype=dtype)
+            return self._depthwise_same_run(x, weight, bias.astype(dtype, copy=False), relu, out)
         blocks = max(1, min(config.get_num_threads(), n))
         plane = (oh + k - 1) * (ow + k - 1)
         xpad = self._rows("small_xpad", blocks, self.in_channels * plane + k - 1, dtype)
@@ -395,23 +424,31 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         n_out, n_in, groups = self.out_channels, self.in_channels, self.groups
         cin_g, cout_g = n_in // groups, n_out // groups
         blocks = max(1, min(config.get_num_threads(), n))
-        plane = (oh + k - 1) * (ow + k - 1)
-        xpad = self._rows("small_xpad", blocks, n_in * plane + k - 1, dtype)
-        gyw = self._rows("small_gyw", blocks, oh * (ow + k - 1), dtype)
+        if self._depthwise_same() and k == 3:  # plane by plane, as its forward
+            blocks = max(1, min(config.get_num_threads(), n * n_in))
         partial_w = self._buffer("partial_w", (blocks, n_out, cin_g, k * k), dtype)
         partial_b = self._rows("partial_b", blocks, n_out, dtype)
-        if k == 3:
-            weight_grad, forward = (
-                conv_small.conv2d_small_backward_weight,
-                conv_small.conv2d_small_forward,
-            )
+        if self._depthwise_same() and k == 3:
+            height, width = x.shape[2:]
+            xpad = self._rows("depthwise_xpad", blocks, (height + 2) * width + 2, dtype)
+            col = np.tile(np.arange(width, dtype=np.int32), height)
+            grad_out = np.ascontiguousarray(grad_out)
+            with config.one_thread_if(blocks == 1):
+                conv_small.conv2d_depthwise_same_backward_weight(
+                    x, grad_out, col, partial_w.reshape(blocks, n_out, 9), partial_b, xpad
+                )
         else:
-            weight_grad, forward = (
-                conv_small.conv2d_small5_backward_weight,
-                conv_small.conv2d_small5_forward,
+            plane = (oh + k - 1) * (ow + k - 1)
+            xpad = self._rows("small_xpad", blocks, n_in * plane + k - 1, dtype)
+            gyw = self._rows("small_gyw", blocks, oh * (ow + k - 1), dtype)
+            weight_grad = (
+                conv_small.conv2d_small_backward_weight
+                if k == 3
+                else conv_small.conv2d_small5_backward_weight
             )
-        with config.one_thread_if(blocks == 1):
-            weight_grad(x, grad_out, self._pad_low, partial_w, partial_b, xpad, gyw)
+            with config.one_thread_if(blocks == 1):
+                weight_grad(x, grad_out, self._pad_low, partial_w, partial_b, xpad, gyw)
+        forward = conv_small.conv2d_small_forward if k == 3 else conv_small.conv2d_small5_forward
         grad_w = self._buffer("grad_w", (n_out * cin_g * k * k,), dtype)
         kernels.sum_blocks(partial_w.reshape(blocks, -1), grad_w)
         self._finite_weight_grad(grad_w.reshape(n_out, -1), grad_out)
@@ -427,12 +464,15 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         weight = self.weight.data.astype(dtype, copy=False)
         flipped = weight.reshape(groups, cout_g, cin_g, k * k)[..., ::-1].transpose(0, 2, 1, 3)
         flipped = np.ascontiguousarray(flipped).reshape(n_in, cout_g, k * k)
+        grad_x = np.empty_like(x)
+        if self._depthwise_same():  # padding k − 1 − p = p: the same kind of convolution
+            grad_out = np.ascontiguousarray(grad_out)
+            return self._depthwise_same_run(grad_out, flipped, np.zeros(n_in, dtype), False, grad_x)
         plane = (height + k - 1) * (width + k - 1)
         gpad = self._rows("small_gpad", blocks, n_out * plane + k - 1, dtype)
         gacc = self._rows(
             "small_gacc", blocks, conv_small.ACCUMULATORS * height * (width + k - 1), dtype
         )
-        grad_x = np.empty_like(x)
         padding = (k - 1 - self._pad_low[0], k - 1 - self._pad_low[1])
         with config.one_thread_if(blocks == 1):
             forward(grad_out, flipped, np.zeros(n_in, dtype), False, padding, grad_x, gpad, gacc)
