@@ -905,6 +905,9 @@ _WINOGRAD_CASES_3x3 = [
             (2, 2, 3, (5, 5), 0, True),  # a 1×1 output
             (4, 6, 4, (8, 5), "same", False),
             (2, 5, 3, (7, 6), (1, 3), True),  # unequal padding per axis
+            # Over two outputs per input: the forward by channel, the backward re-pads.
+            (3, 2, 5, (7, 9), 2, True),
+            (1, 1, 3, (6, 5), (2, 1), False),
         ]
     ],
 )
@@ -913,11 +916,15 @@ def test_winograd_matches_reference(winograd, batch, cin, cout, size, padding, b
     x = make_input(batch, cin, size, "strided", seed=batch)
     check_against_reference(layer, x)
     assert layer._x_padded is not None  # the Winograd path was taken
+    if k == 5:  # F(2×2, 5×5) by tile (input channels last) or by channel, by the channels
+        channels_last = layer._x_padded.shape[-1] == cin and layer._x_padded.ndim == 5
+        assert channels_last == (cout <= 2 * cin)
 
 
 @pytest.mark.parametrize("k, tile", KINDS, ids=KIND_IDS)
 @pytest.mark.parametrize("batch", [1, 2])
-def test_winograd_backward_of_a_batch_smaller_than_the_threads(winograd, batch, k, tile):
+@pytest.mark.parametrize("cout", [4, 7])  # 7: F(2×2, 5×5)'s forward by channel
+def test_winograd_backward_of_a_batch_smaller_than_the_threads(winograd, batch, k, tile, cout):
     # Fewer samples than blocks: the backward shares tile lines among the threads, each adding
     # its input gradient into a private copy of the padded batch (kernels/winograd.py,
     # _block_lines); the copies overlap where neighbouring lines' patches do.
@@ -927,7 +934,7 @@ def test_winograd_backward_of_a_batch_smaller_than_the_threads(winograd, batch, 
     if batch >= threads:
         pytest.skip("the batch has a sample per thread")
     with tinynet.set_num_threads(threads):
-        layer = winograd(3, 4, padding=k // 2, k=k, tile=tile)
+        layer = winograd(3, cout, padding=k // 2, k=k, tile=tile)
         x = make_input(batch, 3, (13, 11), "contiguous", seed=5)
         check_against_reference(layer, x)
         results = []

@@ -50,9 +50,14 @@ _KERNELS = {
     ),
 }
 
-# The kernels whose forward works by tile, on the input padded channels last (see
-# kernels/winograd5.py, _input_transform_phases), as (kernel size, tile).
-_BY_TILE = {(5, 2)}
+# F(2×2, 5×5)'s forward works by tile, on the input padded channels last (see
+# kernels/winograd5.py, _input_transform_phases), for layers of up to this many outputs per
+# input channel; with more, its output transform by tile costs more than the input
+# transform saves, and it works by channel (winograd5_forward_by_channel). Measured
+# (float32, 2 threads, forward, by tile / by channel): (64, 32, 14²) → 64 0.71–0.86,
+# (16, 12, 32²) → 24 0.82–0.91, (32, 32, 16²) → 32 0.71, (8, 64, 28²) → 64 0.87–0.97;
+# but (1, 32, 32²) → 128 1.21, (4, 32, 32²) → 128 1.18.
+_BY_TILE_OUTPUTS_PER_INPUT = 2
 
 
 def _plane(size, dtype):
@@ -142,21 +147,29 @@ class WinogradMixin:
         # there is one per thread (a sample's overlapping input-gradient patches stay on one
         # thread), else tile lines into private copies (_winograd_backward).
         blocks = max(1, config.get_num_threads())
-        xpad = self._buffer("xpad", self._winograd_xpad_shape(n, out_size, tile), dtype)
+        shape = self._winograd_xpad_shape(n, out_size, tile, self._winograd_by_tile(tile))
+        xpad = self._buffer("xpad", shape, dtype)
         v_plane = _plane(self.in_channels * lines * tw, dtype)
         m_plane = _plane(self.out_channels * lines * tw, dtype)
         v = self._buffer("v", (blocks, planes, v_plane), dtype)
         m = self._buffer("m", (blocks, planes, m_plane), dtype)
         return lines, xpad, v, m
 
-    def _winograd_xpad_shape(self, n, out_size, tile, by_channel=False):
-        """The padded input's shape: (N, C, rows, columns), or for the kernels that read
-        it channels last (F(2×2, 5×5): winograd5._pad_phases; not with ``by_channel``, as
-        the backward's input gradient) (N, rows, tile, columns / tile, C)."""
+    def _winograd_by_tile(self, tile) -> bool:
+        """Whether the forward works by tile on the input padded channels last (F(2×2, 5×5)
+        with few enough outputs per input: see _BY_TILE_OUTPUTS_PER_INPUT)."""
+        return (self.kernel_size[0], tile) == (5, 2) and (
+            self.out_channels <= _BY_TILE_OUTPUTS_PER_INPUT * self.in_channels
+        )
+
+    def _winograd_xpad_shape(self, n, out_size, tile, channels_last):
+        """The padded input's shape: (N, C, rows, columns), or channels last with each row's
+        columns sorted by their remainder mod the tile (kernels/winograd5.py, _pad_phases):
+        (N, rows, tile, columns / tile, C)."""
         k = self.kernel_size[0]
         th, tw = -(-out_size[0] // tile), -(-out_size[1] // tile)
         height, width = tile * th + k - 1, tile * tw + k - 1
-        if (k, tile) in _BY_TILE and not by_channel:
+        if channels_last:
             return (n, height, tile, -(-width // tile), self.in_channels)
         return (n, self.in_channels, height, width)
 
@@ -187,12 +200,15 @@ class WinogradMixin:
         lines, xpad, v, m = self._winograd_work(n, out_size, tile, dtype)
         out = np.empty((n, self.out_channels, *out_size), dtype=dtype)
         u = self._winograd_u(tile, dtype)
-        if (self.kernel_size[0], tile) in _BY_TILE:  # their products take U[ξ]ᵀ
+        forward = _KERNELS[self.kernel_size[0], tile][2]
+        if self._winograd_by_tile(tile):  # its products take U[ξ]ᵀ
             ut = self._buffer("ut", (u.shape[0], u.shape[2], u.shape[1]), dtype)
             np.copyto(ut, u.transpose(0, 2, 1))
             u = ut
+        elif self.kernel_size[0] == 5:
+            forward = winograd5.winograd5_forward_by_channel
         with config.single_threaded_blas(), config.one_thread_if(v.shape[0] == 1):
-            _KERNELS[self.kernel_size[0], tile][2](
+            forward(
                 x,
                 u,
                 bias,
@@ -230,8 +246,15 @@ class WinogradMixin:
         # kernels/winograd.py, _block_lines): T copies.
         blocks = v.shape[0]
         copies = blocks if n < blocks else 1
-        shape = self._winograd_xpad_shape(copies * n, self._out_size, tile, by_channel=True)
+        shape = self._winograd_xpad_shape(copies * n, self._out_size, tile, False)
         gxpad = self._buffer("gxpad", shape, dtype)
+        xpad = self._x_padded
+        if self.kernel_size[0] == 5 and not self._winograd_by_tile(tile):
+            # F(2×2, 5×5)'s backward reads the input channels last; this forward did not.
+            shape = self._winograd_xpad_shape(n, self._out_size, tile, True)
+            xpad = self._buffer("xpad_phases", shape, dtype)
+            with config.threads_for(x.size):
+                winograd5.pad_phases(x, self._pad_low, xpad)
         partial_u = self._buffer("partial_u", (v.shape[0], *u.shape), dtype)
         partial_b = self._rows("partial_b", v.shape[0], self.out_channels, dtype)
         grad_u = self._buffer("grad_u", u.shape, dtype)
@@ -240,7 +263,7 @@ class WinogradMixin:
         grad_x = np.empty_like(x)
         with config.single_threaded_blas(), config.one_thread_if(v.shape[0] == 1):
             kernels[3](
-                self._x_padded,
+                xpad,
                 u,
                 grad_out,
                 self._pad_low,
