@@ -1173,12 +1173,7 @@ def test_depthwise_same_inf_stays_in_its_windows(kernel):
     x = np.random.default_rng(5).standard_normal((1, 2, 6, 7))
     x[0, 0, 2, 6] = np.inf  # the last column: row 3's first outputs would wrap onto it
     x[0, 1, 4, 0] = -np.inf  # the first column
-    y = layer(x)
-    args = ((1, 1), reference_padding(layer), (1, 1), 2)
-    ref = conv_forward(x, layer.weight.data, layer.bias.data, *args)
-    assert np.array_equal(np.isfinite(y), np.isfinite(ref))
-    finite = np.isfinite(ref)
-    assert_close(y[finite], ref[finite], rtol=1e-12, atol=1e-12, name="finite outputs")
+    y, args = check_infinities_confined(layer, x)
     # The weight gradient likewise: a tap that never reads the inf keeps a finite gradient.
     grad_out = np.random.default_rng(6).standard_normal(y.shape)
     layer.zero_grad()
@@ -1197,6 +1192,64 @@ def test_depthwise_same_path_only_where_it_applies():
     assert not Conv2d(8, 8, 5, padding=(2, 1), groups=8)._depthwise_same()
     assert not Conv2d(8, 16, 3, padding=1, groups=8)._depthwise_same()  # a multiplier of 2
     assert not Conv2d(8, 8, 3, padding=1, groups=4)._depthwise_same()
+
+
+@pytest.mark.parametrize(
+    "cin, cout, groups, shape",
+    [
+        (1, 32, 1, (3, 9, 11)),
+        (3, 5, 1, (2, 7, 6)),
+        (4, 3, 1, (1, 1, 1)),  # one position: every tap but the centre crosses an edge
+        (2, 6, 2, (3, 2, 9)),  # grouped, planes of two rows
+        (6, 3, 3, (2, 6, 1)),  # one column; 2 → 1 per group, and the input gradient 1 → 2
+        (6, 2, 1, (2, 5, 7)),  # the input gradient alone (2 → 6) on shifted copies
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_small_same_path_matches_reference(cin, cout, groups, shape, threads):
+    """The 3×3 "same" kernel on shifted copies (conv_small.conv2d_small_same_forward): each
+    channel copied once per kernel column, the columns a shift wraps zeroed; planes narrower
+    than the kernel, odd output counts, groups; forward and input gradient."""
+    layer = Conv2d(cin, cout, 3, padding=1, groups=groups).double()
+    forward_fits = layer._shifted_copies_fit(cin // groups)
+    assert forward_fits or layer._shifted_copies_fit(cout // groups)
+    x = np.random.default_rng(7).standard_normal((shape[0], cin, *shape[1:]))
+    with tinynet.set_num_threads(threads):
+        check_direct_path(layer, x)
+        fused = layer._forward(x, relu=True)
+    assert_close(fused, np.maximum(layer(x), 0), rtol=0, atol=0, name="fused relu")
+
+
+def test_small_same_inf_stays_in_its_windows():
+    """A shifted copy moves a row's last (first) value next to the following (preceding)
+    row; those places are zeroed, so an inf reaches only the outputs whose window holds it."""
+    layer = Conv2d(2, 3, 3, padding=1).double()
+    assert layer._shifted_copies_fit(2)
+    x = np.random.default_rng(8).standard_normal((1, 2, 6, 7))
+    x[0, 0, 2, 6] = np.inf
+    x[0, 1, 4, 0] = -np.inf
+    check_infinities_confined(layer, x)
+
+
+def check_infinities_confined(layer, x):
+    """The layer's forward has an inf (or NaN) exactly where the reference has, and the
+    reference's values elsewhere. Returns the output and the reference's geometry."""
+    y = layer(x)
+    args = ((1, 1), reference_padding(layer), (1, 1), layer.groups)
+    ref = conv_forward(x, layer.weight.data, layer.bias.data, *args)
+    assert np.array_equal(np.isfinite(y), np.isfinite(ref))
+    finite = np.isfinite(ref)
+    assert_close(y[finite], ref[finite], rtol=1e-12, atol=1e-12, name="finite outputs")
+    return y, args
+
+
+def test_small_same_path_only_where_it_applies():
+    assert Conv2d(1, 32, 3, padding=1)._shifted_copies_fit(1)
+    assert Conv2d(4, 16, 3, padding="same")._shifted_copies_fit(4)
+    assert not Conv2d(5, 16, 3, padding=1)._shifted_copies_fit(5)  # more streams than saved
+    assert not Conv2d(1, 32, 3, padding=0)._shifted_copies_fit(1)  # the padded work plane
+    assert not Conv2d(1, 32, 3, padding=(1, 0))._shifted_copies_fit(1)
+    assert not Conv2d(1, 6, 5, padding=2)._shifted_copies_fit(1)  # 5×5: measured slower
 
 
 # -- the direct 3×3×3 path for few input channels (kernels/conv_small3d.py) ------------------

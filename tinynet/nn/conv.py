@@ -75,6 +75,14 @@ _SMALL_MAX_CHANNELS = 7
 # 16 → 32, 4 groups, 28²: 8.4 vs 18.4; 16 → 32, 2 groups: 11.6 vs 19.4; 64 → 64, 4 groups,
 # 14² (16 per group): 20.9 vs 26.5; 64 → 64, 2 groups (32 per group): 38.6 vs 35.2.
 _SMALL_MAX_GROUP_CHANNELS = 16
+# Input channels per group up to which a 3×3 "same" layer of the direct path is computed on
+# shifted copies of the input (conv_small.conv2d_small_same_forward), writing the output planes
+# directly instead of through a padded work plane. Measured (float32, 2 threads, kernel alone,
+# interleaved, against conv2d_small_forward): (64, 1, 28²) → 32 0.65; (64, 2, 28²) → 16 0.80;
+# (64, 6, 28²) → 16 0.90; (64, 3, 32²) → 16 1.01–1.05 (rows of 32 copied out at full vector
+# width); many channels lose, nine input streams against three: 32 → 1 (an input gradient) 1.29,
+# 16 → 3 1.26. (The same layout for 5×5 kernels lost: 0.93–1.6.)
+_SAME_MAX_CHANNELS = 4
 # A 5×5 kernel: 25 taps per channel. Measured (float32, 2 threads, ms, forward + backward,
 # direct vs vol2col + BLAS, no padding unless said): 1 → 6 on (64, 28²): 0.71 vs 1.70; 3 → 16
 # on (64, 32²), padding 2: 7.9 vs 12.3; 5 → 16 on (64, 14²): 2.5 vs 3.0; 6 → 16 on (64, 14²)
@@ -365,16 +373,36 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         parts = min(self.in_channels // self.groups, threads // math.gcd(self.groups, threads))
         return parts if self.groups * parts > 1 else 0
 
-    def _depthwise_same(self):
-        """Whether this is a depthwise 3×3 or 5×5 layer (one input and one output channel a
-        group) padded to keep the input's size, which conv_small's depthwise_same kernel
-        computes plane by plane (self._small holds too)."""
+    def _same_padding(self):
+        """Whether this direct 3×3 or 5×5 layer is padded to keep the input's size ("same":
+        (k − 1)/2 each side)."""
         k = self.kernel_size[0]
+        return self._small and self._pad_low == self._pad_high == (k // 2, k // 2)
+
+    def _depthwise_same(self):
+        """Whether this is a depthwise "same" layer (one input and one output channel a
+        group), which conv_small's depthwise_same kernel computes plane by plane."""
+        return self._same_padding() and self.groups == self.in_channels == self.out_channels
+
+    def _shifted_copies_fit(self, channels_per_group):
+        """Whether a 3×3 "same" convolution (this layer's forward, or its input gradient) of
+        that many input channels per group takes conv_small's conv2d_small_same_forward (see
+        _SAME_MAX_CHANNELS)."""
         return (
-            self._small
-            and self.groups == self.in_channels == self.out_channels
-            and self._pad_low == self._pad_high == (k // 2, k // 2)
+            self._same_padding()
+            and self.kernel_size == (3, 3)
+            and channels_per_group <= _SAME_MAX_CHANNELS
         )
+
+    def _small_same_run(self, x, weight, bias, relu, out):
+        """out = the 3×3 "same" convolution of x (N, C, H, W) with weight (Cout, C/groups, 9)
+        (kernels/conv_small.py, conv2d_small_same_forward)."""
+        n, channels, height, width = x.shape
+        blocks = max(1, min(config.get_num_threads(), n))
+        xs = self._rows("small_same_xs", blocks, 3 * channels * (height + 2) * width, x.dtype)
+        with config.one_thread_if(blocks == 1):
+            conv_small.conv2d_small_same_forward(x, weight, bias, relu, out, xs)
+        return out
 
     def _depthwise_same_run(self, x, weight, bias, relu, out):
         """out = the depthwise 'same' convolution of x (N, C, H, W) with weight (C, 1, k²)
@@ -394,22 +422,22 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         n, dtype = x.shape[0], x.dtype
         oh, ow = out_size
         k = self.kernel_size[0]
+        weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
+        weight = weight.reshape(self.out_channels, self.in_channels // self.groups, k * k)
+        bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
+        bias = bias.astype(dtype, copy=False)
+        out = np.empty((n, self.out_channels, oh, ow), dtype=dtype)
         if self._depthwise_same():
-            weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
-            bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
-            out = np.empty((n, self.out_channels, oh, ow), dtype=dtype)
-            return self._depthwise_same_run(x, weight, bias.astype(dtype, copy=False), relu, out)
+            return self._depthwise_same_run(x, weight, bias, relu, out)
+        if self._shifted_copies_fit(self.in_channels // self.groups):
+            return self._small_same_run(x, weight, bias, relu, out)
         blocks = max(1, min(config.get_num_threads(), n))
         plane = (oh + k - 1) * (ow + k - 1)
         xpad = self._rows("small_xpad", blocks, self.in_channels * plane + k - 1, dtype)
         acc = self._rows("small_acc", blocks, conv_small.ACCUMULATORS * oh * (ow + k - 1), dtype)
-        weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
-        weight = weight.reshape(self.out_channels, self.in_channels // self.groups, k * k)
-        bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
-        out = np.empty((n, self.out_channels, oh, ow), dtype=dtype)
         forward = conv_small.conv2d_small_forward if k == 3 else conv_small.conv2d_small5_forward
         with config.one_thread_if(blocks == 1):
-            forward(x, weight, bias.astype(dtype, copy=False), relu, self._pad_low, out, xpad, acc)
+            forward(x, weight, bias, relu, self._pad_low, out, xpad, acc)
         return out
 
     def _small_backward(self, grad_out, input_grad):
@@ -468,6 +496,9 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         if self._depthwise_same():  # padding k − 1 − p = p: the same kind of convolution
             grad_out = np.ascontiguousarray(grad_out)
             return self._depthwise_same_run(grad_out, flipped, np.zeros(n_in, dtype), False, grad_x)
+        if self._shifted_copies_fit(cout_g):
+            grad_out = np.ascontiguousarray(grad_out)
+            return self._small_same_run(grad_out, flipped, np.zeros(n_in, dtype), False, grad_x)
         plane = (height + k - 1) * (width + k - 1)
         gpad = self._rows("small_gpad", blocks, n_out * plane + k - 1, dtype)
         gacc = self._rows(
