@@ -35,6 +35,7 @@ from numba import njit, prange
 from .. import config
 from .blas import gemm, gemm_few_rows
 from .im2col import col2vol, valid_range, vol2col
+from .vector import deinterleave_row
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -699,29 +700,66 @@ def _phase_plane(x, padding, plane, back=False):
     depth, height, width = x.shape
     if back:
         zero_fill(x.reshape(-1))
-    for z in range(depth):
-        zz = z + padding[0]
-        if zz >= dp:
-            break
-        for y in range(height):
-            yy = y + padding[1]
-            if yy // sh >= hq:
-                break
-            row = x[z, y]
-            for rx in range(sw):
-                sub = plane[zz, yy % sh, rx, yy // sh]
-                # Column k of this phase holds input column k·sw + rx − pw: k from k0 to
-                # k1 hold columns 0 .. width − 1 (unsigned offsets, as in _taps).
-                k0 = (padding[2] - rx + sw - 1) // sw if padding[2] > rx else 0
-                k1 = min(wq, (width - 1 - rx + padding[2]) // sw + 1)
-                first = np.uint64(k0 * sw + rx - padding[2])
-                step = np.uint64(sw)
+    rows = min(height, hq * sh - padding[1])  # the input rows inside the padded extent
+    flat_x, flat_plane = x.reshape(-1), plane.reshape(-1)
+    if sw == 2 and not back:
+        _phase_rows2(flat_x, depth, height, width, padding, plane.shape, rows, flat_plane)
+        return
+    for rx in range(sw):
+        # Column k of phase rx holds input column k·sw + rx − pw: k from k0 to k1 hold
+        # columns 0 .. width − 1 (unsigned offsets, as in _taps). The same for every row,
+        # so the integer divisions are done once per phase (per row they measured as long
+        # as the copy itself).
+        k0 = (padding[2] - rx + sw - 1) // sw if padding[2] > rx else 0
+        k1 = min(wq, (width - 1 - rx + padding[2]) // sw + 1)
+        first = np.uint64(k0 * sw + rx - padding[2])
+        step, start = np.uint64(sw), np.uint64(k0)
+        count = np.uint64(max(0, k1 - k0))
+        for z in range(min(depth, dp - padding[0])):
+            ry, yq = padding[1] % sh, padding[1] // sh  # row yy = y + ph is yq·sh + ry
+            for y in range(rows):
+                # Flat offsets, not views: a view per row costs a reference count update.
+                src = np.uint64((z * height + y) * width) + first
+                dst = np.uint64(((((z + padding[0]) * sh + ry) * sw + rx) * hq + yq) * wq) + start
                 if back:
-                    for k in range(np.uint64(max(0, k1 - k0))):
-                        row[first + k * step] = sub[np.uint64(k0) + k]
+                    for k in range(count):
+                        flat_x[src + k * step] = flat_plane[dst + k]
                 else:
-                    for k in range(np.uint64(max(0, k1 - k0))):
-                        sub[np.uint64(k0) + k] = row[first + k * step]
+                    for k in range(count):
+                        flat_plane[dst + k] = flat_x[src + k * step]
+                ry += 1
+                if ry == sh:
+                    ry, yq = 0, yq + 1
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def _phase_rows2(flat_x, depth, height, width, padding, shape, rows, flat_plane):
+    """:func:`_phase_plane` (forward) for column stride 2: each row's even and odd columns
+    split apart 16 pairs at a time (vector.deinterleave_row), not read one by one with a
+    stride. Input column 2m goes to phase pw mod 2, column m + pw // 2; column 2m + 1 to the
+    other phase, column m + (pw + 1) // 2. Pairs m < the row's whole pairs that fit in the
+    phase (wq columns) go together; a last odd column, or columns past the padded extent,
+    one at a time."""
+    dp, sh, sw, hq, wq = shape
+    pw = padding[2]
+    rx_even = pw % 2
+    k_even, k_odd = pw // 2, (pw + 1) // 2
+    pairs = max(0, min(width // 2, wq - k_odd))
+    for z in range(min(depth, dp - padding[0])):
+        ry, yq = padding[1] % sh, padding[1] // sh
+        for y in range(rows):
+            src = (z * height + y) * width
+            sub = (((z + padding[0]) * sh + ry) * sw * hq + yq) * wq  # phase 0's row
+            even = sub + rx_even * hq * wq + k_even
+            odd = sub + (1 - rx_even) * hq * wq + k_odd
+            deinterleave_row(flat_plane, even, flat_plane, odd, flat_x, src, pairs)
+            for c in range(2 * pairs, width):  # what is left: one column at a time
+                k = (c + pw) // 2
+                if k < wq:
+                    flat_plane[sub + ((c + pw) % 2) * hq * wq + k] = flat_x[src + c]
+            ry += 1
+            if ry == sh:
+                ry, yq = 0, yq + 1
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)

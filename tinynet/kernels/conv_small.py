@@ -72,6 +72,7 @@ from numba import njit, prange
 
 from .. import config
 from .conv import zero_fill
+from .vector import store_row
 
 # Output planes each forward kernel accumulates at once (two output channels): its acc work
 # array holds that many rows of OH·wp values per block.
@@ -213,17 +214,10 @@ def _plane5_pair(xpad, weight, o, c0, hp, wp, length, acc, acc2):
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
 def _store(work, b, relu, out_h, out_w, wp, dst):
     """dst (flat OH × OW) = the plane ``work`` without its junk columns, + b (then max(·, 0)
-    if ``relu``; a NaN stays NaN, as in ReLU)."""
+    if ``relu``; a NaN stays NaN, as in ReLU). Row by row, 16 values at a time (rows of 16
+    to 32 are too short for LLVM's vectoriser: see vector.py)."""
     for i in range(out_h):
-        src0 = np.uint64(i * wp)
-        dst0 = np.uint64(i * out_w)
-        if relu:
-            for j in range(np.uint64(out_w)):
-                v = work[src0 + j] + b
-                dst[dst0 + j] = 0 if v <= 0 else v
-        else:
-            for j in range(np.uint64(out_w)):
-                dst[dst0 + j] = work[src0 + j] + b
+        store_row(dst, i * out_w, work, i * wp, out_w, b, relu)
 
 
 @njit(parallel=True, fastmath=config.FASTMATH, cache=config.CACHE)

@@ -1,0 +1,82 @@
+"""The fixed-width vector copies (tinynet/kernels/vector.py) against NumPy slicing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinynet.kernels import conv, vector
+
+
+@given(
+    length=st.integers(0, 50),
+    d=st.integers(0, 7),
+    s=st.integers(0, 7),
+    relu=st.booleans(),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+@settings(max_examples=60, deadline=None)
+def test_store_row_matches_numpy(length, d, s, relu, dtype):
+    rng = np.random.default_rng(length)
+    src = rng.standard_normal(s + length + 5).astype(dtype)
+    src[s : s + length : 7] = np.nan  # NaN stays NaN through the ReLU, as in torch
+    dst = np.full(d + length + 5, 42, dtype)
+    b = dtype(0.25)
+    vector.store_row(dst, d, src, s, length, b, relu)
+    expected = src[s : s + length] + b
+    if relu:
+        expected = np.where(expected <= 0, 0, expected)
+    np.testing.assert_array_equal(dst[d : d + length], expected)
+    assert (dst[:d] == 42).all() and (dst[d + length :] == 42).all()  # nothing else written
+
+
+@given(
+    pairs=st.integers(0, 50),
+    gap=st.integers(0, 40),
+    s=st.integers(0, 5),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+@settings(max_examples=60, deadline=None)
+def test_deinterleave_row_matches_numpy(pairs, gap, s, dtype):
+    """Both halves into one array (as the phase planes are), at any distance apart."""
+    src = np.random.default_rng(pairs).standard_normal(s + 2 * pairs + 3).astype(dtype)
+    out = np.full(2 * pairs + gap + 4, 42, dtype)
+    e, o = 1, 1 + pairs + gap
+    vector.deinterleave_row(out, e, out, o, src, s, pairs)
+    np.testing.assert_array_equal(out[e : e + pairs], src[s : s + 2 * pairs : 2])
+    np.testing.assert_array_equal(out[o : o + pairs], src[s + 1 : s + 2 * pairs : 2])
+    untouched = np.ones(out.shape, bool)
+    untouched[e : e + pairs] = untouched[o : o + pairs] = False
+    assert (out[untouched] == 42).all()
+
+
+@pytest.mark.parametrize("width", [1, 2, 5, 31, 32, 33, 40, 64])
+@pytest.mark.parametrize("pw", [0, 1, 2, 3])
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_phase_plane_of_stride_2_matches_the_general_loop(width, pw, kernel):
+    """conv._phase_plane's column-stride-2 rows (vector.deinterleave_row) write what its
+    general loop writes: the same plane, for the padded extents an output size leaves."""
+    x = np.random.default_rng(width).standard_normal((2, 3, width))
+    out_w = (width + 2 * pw - kernel) // 2 + 1
+    if out_w < 1:
+        pytest.skip("no output column")
+    stride, padding = (1, 1, 2), np.array([0, 1, pw])
+    shape, _, _ = conv._phase_layout((1, 3, kernel), stride, (1, 1, 1), (2, 2, out_w))
+    fast = np.zeros(shape)
+    conv._phase_plane(x, padding, fast)
+    # The general loop, as for any other stride, on the same geometry: x's columns at
+    # stride 2 by hand.
+    slow = np.zeros(shape)
+    dp, sh, sw, hq, wq = shape
+    for z in range(min(x.shape[0], dp)):
+        for y in range(x.shape[1]):
+            yy = y + 1
+            if yy // sh >= hq:
+                break
+            for c in range(width):
+                k = (c + pw) // 2
+                if k < wq:
+                    slow[z, yy % sh, (c + pw) % 2, yy // sh, k] = x[z, y, c]
+    np.testing.assert_array_equal(fast, slow)
