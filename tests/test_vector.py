@@ -15,20 +15,24 @@ from tinynet.kernels import conv, vector
     d=st.integers(0, 7),
     s=st.integers(0, 7),
     relu=st.booleans(),
+    add=st.booleans(),
     dtype=st.sampled_from([np.float32, np.float64]),
 )
-@settings(max_examples=60, deadline=None)
-def test_store_row_matches_numpy(length, d, s, relu, dtype):
+@settings(max_examples=80, deadline=None)
+def test_store_row_matches_numpy(length, d, s, relu, add, dtype):
+    """Rows of 16 or more (vectors of 16), 8 to 15 (two of 8), shorter (one at a time)."""
     rng = np.random.default_rng(length)
     src = rng.standard_normal(s + length + 5).astype(dtype)
     src[s : s + length : 7] = np.nan  # NaN stays NaN through the ReLU, as in torch
     dst = np.full(d + length + 5, 42, dtype)
-    b = dtype(0.25)
+    src[s + 1 : s + length : 5] = -0.0  # kept negative by a plain copy
+    b = dtype(0.25) if add else None
     vector.store_row(dst, d, src, s, length, b, relu)
-    expected = src[s : s + length] + b
+    expected = src[s : s + length] + b if add else src[s : s + length]
     if relu:
         expected = np.where(expected <= 0, 0, expected)
     np.testing.assert_array_equal(dst[d : d + length], expected)
+    assert (np.signbit(dst[d : d + length]) == np.signbit(expected)).all()
     assert (dst[:d] == 42).all() and (dst[d + length :] == 42).all()  # nothing else written
 
 

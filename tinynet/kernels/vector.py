@@ -8,12 +8,16 @@ time. Two such copies measured (one thread, 32 → 64 3×3 stride 2 on (64, 32, 
 output rows of 16 taken out of a wider work plane (``conv_small._store``) 0.35 ms of a 7.8 ms
 forward, the input split into the stride's phases (``conv._phase_plane``) 1.26 ms.
 
-The functions here are Numba intrinsics: each emits one vector load of 16 (or 32) values,
-the arithmetic on whole vectors, and one vector store of 16, whatever the surrounding loop.
-The caller checks the bounds (these read and write exactly the 16 or 32 positions named,
+The functions here are Numba intrinsics: each emits one vector load of 16 (8, or 32)
+values, the arithmetic on whole vectors, and one vector store, whatever the surrounding
+loop. The caller checks the bounds (these read and write exactly the positions named,
 unaligned). A row longer than 16 is covered by chunks of 16 with the last one moved back to
 end at the row's end, overlapping the one before: a copy writes those values twice, the same
-both times. Rows shorter than 16 stay with plain loops.
+both times; a row of 8 to 15 by two chunks of 8. Shorter rows stay with plain loops.
+
+Where this did not help: the Winograd kernels' output rows (``_rows_to_output``, 8 to 32
+values) took as long vectorised, though leaving the copy out saved 6–17% of a forward: its
+cost seems to be the output's first writes to memory, which that copy makes.
 
 Debugging: with ``NUMBA_DISABLE_JIT=1`` each is replaced by the same operation in NumPy.
 """
@@ -39,29 +43,33 @@ def _pointer(context, builder, array_type, array, index, lanes):
 
 
 @intrinsic
-def store16(typingctx, dst, d, src, s, b, relu):
-    """dst[d + q] = src[s + q] + b for q < 16, then max(·, 0) if ``relu`` (a NaN stays NaN,
-    as in ReLU). dst and src: 1-D contiguous arrays of one float type; d, s: uint64."""
-    sig = types.void(dst, d, src, s, b, relu)
+def store_vector(typingctx, dst, d, src, s, b, relu, lanes):
+    """dst[d + q] = src[s + q] (+ b unless b is None) for q < lanes, then max(·, 0) if
+    ``relu`` (a NaN stays NaN, as in ReLU). dst and src: 1-D contiguous arrays of one float
+    type; d, s: uint64; lanes: a constant (16, or 8 for rows shorter than 16)."""
+    if not isinstance(lanes, types.IntegerLiteral):
+        return None
+    width = lanes.literal_value
+    sig = types.void(dst, d, src, s, b, relu, lanes)
 
     def codegen(context, builder, signature, args):
-        dst_v, d_v, src_v, s_v, b_v, relu_v = args
+        dst_v, d_v, src_v, s_v, b_v, relu_v, _ = args
         dtype = signature.args[0].dtype
-        source = _pointer(context, builder, signature.args[2], src_v, s_v, WIDTH)
+        source = _pointer(context, builder, signature.args[2], src_v, s_v, width)
         value = builder.load(source, align=1)
         vector = value.type
-        bias = context.cast(builder, b_v, signature.args[4], dtype)
-        lane0 = ir.Constant(ir.IntType(32), 0)
-        bias = builder.insert_element(ir.Constant(vector, ir.Undefined), bias, lane0)
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), WIDTH), [0] * WIDTH)
-        bias = builder.shuffle_vector(bias, ir.Constant(vector, ir.Undefined), splat)
-        value = builder.fadd(value, bias)
-        zero = ir.Constant(vector, [0.0] * WIDTH)
+        if signature.args[4] != types.none:
+            bias = context.cast(builder, b_v, signature.args[4], dtype)
+            lane0 = ir.Constant(ir.IntType(32), 0)
+            bias = builder.insert_element(ir.Constant(vector, ir.Undefined), bias, lane0)
+            splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+            bias = builder.shuffle_vector(bias, ir.Constant(vector, ir.Undefined), splat)
+            value = builder.fadd(value, bias)
+        zero = ir.Constant(vector, [0.0] * width)
         clipped = builder.select(builder.fcmp_ordered("<=", value, zero), zero, value)
         value = builder.select(relu_v, clipped, value)
-        builder.store(
-            value, _pointer(context, builder, signature.args[0], dst_v, d_v, WIDTH), align=1
-        )
+        target = _pointer(context, builder, signature.args[0], dst_v, d_v, width)
+        builder.store(value, target, align=1)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -98,11 +106,11 @@ def deinterleave16(typingctx, even, e, odd, o, src, s):
     return sig, codegen
 
 
-def _store16_numpy(dst, d, src, s, b, relu):
-    """:func:`store16` in NumPy, for ``NUMBA_DISABLE_JIT=1``."""
+def _store_vector_numpy(dst, d, src, s, b, relu, lanes):
+    """:func:`store_vector` in NumPy, for ``NUMBA_DISABLE_JIT=1``."""
     d, s = int(d), int(s)
-    v = src[s : s + WIDTH] + b
-    dst[d : d + WIDTH] = np.where(v <= 0, 0, v) if relu else v
+    v = src[s : s + lanes] if b is None else src[s : s + lanes] + b
+    dst[d : d + lanes] = np.where(v <= 0, 0, v) if relu else v
 
 
 def _deinterleave16_numpy(even, e, odd, o, src, s):
@@ -114,24 +122,32 @@ def _deinterleave16_numpy(even, e, odd, o, src, s):
 
 
 if numba.config.DISABLE_JIT:
-    store16 = _store16_numpy
+    store_vector = _store_vector_numpy
     deinterleave16 = _deinterleave16_numpy
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
 def store_row(dst, d, src, s, length, b, relu):
-    """dst[d + q] = src[s + q] + b for q < length (then max(·, 0) if ``relu``): in chunks of
-    16 (the last one overlapping) when there are 16 or more, else one value at a time.
-    dst and src must be different arrays."""
+    """dst[d + q] = src[s + q] (+ b unless b is None) for q < length, then max(·, 0) if
+    ``relu``: in vectors of 16 (the last one overlapping) from 16 values, two overlapping
+    vectors of 8 from 8, one value at a time below. dst and src must be different arrays."""
     d, s = np.uint64(d), np.uint64(s)
-    if length < WIDTH:
+    if length >= WIDTH:
+        for q0 in range(0, length, WIDTH):
+            q = np.uint64(min(q0, length - WIDTH))
+            store_vector(dst, d + q, src, s + q, b, relu, 16)
+    elif length >= WIDTH // 2:
+        q = np.uint64(length - WIDTH // 2)
+        store_vector(dst, d, src, s, b, relu, 8)
+        store_vector(dst, d + q, src, s + q, b, relu, 8)
+    elif b is None:
+        for q in range(np.uint64(length)):
+            v = src[s + q]
+            dst[d + q] = (0 if v <= 0 else v) if relu else v
+    else:
         for q in range(np.uint64(length)):
             v = src[s + q] + b
             dst[d + q] = (0 if v <= 0 else v) if relu else v
-        return
-    for q0 in range(0, length, WIDTH):
-        q = np.uint64(min(q0, length - WIDTH))
-        store16(dst, d + q, src, s + q, b, relu)
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
