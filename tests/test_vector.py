@@ -84,3 +84,13 @@ def test_phase_plane_of_stride_2_matches_the_general_loop(width, pw, kernel):
                 if k < wq:
                     slow[z, yy % sh, (c + pw) % 2, yy // sh, k] = x[z, y, c]
     np.testing.assert_array_equal(fast, slow)
+
+
+def test_a_strided_view_is_refused_at_compile_time():
+    """A vector load reads 16 values side by side: a strided array must not type-check."""
+    from numba.core.errors import TypingError
+
+    src = np.arange(64, dtype=np.float32)
+    dst = np.zeros(16, np.float32)
+    with pytest.raises(TypingError):
+        vector.store_row(dst, 0, src[::2], 0, 16, None, False)

@@ -35,6 +35,12 @@ from .. import config
 WIDTH = 16  # values per load or store; a chunk
 
 
+def _contiguous(*array_types):
+    """Whether these Numba types are 1-D contiguous arrays (a vector load reads its values
+    side by side: a strided view must not type-check)."""
+    return all(isinstance(a, types.Array) and a.ndim == 1 and a.layout in "CF" for a in array_types)
+
+
 def _pointer(context, builder, array_type, array, index, lanes):
     """A pointer to ``lanes`` values of array (a Numba array value) from flat ``index``."""
     data = context.make_array(array_type)(context, builder, array).data
@@ -47,7 +53,7 @@ def store_vector(typingctx, dst, d, src, s, b, relu, lanes):
     """dst[d + q] = src[s + q] (+ b unless b is None) for q < lanes, then max(·, 0) if
     ``relu`` (a NaN stays NaN, as in ReLU). dst and src: 1-D contiguous arrays of one float
     type; d, s: uint64; lanes: a constant (16, or 8 for rows shorter than 16)."""
-    if not isinstance(lanes, types.IntegerLiteral):
+    if not isinstance(lanes, types.IntegerLiteral) or not _contiguous(dst, src):
         return None
     width = lanes.literal_value
     sig = types.void(dst, d, src, s, b, relu, lanes)
@@ -81,6 +87,8 @@ def deinterleave16(typingctx, even, e, odd, o, src, s):
     values split by parity (one load, two shuffles, two stores). even, odd and src: 1-D
     contiguous arrays of one float type (even and odd may be the same array); e, o, s:
     uint64."""
+    if not _contiguous(even, odd, src):
+        return None
     sig = types.void(even, e, odd, o, src, s)
 
     def codegen(context, builder, signature, args):
