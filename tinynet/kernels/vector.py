@@ -8,12 +8,14 @@ time. Two such copies measured (one thread, 32 → 64 3×3 stride 2 on (64, 32, 
 output rows of 16 taken out of a wider work plane (``conv_small._store``) 0.35 ms of a 7.8 ms
 forward, the input split into the stride's phases (``conv._phase_plane``) 1.26 ms.
 
-The functions here are Numba intrinsics: each emits one vector load of 16 (8, or 32)
-values, the arithmetic on whole vectors, and one vector store, whatever the surrounding
-loop. The caller checks the bounds (these read and write exactly the positions named,
-unaligned). A row longer than 16 is covered by chunks of 16 with the last one moved back to
-end at the row's end, overlapping the one before: a copy writes those values twice, the same
-both times; a row of 8 to 15 by two chunks of 8. Shorter rows stay with plain loops.
+The two functions here are Numba intrinsics (:func:`store_vector`, :func:`deinterleave_vector`):
+each emits one vector load (of 16 or 8 values, or twice that to split by parity), the
+arithmetic on whole vectors, and the vector stores, whatever the surrounding loop. The caller
+checks the bounds (they read and write exactly the positions named, unaligned); the row
+functions below do, covering a row of 16 or more in chunks of 16 with the last one moved
+back to end at the row's end, overlapping the one before (a copy writes those values twice,
+the same both times), a row of 8 to 15 with two overlapping chunks of 8, and shorter rows
+with plain loops.
 
 Where this did not help: the Winograd kernels' output rows (``_rows_to_output``, 8 to 32
 values) took as long vectorised, though leaving the copy out saved 6–17% of a forward: its
@@ -82,33 +84,27 @@ def store_vector(typingctx, dst, d, src, s, b, relu, lanes):
 
 
 @intrinsic
-def deinterleave16(typingctx, even, e, odd, o, src, s):
-    """even[e + q] = src[s + 2q], odd[o + q] = src[s + 2q + 1] for q < 16: 32 consecutive
-    values split by parity (one load, two shuffles, two stores). even, odd and src: 1-D
-    contiguous arrays of one float type (even and odd may be the same array); e, o, s:
-    uint64."""
-    if not _contiguous(even, odd, src):
+def deinterleave_vector(typingctx, even, e, odd, o, src, s, lanes):
+    """even[e + q] = src[s + 2q], odd[o + q] = src[s + 2q + 1] for q < lanes: 2·lanes
+    consecutive values split by parity (one load, two shuffles, two stores). even, odd and
+    src: 1-D contiguous arrays of one float type (even and odd may be the same array); e, o,
+    s: uint64; lanes: a constant (16, or 8)."""
+    if not isinstance(lanes, types.IntegerLiteral) or not _contiguous(even, odd, src):
         return None
-    sig = types.void(even, e, odd, o, src, s)
+    width = lanes.literal_value
+    sig = types.void(even, e, odd, o, src, s, lanes)
 
     def codegen(context, builder, signature, args):
-        even_v, e_v, odd_v, o_v, src_v, s_v = args
-        source = _pointer(context, builder, signature.args[4], src_v, s_v, 2 * WIDTH)
+        even_v, e_v, odd_v, o_v, src_v, s_v, _ = args
+        source = _pointer(context, builder, signature.args[4], src_v, s_v, 2 * width)
         pairs = builder.load(source, align=1)
         undefined = ir.Constant(pairs.type, ir.Undefined)
-        lanes = ir.VectorType(ir.IntType(32), WIDTH)
-        evens = builder.shuffle_vector(
-            pairs, undefined, ir.Constant(lanes, list(range(0, 2 * WIDTH, 2)))
-        )
-        odds = builder.shuffle_vector(
-            pairs, undefined, ir.Constant(lanes, list(range(1, 2 * WIDTH, 2)))
-        )
-        builder.store(
-            evens, _pointer(context, builder, signature.args[0], even_v, e_v, WIDTH), align=1
-        )
-        builder.store(
-            odds, _pointer(context, builder, signature.args[2], odd_v, o_v, WIDTH), align=1
-        )
+        mask = ir.VectorType(ir.IntType(32), width)
+        for parity, array, index, out in ((0, 0, e_v, even_v), (1, 2, o_v, odd_v)):
+            picks = ir.Constant(mask, list(range(parity, 2 * width, 2)))
+            half = builder.shuffle_vector(pairs, undefined, picks)
+            target = _pointer(context, builder, signature.args[array], out, index, width)
+            builder.store(half, target, align=1)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -121,17 +117,17 @@ def _store_vector_numpy(dst, d, src, s, b, relu, lanes):
     dst[d : d + lanes] = np.where(v <= 0, 0, v) if relu else v
 
 
-def _deinterleave16_numpy(even, e, odd, o, src, s):
-    """:func:`deinterleave16` in NumPy, for ``NUMBA_DISABLE_JIT=1``."""
+def _deinterleave_vector_numpy(even, e, odd, o, src, s, lanes):
+    """:func:`deinterleave_vector` in NumPy, for ``NUMBA_DISABLE_JIT=1``."""
     e, o, s = int(e), int(o), int(s)
-    pairs = src[s : s + 2 * WIDTH].copy()  # even and odd may overlap src's array
-    even[e : e + WIDTH] = pairs[0::2]
-    odd[o : o + WIDTH] = pairs[1::2]
+    pairs = src[s : s + 2 * lanes].copy()  # even and odd may overlap src's array
+    even[e : e + lanes] = pairs[0::2]
+    odd[o : o + lanes] = pairs[1::2]
 
 
 if numba.config.DISABLE_JIT:
     store_vector = _store_vector_numpy
-    deinterleave16 = _deinterleave16_numpy
+    deinterleave_vector = _deinterleave_vector_numpy
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -161,15 +157,19 @@ def store_row(dst, d, src, s, length, b, relu):
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
 def deinterleave_row(even, e, odd, o, src, s, pairs):
     """even[e + q] = src[s + 2q], odd[o + q] = src[s + 2q + 1] for q < pairs: in chunks of 16
-    pairs (the last one overlapping) when there are 16 or more, else one pair at a time.
-    even and odd must not overlap src."""
+    pairs (the last one overlapping) from 16 pairs, two overlapping chunks of 8 from 8, one
+    pair at a time below. even and odd must not overlap src."""
     e, o, s = np.uint64(e), np.uint64(o), np.uint64(s)
-    if pairs < WIDTH:
+    if pairs >= WIDTH:
+        for q0 in range(0, pairs, WIDTH):
+            q = np.uint64(min(q0, pairs - WIDTH))
+            deinterleave_vector(even, e + q, odd, o + q, src, s + q + q, 16)
+    elif pairs >= WIDTH // 2:
+        q = np.uint64(pairs - WIDTH // 2)
+        deinterleave_vector(even, e, odd, o, src, s, 8)
+        deinterleave_vector(even, e + q, odd, o + q, src, s + q + q, 8)
+    else:
         two = np.uint64(2)
         for q in range(np.uint64(pairs)):
             even[e + q] = src[s + two * q]
             odd[o + q] = src[s + two * q + np.uint64(1)]
-        return
-    for q0 in range(0, pairs, WIDTH):
-        q = np.uint64(min(q0, pairs - WIDTH))
-        deinterleave16(even, e + q, odd, o + q, src, s + q + q)
