@@ -1211,8 +1211,8 @@ def test_small_same_path_matches_reference(cin, cout, groups, shape, threads):
     channel copied once per kernel column, the columns a shift wraps zeroed; planes narrower
     than the kernel, odd output counts, groups; forward and input gradient."""
     layer = Conv2d(cin, cout, 3, padding=1, groups=groups).double()
-    forward_fits = layer._shifted_copies_fit(cin // groups)
-    assert forward_fits or layer._shifted_copies_fit(cout // groups)
+    forward_fits = layer._column_copies_fit(cin // groups)
+    assert forward_fits or layer._column_copies_fit(cout // groups)
     x = np.random.default_rng(7).standard_normal((shape[0], cin, *shape[1:]))
     with tinynet.set_num_threads(threads):
         check_direct_path(layer, x)
@@ -1224,7 +1224,7 @@ def test_small_same_inf_stays_in_its_windows():
     """A shifted copy moves a row's last (first) value next to the following (preceding)
     row; those places are zeroed, so an inf reaches only the outputs whose window holds it."""
     layer = Conv2d(2, 3, 3, padding=1).double()
-    assert layer._shifted_copies_fit(2)
+    assert layer._column_copies_fit(2)
     x = np.random.default_rng(8).standard_normal((1, 2, 6, 7))
     x[0, 0, 2, 6] = np.inf
     x[0, 1, 4, 0] = -np.inf
@@ -1244,12 +1244,12 @@ def check_infinities_confined(layer, x):
 
 
 def test_small_same_path_only_where_it_applies():
-    assert Conv2d(1, 32, 3, padding=1)._shifted_copies_fit(1)
-    assert Conv2d(4, 16, 3, padding="same")._shifted_copies_fit(4)
-    assert not Conv2d(5, 16, 3, padding=1)._shifted_copies_fit(5)  # more streams than saved
-    assert not Conv2d(1, 32, 3, padding=0)._shifted_copies_fit(1)  # the padded work plane
-    assert not Conv2d(1, 32, 3, padding=(1, 0))._shifted_copies_fit(1)
-    assert not Conv2d(1, 6, 5, padding=2)._shifted_copies_fit(1)  # 5×5: measured slower
+    assert Conv2d(1, 32, 3, padding=1)._column_copies_fit(1)
+    assert Conv2d(4, 16, 3, padding="same")._column_copies_fit(4)
+    assert not Conv2d(5, 16, 3, padding=1)._column_copies_fit(5)  # more streams than saved
+    assert not Conv2d(1, 32, 3, padding=0)._column_copies_fit(1)  # the padded work plane
+    assert not Conv2d(1, 32, 3, padding=(1, 0))._column_copies_fit(1)
+    assert not Conv2d(1, 6, 5, padding=2)._column_copies_fit(1)  # 5×5: measured slower
 
 
 # -- the direct 3×3×3 path for few input channels (kernels/conv_small3d.py) ------------------

@@ -384,7 +384,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         group), which conv_small's depthwise_same kernel computes plane by plane."""
         return self._same_padding() and self.groups == self.in_channels == self.out_channels
 
-    def _shifted_copies_fit(self, channels_per_group):
+    def _column_copies_fit(self, channels_per_group):
         """Whether a 3×3 "same" convolution (this layer's forward, or its input gradient) of
         that many input channels per group takes conv_small's conv2d_small_same_forward (see
         _SAME_MAX_CHANNELS)."""
@@ -429,7 +429,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         out = np.empty((n, self.out_channels, oh, ow), dtype=dtype)
         if self._depthwise_same():
             return self._depthwise_same_run(x, weight, bias, relu, out)
-        if self._shifted_copies_fit(self.in_channels // self.groups):
+        if self._column_copies_fit(self.in_channels // self.groups):
             return self._small_same_run(x, weight, bias, relu, out)
         blocks = max(1, min(config.get_num_threads(), n))
         plane = (oh + k - 1) * (ow + k - 1)
@@ -496,7 +496,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         if self._depthwise_same():  # padding k − 1 − p = p: the same kind of convolution
             grad_out = np.ascontiguousarray(grad_out)
             return self._depthwise_same_run(grad_out, flipped, np.zeros(n_in, dtype), False, grad_x)
-        if self._shifted_copies_fit(cout_g):
+        if self._column_copies_fit(cout_g):
             grad_out = np.ascontiguousarray(grad_out)
             return self._small_same_run(grad_out, flipped, np.zeros(n_in, dtype), False, grad_x)
         plane = (height + k - 1) * (width + k - 1)
