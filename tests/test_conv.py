@@ -1067,6 +1067,41 @@ def test_winograd_tile_rule():
     assert_close(layer.weight.grad, ref_gw, rtol=1e-9, atol=1e-9, name="grad weight")
 
 
+@pytest.mark.parametrize(
+    "channels, multiplier, size, kwargs",
+    [
+        (16, 1, (16, 16), dict(kernel_size=5, stride=2, dilation=2)),
+        (20, 2, (9, 7), dict(kernel_size=3, stride=2, padding=1)),  # blocks overlap
+        (33, 1, (4, 5, 6), dict(kernel_size=3, stride=(1, 2, 1), padding=(1, 0, 2))),
+        (64, 1, (15, 17), dict(kernel_size=3, stride=(2, 3), dilation=(1, 2))),
+    ],
+)
+def test_depthwise_small_plane_transposes_by_blocks(channels, multiplier, size, kwargs):
+    """The depthwise kernel across channels (conv_forward_depthwise_small) copies each sample
+    channels-last through vector.transpose's 16 × 16 blocks once there are 16 channels and
+    16 positions: against the reference, a block's overlap at each end included."""
+    from unittest import mock
+
+    layer = CLASSES[len(size)](channels, channels * multiplier, groups=channels, **kwargs)
+    layer = layer.double()
+    x = np.random.default_rng(9).standard_normal((2, channels, *size))
+    from tinynet.kernel_cache import group_key
+    from tinynet.kernels import conv as conv_kernels
+
+    assert group_key(layer, x.shape) == "Conv:direct"
+    with (
+        mock.patch("tinynet.nn.conv._SMALL_PLANE", 10**9),
+        mock.patch.object(
+            conv_kernels,
+            "conv_forward_depthwise_small",
+            wraps=conv_kernels.conv_forward_depthwise_small,
+        ) as kernel,
+        tinynet.set_num_threads(2),
+    ):
+        check_against_reference(layer, x)
+    assert kernel.called
+
+
 # -- the direct 3×3 and 5×5 path for few input channels (kernels/conv_small.py) --------------
 
 

@@ -94,3 +94,22 @@ def test_a_strided_view_is_refused_at_compile_time():
     dst = np.zeros(16, np.float32)
     with pytest.raises(TypingError):
         vector.store_row(dst, 0, src[::2], 0, 16, None, False)
+
+
+@given(
+    rows=st.integers(1, 40),
+    cols=st.integers(1, 40),
+    s=st.integers(0, 3),
+    d=st.integers(0, 3),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+@settings(max_examples=60, deadline=None)
+def test_transpose_matches_numpy(rows, cols, s, d, dtype):
+    """16 × 16 blocks in registers (overlapping at the ends) from 16 a side, else plain."""
+    src = np.random.default_rng(rows * 41 + cols).standard_normal(s + rows * cols + 2)
+    src = src.astype(dtype)
+    dst = np.full(d + rows * cols + 2, 42, dtype)
+    vector.transpose(src, s, rows, cols, dst, d)
+    expected = src[s : s + rows * cols].reshape(rows, cols).T.reshape(-1)
+    np.testing.assert_array_equal(dst[d : d + rows * cols], expected)
+    assert (dst[:d] == 42).all() and (dst[d + rows * cols :] == 42).all()

@@ -61,7 +61,9 @@ _FEW_OUTPUTS = 3
 # channels (conv_forward_depthwise_small), larger ones the phase-plane runs. Measured
 # forwards, 2 threads, channels vs phase planes: 64 channels 5×5 s2 d2 16² → 4²: 1.05 vs
 # 2.23 ms; 3×3 s2 → 7²: 0.51 vs 0.95; → 8²: 0.87 vs 1.01; → 14²: 1.81 vs 1.86; → 16²:
-# 1.35 vs 1.16; 3-D 5³ s2 → 6³: 1.71 vs 2.15; → 4³: 0.28 vs 0.47.
+# 1.35 vs 1.16; 3-D 5³ s2 → 6³: 1.71 vs 2.15; → 4³: 0.28 vs 0.47. Since the channels-last
+# copy goes by 16 × 16 blocks (vector.transpose; 2026-12-04): 5×5 s2 d2 → 4², (64, 64, 16²)
+# 0.25 vs 0.78 ms; 3×3 s2 → 7², (32, 64, 14²) 0.14 vs 0.38; → 8² 0.19 vs 0.34.
 _SMALL_PLANE = 216
 # Input channels up to which a 3×3 stride-1 forward is computed directly (conv_small.py):
 # its cost grows with the channels, the GEMM's efficiency with them too. Measured (float32, 2
