@@ -56,6 +56,24 @@ def test_deinterleave_row_matches_numpy(pairs, gap, s, dtype):
     assert (out[untouched] == 42).all()
 
 
+@given(
+    pairs=st.integers(0, 50),
+    gap=st.integers(0, 40),
+    d=st.integers(0, 5),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+@settings(max_examples=60, deadline=None)
+def test_interleave_row_matches_numpy(pairs, gap, d, dtype):
+    """The inverse of deinterleave_row: both halves from one array, at any distance apart."""
+    halves = np.random.default_rng(pairs).standard_normal(2 * pairs + gap + 4).astype(dtype)
+    e, o = 1, 1 + pairs + gap
+    out = np.full(d + 2 * pairs + 3, 42, dtype)
+    vector.interleave_row(out, d, halves, e, halves, o, pairs)
+    np.testing.assert_array_equal(out[d : d + 2 * pairs : 2], halves[e : e + pairs])
+    np.testing.assert_array_equal(out[d + 1 : d + 2 * pairs : 2], halves[o : o + pairs])
+    assert (out[:d] == 42).all() and (out[d + 2 * pairs :] == 42).all()
+
+
 @pytest.mark.parametrize("width", [1, 2, 5, 31, 32, 33, 40, 64])
 @pytest.mark.parametrize("pw", [0, 1, 2, 3])
 @pytest.mark.parametrize("kernel", [1, 3])
@@ -84,6 +102,22 @@ def test_phase_plane_of_stride_2_matches_the_general_loop(width, pw, kernel):
                 if k < wq:
                     slow[z, yy % sh, (c + pw) % 2, yy // sh, k] = x[z, y, c]
     np.testing.assert_array_equal(fast, slow)
+    # And back (the input gradient from the planes' gradient): the positions x's values came
+    # from, zero past the padded extent.
+    grad = np.random.default_rng(width + 1).standard_normal(shape)
+    back = np.full(x.shape, 42.0)
+    conv._phase_plane(back, padding, grad, True)
+    expected = np.zeros(x.shape)
+    for z in range(min(x.shape[0], dp)):
+        for y in range(x.shape[1]):
+            yy = y + 1
+            if yy // sh >= hq:
+                break
+            for c in range(width):
+                k = (c + pw) // 2
+                if k < wq:
+                    expected[z, y, c] = grad[z, yy % sh, (c + pw) % 2, yy // sh, k]
+    np.testing.assert_array_equal(back, expected)
 
 
 def test_a_strided_view_is_refused_at_compile_time():

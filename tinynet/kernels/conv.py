@@ -35,7 +35,7 @@ from numba import njit, prange
 from .. import config
 from .blas import gemm, gemm_few_rows
 from .im2col import col2vol, valid_range, vol2col
-from .vector import deinterleave_row, transpose
+from .vector import deinterleave_row, interleave_row, transpose
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -705,8 +705,8 @@ def _phase_plane(x, padding, plane, back=False):
         zero_fill(x.reshape(-1))
     rows = min(height, hq * sh - padding[1])  # the input rows inside the padded extent
     flat_x, flat_plane = x.reshape(-1), plane.reshape(-1)
-    if sw == 2 and not back:
-        _phase_rows2(flat_x, depth, height, width, padding, plane.shape, rows, flat_plane)
+    if sw == 2:
+        _phase_rows2(flat_x, depth, height, width, padding, plane.shape, rows, flat_plane, back)
         return
     for rx in range(sw):
         # Column k of phase rx holds input column k·sw + rx − pw: k from k0 to k1 hold
@@ -736,13 +736,13 @@ def _phase_plane(x, padding, plane, back=False):
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
-def _phase_rows2(flat_x, depth, height, width, padding, shape, rows, flat_plane):
-    """:func:`_phase_plane` (forward) for column stride 2: each row's even and odd columns
-    split apart 16 pairs at a time (vector.deinterleave_row), not read one by one with a
-    stride. Input column 2m goes to phase pw mod 2, column m + pw // 2; column 2m + 1 to the
-    other phase, column m + (pw + 1) // 2. Pairs m < the row's whole pairs that fit in the
-    phase (wq columns) go together; a last odd column, or columns past the padded extent,
-    one at a time."""
+def _phase_rows2(flat_x, depth, height, width, padding, shape, rows, flat_plane, back):
+    """:func:`_phase_plane` for column stride 2: each row's even and odd columns split apart
+    16 pairs at a time (vector.deinterleave_row; with ``back`` put back together,
+    vector.interleave_row), not read or written one by one with a stride. Input column 2m
+    goes to phase pw mod 2, column m + pw // 2; column 2m + 1 to the other phase, column
+    m + (pw + 1) // 2. Pairs m < the row's whole pairs that fit in the phase (wq columns) go
+    together; a last odd column, or columns past the padded extent, one at a time."""
     dp, sh, sw, hq, wq = shape
     pw = padding[2]
     rx_even = pw % 2
@@ -755,11 +755,18 @@ def _phase_rows2(flat_x, depth, height, width, padding, shape, rows, flat_plane)
             sub = (((z + padding[0]) * sh + ry) * sw * hq + yq) * wq  # phase 0's row
             even = sub + rx_even * hq * wq + k_even
             odd = sub + (1 - rx_even) * hq * wq + k_odd
-            deinterleave_row(flat_plane, even, flat_plane, odd, flat_x, src, pairs)
+            if back:
+                interleave_row(flat_x, src, flat_plane, even, flat_plane, odd, pairs)
+            else:
+                deinterleave_row(flat_plane, even, flat_plane, odd, flat_x, src, pairs)
             for c in range(2 * pairs, width):  # what is left: one column at a time
                 k = (c + pw) // 2
                 if k < wq:
-                    flat_plane[sub + ((c + pw) % 2) * hq * wq + k] = flat_x[src + c]
+                    at = sub + ((c + pw) % 2) * hq * wq + k
+                    if back:
+                        flat_x[src + c] = flat_plane[at]
+                    else:
+                        flat_plane[at] = flat_x[src + c]
             ry += 1
             if ry == sh:
                 ry, yq = 0, yq + 1

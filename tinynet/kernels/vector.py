@@ -8,17 +8,18 @@ time. Two such copies measured (one thread, 32 → 64 3×3 stride 2 on (64, 32, 
 output rows of 16 taken out of a wider work plane (``conv_small._store``) 0.35 ms of a 7.8 ms
 forward, the input split into the stride's phases (``conv._phase_plane``) 1.26 ms.
 
-The intrinsics here (:func:`store_vector`, :func:`deinterleave_vector`,
-:func:`transpose_vector`) each emit vector loads (of 16 or 8 values, twice that to split by
-parity, or 16 rows of 16 to transpose), the arithmetic or shuffles on whole vectors, and
-vector stores, whatever the surrounding loop. The caller checks the bounds (they read and
-write exactly the positions named, unaligned); the row functions below do, covering a row of
-16 or more in chunks of 16 with the last one moved back to end at the row's end, overlapping
-the one before (a copy writes those values twice, the same both times), a row of 8 to 15 with
-two overlapping chunks of 8, and shorter rows with plain loops. :func:`transpose` likewise
-covers a matrix in 16 × 16 blocks: the channels-last copy of the depthwise kernel for small
-planes (``conv_forward_depthwise_small``), a strided copy one value at a time before, took
-the layer's forward on (64, 64, 16²), 5×5 stride 2 dilation 2, from 0.54 to 0.25 ms.
+The intrinsics here (:func:`store_vector`, :func:`deinterleave_vector` and its inverse
+:func:`interleave_vector`, :func:`transpose_vector`) each emit vector loads (of 16 or 8
+values, twice that to split by parity, or 16 rows of 16 to transpose), the arithmetic or
+shuffles on whole vectors, and vector stores, whatever the surrounding loop. The caller
+checks the bounds (they read and write exactly the positions named, unaligned); the row
+functions below do, covering a row of 16 or more in chunks of 16 with the last one moved
+back to end at the row's end, overlapping the one before (a copy writes those values twice,
+the same both times), a row of 8 to 15 with two overlapping chunks of 8, and shorter rows
+with plain loops. :func:`transpose` likewise covers a matrix in 16 × 16 blocks: the
+channels-last copy of the depthwise kernel for small planes (``conv_forward_depthwise_small``),
+a strided copy one value at a time before, took the layer's forward on (64, 64, 16²), 5×5
+stride 2 dilation 2, from 0.54 to 0.25 ms.
 
 Where this did not help: the Winograd kernels' output rows (``_rows_to_output``, 8 to 32
 values) took as long vectorised, though leaving the copy out saved 6–17% of a forward: its
@@ -114,6 +115,35 @@ def deinterleave_vector(typingctx, even, e, odd, o, src, s, lanes):
 
 
 @intrinsic
+def interleave_vector(typingctx, dst, d, even, e, odd, o, lanes):
+    """dst[d + 2q] = even[e + q], dst[d + 2q + 1] = odd[o + q] for q < lanes: the inverse of
+    :func:`deinterleave_vector` (two loads, one shuffle, one store of 2·lanes values). dst,
+    even and odd: 1-D contiguous arrays of one float type (even and odd may be the same
+    array, not dst); d, e, o: uint64; lanes: a constant (16, or 8)."""
+    if not isinstance(lanes, types.IntegerLiteral) or not _contiguous(dst, even, odd):
+        return None
+    width = lanes.literal_value
+    sig = types.void(dst, d, even, e, odd, o, lanes)
+
+    def codegen(context, builder, signature, args):
+        dst_v, d_v, even_v, e_v, odd_v, o_v, _ = args
+        halves = []
+        for array, index, values in ((2, e_v, even_v), (4, o_v, odd_v)):
+            pointer = _pointer(context, builder, signature.args[array], values, index, width)
+            halves.append(builder.load(pointer, align=1))
+        evens, odds = halves
+        picks = [i // 2 + (width if i % 2 else 0) for i in range(2 * width)]
+        pairs = builder.shuffle_vector(
+            evens, odds, ir.Constant(ir.VectorType(ir.IntType(32), 2 * width), picks)
+        )
+        target = _pointer(context, builder, signature.args[0], dst_v, d_v, 2 * width)
+        builder.store(pairs, target, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def transpose_vector(typingctx, dst, d, dstride, src, s, sstride):
     """dst[d + j·dstride + i] = src[s + i·sstride + j] for i, j < 16: a 16 × 16 block
     transposed in registers (16 loads, 4 × 16 two-vector shuffles, 16 stores: a strided
@@ -168,6 +198,13 @@ def _deinterleave_vector_numpy(even, e, odd, o, src, s, lanes):
     odd[o : o + lanes] = pairs[1::2]
 
 
+def _interleave_vector_numpy(dst, d, even, e, odd, o, lanes):
+    """:func:`interleave_vector` in NumPy, for ``NUMBA_DISABLE_JIT=1``."""
+    d, e, o = int(d), int(e), int(o)
+    dst[d : d + 2 * lanes : 2] = even[e : e + lanes]
+    dst[d + 1 : d + 2 * lanes : 2] = odd[o : o + lanes]
+
+
 def _transpose_vector_numpy(dst, d, dstride, src, s, sstride):
     """:func:`transpose_vector` in NumPy, for ``NUMBA_DISABLE_JIT=1``."""
     d, dstride, s, sstride = int(d), int(dstride), int(s), int(sstride)
@@ -182,6 +219,7 @@ if numba.config.DISABLE_JIT:
     store_vector = _store_vector_numpy
     deinterleave_vector = _deinterleave_vector_numpy
     transpose_vector = _transpose_vector_numpy
+    interleave_vector = _interleave_vector_numpy
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
@@ -227,6 +265,26 @@ def deinterleave_row(even, e, odd, o, src, s, pairs):
         for q in range(np.uint64(pairs)):
             even[e + q] = src[s + two * q]
             odd[o + q] = src[s + two * q + np.uint64(1)]
+
+
+@njit(fastmath=config.FASTMATH, cache=config.CACHE)
+def interleave_row(dst, d, even, e, odd, o, pairs):
+    """dst[d + 2q] = even[e + q], dst[d + 2q + 1] = odd[o + q] for q < pairs: the inverse of
+    :func:`deinterleave_row`, in the same chunks. dst must not overlap even or odd."""
+    d, e, o = np.uint64(d), np.uint64(e), np.uint64(o)
+    if pairs >= WIDTH:
+        for q0 in range(0, pairs, WIDTH):
+            q = np.uint64(min(q0, pairs - WIDTH))
+            interleave_vector(dst, d + q + q, even, e + q, odd, o + q, 16)
+    elif pairs >= WIDTH // 2:
+        q = np.uint64(pairs - WIDTH // 2)
+        interleave_vector(dst, d, even, e, odd, o, 8)
+        interleave_vector(dst, d + q + q, even, e + q, odd, o + q, 8)
+    else:
+        two = np.uint64(2)
+        for q in range(np.uint64(pairs)):
+            dst[d + two * q] = even[e + q]
+            dst[d + two * q + np.uint64(1)] = odd[o + q]
 
 
 @njit(fastmath=config.FASTMATH, cache=config.CACHE)
