@@ -47,6 +47,14 @@ def _contiguous(*array_types):
     return all(isinstance(a, types.Array) and a.ndim == 1 and a.layout in "CF" for a in array_types)
 
 
+def _width(lanes, *array_types):
+    """The constant ``lanes`` as an int, or None (Numba then reports a typing error) when it
+    is not a constant or the arrays are not 1-D contiguous."""
+    if not isinstance(lanes, types.IntegerLiteral) or not _contiguous(*array_types):
+        return None
+    return lanes.literal_value
+
+
 def _pointer(context, builder, array_type, array, index, lanes):
     """A pointer to ``lanes`` values of array (a Numba array value) from flat ``index``."""
     data = context.make_array(array_type)(context, builder, array).data
@@ -59,9 +67,9 @@ def store_vector(typingctx, dst, d, src, s, b, relu, lanes):
     """dst[d + q] = src[s + q] (+ b unless b is None) for q < lanes, then max(·, 0) if
     ``relu`` (a NaN stays NaN, as in ReLU). dst and src: 1-D contiguous arrays of one float
     type; d, s: uint64; lanes: a constant (16, or 8 for rows shorter than 16)."""
-    if not isinstance(lanes, types.IntegerLiteral) or not _contiguous(dst, src):
+    width = _width(lanes, dst, src)
+    if width is None:
         return None
-    width = lanes.literal_value
     sig = types.void(dst, d, src, s, b, relu, lanes)
 
     def codegen(context, builder, signature, args):
@@ -93,9 +101,9 @@ def deinterleave_vector(typingctx, even, e, odd, o, src, s, lanes):
     consecutive values split by parity (one load, two shuffles, two stores). even, odd and
     src: 1-D contiguous arrays of one float type (even and odd may be the same array); e, o,
     s: uint64; lanes: a constant (16, or 8)."""
-    if not isinstance(lanes, types.IntegerLiteral) or not _contiguous(even, odd, src):
+    width = _width(lanes, even, odd, src)
+    if width is None:
         return None
-    width = lanes.literal_value
     sig = types.void(even, e, odd, o, src, s, lanes)
 
     def codegen(context, builder, signature, args):
@@ -120,9 +128,9 @@ def interleave_vector(typingctx, dst, d, even, e, odd, o, lanes):
     :func:`deinterleave_vector` (two loads, one shuffle, one store of 2·lanes values). dst,
     even and odd: 1-D contiguous arrays of one float type (even and odd may be the same
     array, not dst); d, e, o: uint64; lanes: a constant (16, or 8)."""
-    if not isinstance(lanes, types.IntegerLiteral) or not _contiguous(dst, even, odd):
+    width = _width(lanes, dst, even, odd)
+    if width is None:
         return None
-    width = lanes.literal_value
     sig = types.void(dst, d, even, e, odd, o, lanes)
 
     def codegen(context, builder, signature, args):
