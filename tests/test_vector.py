@@ -43,35 +43,23 @@ def test_store_row_matches_numpy(length, d, s, relu, add, dtype):
     dtype=st.sampled_from([np.float32, np.float64]),
 )
 @settings(max_examples=60, deadline=None)
-def test_deinterleave_row_matches_numpy(pairs, gap, s, dtype):
-    """Both halves into one array (as the phase planes are), at any distance apart."""
+def test_deinterleave_and_interleave_rows_match_numpy(pairs, gap, s, dtype):
+    """deinterleave_row splits a row by parity into one array (as the phase planes hold
+    both halves), at any distance apart; interleave_row puts the halves back together."""
     src = np.random.default_rng(pairs).standard_normal(s + 2 * pairs + 3).astype(dtype)
-    out = np.full(2 * pairs + gap + 4, 42, dtype)
+    halves = np.full(2 * pairs + gap + 4, 42, dtype)
     e, o = 1, 1 + pairs + gap
-    vector.deinterleave_row(out, e, out, o, src, s, pairs)
-    np.testing.assert_array_equal(out[e : e + pairs], src[s : s + 2 * pairs : 2])
-    np.testing.assert_array_equal(out[o : o + pairs], src[s + 1 : s + 2 * pairs : 2])
-    untouched = np.ones(out.shape, bool)
+    vector.deinterleave_row(halves, e, halves, o, src, s, pairs)
+    np.testing.assert_array_equal(halves[e : e + pairs], src[s : s + 2 * pairs : 2])
+    np.testing.assert_array_equal(halves[o : o + pairs], src[s + 1 : s + 2 * pairs : 2])
+    untouched = np.ones(halves.shape, bool)
     untouched[e : e + pairs] = untouched[o : o + pairs] = False
-    assert (out[untouched] == 42).all()
+    assert (halves[untouched] == 42).all()
 
-
-@given(
-    pairs=st.integers(0, 50),
-    gap=st.integers(0, 40),
-    d=st.integers(0, 5),
-    dtype=st.sampled_from([np.float32, np.float64]),
-)
-@settings(max_examples=60, deadline=None)
-def test_interleave_row_matches_numpy(pairs, gap, d, dtype):
-    """The inverse of deinterleave_row: both halves from one array, at any distance apart."""
-    halves = np.random.default_rng(pairs).standard_normal(2 * pairs + gap + 4).astype(dtype)
-    e, o = 1, 1 + pairs + gap
-    out = np.full(d + 2 * pairs + 3, 42, dtype)
-    vector.interleave_row(out, d, halves, e, halves, o, pairs)
-    np.testing.assert_array_equal(out[d : d + 2 * pairs : 2], halves[e : e + pairs])
-    np.testing.assert_array_equal(out[d + 1 : d + 2 * pairs : 2], halves[o : o + pairs])
-    assert (out[:d] == 42).all() and (out[d + 2 * pairs :] == 42).all()
+    back = np.full(src.shape, 42, dtype)
+    vector.interleave_row(back, s, halves, e, halves, o, pairs)
+    np.testing.assert_array_equal(back[s : s + 2 * pairs], src[s : s + 2 * pairs])
+    assert (back[:s] == 42).all() and (back[s + 2 * pairs :] == 42).all()
 
 
 @pytest.mark.parametrize("width", [1, 2, 5, 31, 32, 33, 40, 64])
