@@ -76,19 +76,20 @@ def test_phase_plane_of_stride_2_matches_the_general_loop(width, pw, kernel):
     shape, _, _ = conv._phase_layout((1, 3, kernel), stride, (1, 1, 1), (2, 2, out_w))
     fast = np.zeros(shape)
     conv._phase_plane(x, padding, fast)
-    # The general loop, as for any other stride, on the same geometry: x's columns at
-    # stride 2 by hand.
-    slow = np.zeros(shape)
+    # Where each of x's values goes, by hand: row y + 1 and column c + pw of the padded
+    # input split by their parity, rows and columns past the padded extent left out.
     dp, sh, sw, hq, wq = shape
+    places = []
     for z in range(min(x.shape[0], dp)):
         for y in range(x.shape[1]):
             yy = y + 1
-            if yy // sh >= hq:
-                break
             for c in range(width):
                 k = (c + pw) // 2
-                if k < wq:
-                    slow[z, yy % sh, (c + pw) % 2, yy // sh, k] = x[z, y, c]
+                if yy // sh < hq and k < wq:
+                    places.append(((z, y, c), (z, yy % sh, (c + pw) % 2, yy // sh, k)))
+    slow = np.zeros(shape)
+    for source, target in places:
+        slow[target] = x[source]
     np.testing.assert_array_equal(fast, slow)
     # And back (the input gradient from the planes' gradient): the positions x's values came
     # from, zero past the padded extent.
@@ -96,15 +97,8 @@ def test_phase_plane_of_stride_2_matches_the_general_loop(width, pw, kernel):
     back = np.full(x.shape, 42.0)
     conv._phase_plane(back, padding, grad, True)
     expected = np.zeros(x.shape)
-    for z in range(min(x.shape[0], dp)):
-        for y in range(x.shape[1]):
-            yy = y + 1
-            if yy // sh >= hq:
-                break
-            for c in range(width):
-                k = (c + pw) // 2
-                if k < wq:
-                    expected[z, y, c] = grad[z, yy % sh, (c + pw) % 2, yy // sh, k]
+    for source, target in places:
+        expected[source] = grad[target]
     np.testing.assert_array_equal(back, expected)
 
 

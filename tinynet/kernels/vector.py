@@ -243,7 +243,8 @@ def store_row(dst, d, src, s, length, b, relu):
     elif length >= WIDTH // 2:
         q = np.uint64(length - WIDTH // 2)
         store_vector(dst, d, src, s, b, relu, 8)
-        store_vector(dst, d + q, src, s + q, b, relu, 8)
+        if q:  # a row of exactly 8 is one vector
+            store_vector(dst, d + q, src, s + q, b, relu, 8)
     elif b is None:
         for q in range(np.uint64(length)):
             v = src[s + q]
@@ -267,7 +268,8 @@ def deinterleave_row(even, e, odd, o, src, s, pairs):
     elif pairs >= WIDTH // 2:
         q = np.uint64(pairs - WIDTH // 2)
         deinterleave_vector(even, e, odd, o, src, s, 8)
-        deinterleave_vector(even, e + q, odd, o + q, src, s + q + q, 8)
+        if q:  # exactly 8 pairs are one vector
+            deinterleave_vector(even, e + q, odd, o + q, src, s + q + q, 8)
     else:
         two = np.uint64(2)
         for q in range(np.uint64(pairs)):
@@ -287,7 +289,8 @@ def interleave_row(dst, d, even, e, odd, o, pairs):
     elif pairs >= WIDTH // 2:
         q = np.uint64(pairs - WIDTH // 2)
         interleave_vector(dst, d, even, e, odd, o, 8)
-        interleave_vector(dst, d + q + q, even, e + q, odd, o + q, 8)
+        if q:  # exactly 8 pairs are one vector
+            interleave_vector(dst, d + q + q, even, e + q, odd, o + q, 8)
     else:
         two = np.uint64(2)
         for q in range(np.uint64(pairs)):
