@@ -1039,6 +1039,155 @@ def test_winograd_relu_flag_clamps_in_the_output_transform(winograd, k, tile):
     assert_close(fused, np.maximum(plain, 0), rtol=0, atol=0, name="fused relu")
 
 
+# -- Polyphase Winograd for 3×3 stride 2 (kernels/winograd_s2.py) --------------------------
+
+
+@pytest.fixture
+def winograd_s2(monkeypatch):
+    """Make a stride-2 3×3 Conv2d take the polyphase Winograd forward whatever its size and
+    channels (the dispatch rule is a speed rule)."""
+    monkeypatch.setattr("tinynet.nn.conv_winograd._WINOGRAD_S2_MIN_TILES", 1)
+
+    def make(cin, cout, padding=1, bias=True, dtype=np.float64):
+        layer = Conv2d(cin, cout, 3, stride=2, padding=padding, bias=bias).to(dtype)
+        layer._winograd_s2 = True
+        return layer
+
+    return make
+
+
+def _took_winograd_s2(layer):
+    """Whether the layer's last forward padded its input as the stride-2 Winograd path does
+    (channels last, each row's columns sorted by their remainder mod 8)."""
+    xpad = layer._work.get("xpad")
+    return xpad is not None and xpad.ndim == 5 and xpad.shape[2] == 8
+
+
+@pytest.mark.parametrize(
+    "batch, cin, cout, size, padding, bias",
+    [
+        (2, 3, 4, (9, 9), 1, True),  # one 4×4 tile a sample, its last row and column cut
+        (3, 5, 6, (10, 11), 0, True),
+        (1, 4, 3, (7, 5), 2, False),  # the widest padding: tiles reading mostly zeros
+        (2, 3, 5, (3, 3), 0, True),  # a 1×1 output
+        (2, 2, 3, (34, 18), 0, True),  # the input's last row and column read by no output
+        (2, 6, 7, (17, 16), (2, 1), False),  # unequal padding per axis
+        (4, 16, 9, (20, 23), 1, True),  # 16 channels: the input's transpose in 16×16 blocks
+        (1, 33, 17, (16, 35), 1, True),  # a channel past the blocks; 5 tiles a line
+    ],
+)
+def test_winograd_s2_matches_reference(winograd_s2, batch, cin, cout, size, padding, bias):
+    layer = winograd_s2(cin, cout, padding, bias)
+    x = make_input(batch, cin, size, "strided", seed=batch)
+    check_against_reference(layer, x)
+    assert _took_winograd_s2(layer)
+
+
+@settings(deadline=None, max_examples=25)
+@given(
+    batch=st.integers(1, 3),
+    cin=st.integers(1, 20),
+    cout=st.integers(1, 12),
+    height=st.integers(1, 26),
+    width=st.integers(1, 26),
+    padding=st.integers(0, 3),
+    float32=st.booleans(),
+)
+def test_winograd_s2_forward_property(batch, cin, cout, height, width, padding, float32):
+    # Any sizes the layer accepts (the padded input at least 3 a side), both float types.
+    assume(min(height, width) + 2 * padding >= 3)
+    dtype = np.float32 if float32 else np.float64
+    layer = Conv2d(cin, cout, 3, stride=2, padding=padding).to(dtype)
+    layer._winograd_s2 = True
+    layer._winograd_s2_fits = lambda n, out_size: True
+    x = make_input(batch, cin, (height, width), "contiguous", seed=cin).astype(dtype)
+    y = layer(x)
+    assert _took_winograd_s2(layer)
+    ref = conv_forward(
+        x, layer.weight.data, layer.bias.data, (2, 2), reference_padding(layer), (1, 1), 1
+    )
+    scale = max(np.abs(ref).max(), 1e-30)
+    assert np.abs(y - ref).max() <= (3e-5 if float32 else 1e-12) * scale
+
+
+def test_winograd_s2_float32_error_and_pytorch(winograd_s2):
+    layer = winograd_s2(32, 24, dtype=np.float32)
+    x = make_input(4, 32, (21, 18), "contiguous", seed=7).astype(np.float32)
+    y = layer(x)
+    assert _took_winograd_s2(layer)
+    ref = conv_forward(x, layer.weight.data, layer.bias.data, (2, 2), ((1, 1), (1, 1)), (1, 1), 1)
+    # The transforms multiply by up to 8 and add up to 5 values a step, as F(4×4, 3×3).
+    assert np.abs(y - ref).max() < 3e-5 * np.abs(ref).max()
+    torch = pytest.importorskip("torch")
+    yt = torch.nn.functional.conv2d(
+        torch.tensor(x),
+        torch.tensor(layer.weight.data),
+        torch.tensor(layer.bias.data),
+        stride=2,
+        padding=1,
+    )
+    assert_close(y, yt.numpy(), rtol=1e-4, atol=1e-4, name="forward")
+
+
+def test_winograd_s2_fused_relu_and_bit_identical_runs(winograd_s2):
+    x = make_input(5, 8, (15, 13), "contiguous", seed=4).astype(np.float32)
+    layer = winograd_s2(8, 6, dtype=np.float32)
+    plain = layer(x)
+    assert_close(layer._forward(x, relu=True), np.maximum(plain, 0), rtol=0, atol=0, name="relu")
+    assert np.array_equal(layer(x), plain)
+
+
+def test_winograd_s2_dispatch_rule():
+    # 3×3 stride 2, undilated, ungrouped, 2-D, ≥ 32 inputs and ≥ 16 outputs...
+    assert Conv2d(32, 64, 3, stride=2, padding=1)._winograd_s2
+    assert Conv2d(64, 16, 3, stride=2)._winograd_s2
+    for layer in [
+        Conv2d(16, 32, 3, stride=2, padding=1),
+        Conv2d(32, 8, 3, stride=2, padding=1),
+        Conv2d(32, 64, 3, padding=1),
+        Conv2d(32, 64, 3, stride=(2, 1), padding=1),
+        Conv2d(32, 64, 3, stride=2, dilation=2),
+        Conv2d(32, 64, 3, stride=2, groups=2),
+        Conv2d(32, 64, 5, stride=2),
+        Conv3d(32, 64, 3, stride=2),
+    ]:
+        assert not layer._winograd_s2
+    # ... and a forward takes it only with enough 4×4 output tiles (64); the backward is the
+    # one the layer takes otherwise.
+    layer = Conv2d(32, 16, 3, stride=2, padding=1).double()
+    layer(np.zeros((4, 32, 32, 32)))  # 4 samples of 4 × 4 tiles
+    assert _took_winograd_s2(layer)
+    small = Conv2d(32, 16, 3, stride=2, padding=1).double()
+    check_against_reference(small, make_input(1, 32, (8, 8), "contiguous", seed=1))
+    assert not _took_winograd_s2(small)
+
+
+def test_winograd_s2_weight_transform_matches_its_matrices():
+    from tinynet.kernels import winograd_s2
+
+    # G for the points 0, 1, −1, 2, ∞ (the module docstring); phase (r, c) takes the taps
+    # w[r + 2i, c + 2j] (zero past the kernel) and the plane (a, b) stacks the phases whose
+    # transformed kernel is not zero there, in the order 00, 01, 10, 11.
+    g = np.array([[1 / 2, 0], [-1 / 2, -1 / 2], [-1 / 6, 1 / 6], [1 / 6, 1 / 3], [0, 1]])
+    weight = np.random.default_rng(0).standard_normal((3, 2, 3, 3))
+    u = np.full((25, 8, 3), np.nan)
+    winograd_s2.weight_transform(weight, u)
+    padded = np.zeros((3, 2, 4, 4))
+    padded[:, :, :3, :3] = weight
+    for a in range(5):
+        for b in range(5):
+            present = [
+                (r, c) for r in (0, 1) for c in (0, 1) if (r, a) != (1, 4) and (c, b) != (1, 4)
+            ]
+            assert winograd_s2.depth(a, b) == len(present)
+            for slot, (r, c) in enumerate(present):
+                for o in range(3):
+                    for i in range(2):
+                        kernel = padded[o, i, r::2, c::2]
+                        want = (g @ kernel @ g.T)[a, b]
+                        assert u[5 * a + b, slot * 2 + i, o] == pytest.approx(want, abs=1e-14)
+
+
 def test_winograd_tile_rule():
     """F(4×4, 3×3) where it needs at most 60% of F(2×2)'s products and has enough tiles;
     the backward uses the forward's tile even if the thread count changed in between."""

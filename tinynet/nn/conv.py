@@ -205,6 +205,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         )
         self._winograd = self._winograd_applies()
         self._winograd3d = self._winograd3d_applies()
+        self._winograd_s2 = self._winograd_s2_applies()
         self._planes = self._planes_applies()
         self._small3d = self._small3d_applies()
         self._dilated = self._dilated_applies()
@@ -566,6 +567,10 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             return self._winograd_forward(x, out_size, relu)
         if self._winograd3d_fits(n, out_size):
             return self._winograd3d_forward(x, out_size, relu)
+        if self._winograd_s2_fits(n, out_size):
+            # Its backward is the one the layer would otherwise take (they read only x).
+            self._shifted_used = self._shifted_fits(n, out_size)
+            return self._winograd_s2_forward(x, out_size, relu)
         if self._direct_fits(n, out_size):
             return self._direct_forward(x, out_size, relu)
         if self._small3d:

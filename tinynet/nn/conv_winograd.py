@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import config
-from ..kernels import winograd, winograd4, winograd5
+from ..kernels import winograd, winograd4, winograd5, winograd_s2
 
 # Winograd: about this many 2×2 output tiles per chunk, so that a chunk's 16 (3×3) or 36 (5×5)
 # matrix products are large enough for BLAS (measured: 64×32 @ 32×T runs at ~100 GFLOP/s per
@@ -27,6 +27,20 @@ _WINOGRAD5_MIN_CHANNELS = 12
 _WINOGRAD_MIN_TILES = 64
 # F(4×4, 3×3) from this many 4×4 tiles per thread (see WinogradMixin._winograd_tile).
 _WINOGRAD4_MIN_TILES = 128
+# Stride-2 3×3 layers (kernels/winograd_s2.py): chunks of about this many values of V (81·C
+# per 4×4 tile: 32 tiles for 32 channels, a third of a core's L2), of 8 to 32 tiles. Measured
+# (float32, 2 threads, forward, ms, tiles per chunk): (16, 128, 16²) → 128: 8: 1.61, 16:
+# 2.26, 32: 2.02; (32, 64, 16²) → 128: 8: 1.47, 16: 1.45, 32: 1.90.
+_WINOGRAD_S2_CHUNK = 81 * 1024
+# ... from this many input channels, this many outputs and 4×4 tiles per batch. Measured
+# (float32, 2 threads, forward, this path / the one the layer took before, padding 1):
+# (64, 64, 8²) → 64 0.49; (32, 64, 16²) → 128 0.66; (16, 128, 16²) → 128 0.75; (4, 64, 32²)
+# → 64 0.77; (1, 64, 64²) → 64 0.88; (8, 32, 64²) → 64 0.86; (64, 32, 32²) → 64 0.97–1.04;
+# but (64, 16, 32²) → 32 1.2 and (64, 8, 28²) → 16 1.8: with few channels the products are
+# shallow and the transforms, per channel, weigh more.
+_WINOGRAD_S2_MIN_CHANNELS = 32
+_WINOGRAD_S2_MIN_OUTPUTS = 16
+_WINOGRAD_S2_MIN_TILES = 64
 # Per (kernel size, tile size): the kernels' functions (weight transform, its transpose,
 # forward, backward).
 _KERNELS = {
@@ -135,6 +149,52 @@ class WinogradMixin:
         """Whether this forward takes the Winograd path: the layer allows it, enough tiles."""
         tiles = n * ((out_size[0] + 1) // 2) * ((out_size[1] + 1) // 2)
         return self._winograd and tiles >= _WINOGRAD_MIN_TILES
+
+    def _winograd_s2_applies(self):
+        """Whether this layer may take the polyphase Winograd forward (kernels/winograd_s2.py):
+        a 3×3, stride-2, undilated, ungrouped 2-D kernel of enough channels both ways."""
+        return (
+            self._dims == 2
+            and self.kernel_size == (3, 3)
+            and self.stride == (2, 2)
+            and self.dilation == (1, 1)
+            and self.groups == 1
+            and self.in_channels >= _WINOGRAD_S2_MIN_CHANNELS
+            and self.out_channels >= _WINOGRAD_S2_MIN_OUTPUTS
+        )
+
+    def _winograd_s2_fits(self, n, out_size) -> bool:
+        """Whether this forward takes the polyphase Winograd path: the layer allows it and the
+        batch has enough 4×4 output tiles (fewer make thin products)."""
+        tiles = n * -(-out_size[0] // 4) * -(-out_size[1] // 4)
+        return self._winograd_s2 and tiles >= _WINOGRAD_S2_MIN_TILES
+
+    def _winograd_s2_forward(self, x, out_size, relu):
+        """The stride-2 3×3 forward as the polyphase F(4×4, 2×2) (kernels/winograd_s2.py).
+        The backward is the one the layer would take otherwise (it reads only x)."""
+        n, dtype = x.shape[0], x.dtype
+        th, tw = -(-out_size[0] // 4), -(-out_size[1] // 4)
+        tiles = min(32, max(8, _WINOGRAD_S2_CHUNK // (81 * self.in_channels)))
+        lines = max(1, tiles // tw)
+        blocks = max(1, config.get_num_threads())
+        xpad = self._buffer("xpad", (n, 8 * th + 1, 8, tw + 1, self.in_channels), dtype)
+        depth = winograd_s2.PLANES_DEPTH * self.in_channels
+        v = self._buffer(
+            "v", (blocks, winograd_s2.PLANES, _plane(depth * lines * tw, dtype)), dtype
+        )
+        m_plane = _plane(self.out_channels * lines * tw, dtype)
+        m = self._buffer("m", (blocks, winograd_s2.PLANES, m_plane), dtype)
+        weight = np.ascontiguousarray(self.weight.data, dtype=dtype)
+        u = self._buffer("u", (winograd_s2.PLANES, depth, self.out_channels), dtype)
+        with config.threads_for(weight.size):
+            winograd_s2.weight_transform(weight, u)
+        bias = np.zeros(self.out_channels, dtype) if self.bias is None else self.bias.data
+        out = np.empty((n, self.out_channels, *out_size), dtype=dtype)
+        with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
+            winograd_s2.winograd_s2_forward(
+                x, u, bias.astype(dtype, copy=False), relu, self._pad_low, lines, out, xpad, v, m
+            )
+        return out
 
     def _winograd_work(self, n, out_size, tile, dtype):
         """Tile lines per chunk, the padded input and the per-block work arrays (V and M)."""

@@ -1,0 +1,370 @@
+"""Winograd forward of a 3×3 convolution of stride 2: the polyphase F(4×4, 2×2).
+
+Stride 2 skips every other input position, so the 3×3 Winograd matrices (winograd4.py)
+do not apply. Split the padded input ``x`` by the parity of its rows and columns into four
+phase planes, P_rc[i, j] = x[2i + r, 2j + c]. An output reads x[2i + a, 2j + b] for a, b in
+0..2, so it is the sum of four stride-1 convolutions, one per phase, with the kernel's taps
+of that parity: even rows and columns take the 2×2 kernel (w00 w02; w20 w22) on P_00; odd
+ones a single tap (w11 on P_11), and the mixed phases two taps (w01 w21 on P_01; w10 w12 on
+P_10). Each is a stride-1 convolution with a kernel of at most 2×2, which Winograd's
+F(4, 2) computes: with the points 0, 1, −1, 2 and ∞,
+
+    Bᵀ = [2 −1 −2  1  0]    G = [ 1/2    0  ]    Aᵀ = [1  1  1  1  0]
+         [0 −2 −1  1  0]        [−1/2  −1/2 ]         [0  1 −1  2  0]
+         [0  2 −3  1  0]        [−1/6   1/6 ]         [0  1  1  4  0]
+         [0 −1  0  1  0]        [ 1/6   1/3 ]         [0  1 −1  8  1]
+         [0  2 −1 −2  1]        [  0     1  ]
+
+(derived as Lavin & Gray's, for correlation), so 4 outputs along an axis read 5 values of
+the phase plane. A one-tap kernel (g0, 0) vanishes at the point ∞ (the last row of G), and
+the first four rows of Bᵀ do not read the fifth value: along an axis, the 9 input values
+x[0..8] under a row of 4 outputs give 5 domain values of the even phase and 4 of the odd
+one, ``T`` below, 9 in all.
+
+All four phases share one 5×5 domain and one output transform Aᵀ · M · A, so their
+products add up before it: at domain point (a, b) the four phases' products are one matrix
+product of depth 4·C (the phases' channels stacked), fewer where a phase vanishes (a or b
+at ∞: depth 2·C, or C at (∞, ∞)). Per 4×4 output tile and pair of channels that is
+16·4 + 8·2 + 1 = 81 multiplies against 16·9 = 144 for the direct sum: 1.78× fewer, in
+25 products of depth mostly 128 (for 32 input channels), which BLAS runs near its peak.
+The price is the transforms: 81 domain values per input channel and tile (from a 9×9
+patch; patches overlap by one row and column) and a 5×5 → 4×4 output transform.
+
+Layout: the by-tile form of winograd5.py (``winograd5_forward``; read winograd.py first for
+chunks and blocks). The input is padded channels last, each row's columns sorted by their
+remainder mod 8 (:func:`_pad_phases`: xpad (N, 8·th + 1, 8, tw + 1, C)), so that column
+8·tx + j of tile tx lies at a fixed offset from tile 0's column j and the transforms run as
+flat loops over channels, which LLVM vectorises. Plane ξ = 5·a + b of V holds tiles × depth
+(row-major; a tile's row holds the channels of the phases present at ξ, in the order P_00,
+P_01, P_10, P_11); U by tile likewise, ut (25, 4·C, Cout), its first depth rows used; then
+M[ξ] = V[ξ] @ ut[ξ] (tiles × Cout) and the output transform by tile.
+
+Where it pays (measured, float32, (64, 32, 32²) → 64, padding 1, forward, against the
+shifted products of conv_shifted.py): 0.90x on one thread, 0.90x on two. Per stage, one
+thread, 6.8 ms in all: padding 1.1, input transform 1.2, products 3.1, output transform 1.4;
+the products alone run at OpenBLAS's single-thread rate. Measured and not kept: V by
+channel (tiles last, as winograd.py; the transform per patch then runs scalar: 2.0 ms
+against 0.85 alone), and M by channel from V by tile (sgemm with a transposed operand:
+products 4.7 ms against 3.1).
+
+Only the forward: the layer's backward for stride 2 stays the shifted products'
+(conv_shifted.py), which read the unpadded input.
+
+Accuracy: the transforms multiply by up to 8 and add 5 values a step, as F(4×4, 3×3):
+float32 results differ from the direct sum by ~1e-6 of the output scale.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import config
+from .blas import gemm
+from .conv import zero_fill
+from .vector import transpose
+from .winograd5 import _OUTPUT_GROUP, _tiles_to_output
+
+# Output tile side, and the patch of padded input a tile reads (2·STEP + 1 per axis).
+STEP = 4
+PATCH = 2 * STEP + 1
+# Domain points per axis (0, 1, −1, 2, ∞) and planes in all.
+POINTS = 5
+PLANES = POINTS * POINTS
+# The deepest plane stacks all four phases: its product is of depth 4·C.
+PLANES_DEPTH = 4
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _constants(dtype):
+    """2, 3, 4, 8, 1/2 and 1/6 in ``dtype`` (a literal would turn float32 into float64)."""
+    one = dtype.type(1)
+    return (
+        dtype.type(2),
+        dtype.type(3),
+        dtype.type(4),
+        dtype.type(8),
+        one / dtype.type(2),
+        one / dtype.type(6),
+    )
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _t(d, k):
+    """T along one axis: the 9 values d[0..8] under 4 outputs → Bᵀ of the even ones
+    (d0, d2, .., d8: 5 domain values) then the first four rows of Bᵀ of the odd ones
+    (d1, .., d7: 4 values; the fifth row, for ∞, is where the odd phase's kernel is zero)."""
+    d0, d1, d2, d3, d4, d5, d6, d7, d8 = d
+    two, three = k[0], k[1]
+    e3 = d6 - d2  # Bᵀ's row 3, e3 − e1, shared by rows 0, 1, 2 and 4 (e = the even values)
+    o3 = d7 - d3  # the same for the odd values
+    return (
+        two * (d0 - d4) + e3,
+        e3 - d2 - d4,
+        e3 + three * (d2 - d4),
+        e3,
+        d8 - d4 - two * e3,
+        two * (d1 - d5) + o3,
+        o3 - d3 - d5,
+        o3 + three * (d3 - d5),
+        o3,
+    )
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _g(g0, g1, k):
+    """G applied to a 2-tap kernel (g0, g1): its values at the points 0, 1, −1, 2, ∞."""
+    half, sixth = k[4], k[5]
+    return half * g0, -half * (g0 + g1), sixth * (g1 - g0), sixth * (g0 + k[0] * g1), g1
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _at(m, k):
+    """Aᵀ applied to a 5-tuple (the output transform along one axis)."""
+    m0, m1, m2, m3, m4 = m
+    two, four, eight = k[0], k[2], k[3]
+    s12, d12 = m1 + m2, m1 - m2
+    return m0 + s12 + m3, d12 + two * m3, s12 + four * m3, d12 + eight * m3 + m4
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _slot(row_phase, col_phase, a, b):
+    """Which block of C rows phase (row_phase, col_phase) takes in plane (a, b): its rank
+    among the phases present there (P_01 is absent at b = ∞, P_10 at a = ∞)."""
+    ends = POINTS - 1  # the index of the point ∞
+    if row_phase == 0:
+        return col_phase
+    if col_phase == 0:
+        return 2 if b < ends else 1
+    return 3
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def depth(a, b):
+    """How many phases plane (a, b) stacks (its product's depth is that times C)."""
+    ends = POINTS - 1
+    return 1 + (a < ends) + (b < ends) + (a < ends and b < ends)
+
+
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def weight_transform(weight, u):
+    """u[5·a + b, slot·C + c, o] = (G · k · Gᵀ)[a, b] for each phase's kernel k of
+    weight[o, c] (its taps of that parity, a 2×2 with zeros for the missing ones), where
+    the phase is present (slot: :func:`_slot`).
+
+    Shapes: weight (Cout, C, 3, 3); u (25, 4·C, Cout): rows past a plane's depth are left
+    as they were (unused). Parallel over input channels: each writes its own rows of u
+    (by output channel, threads shared every cache line of u: measured 3x slower).
+    """
+    n_out, n_channels = weight.shape[0], weight.shape[1]
+    k = _constants(u.dtype)
+    # G as a matrix, its columns G applied to (1, 0) and (0, 1): the transform below indexes
+    # arrays (a tuple indexed at run time goes through a stack copy: measured 6x slower).
+    g = np.empty((POINTS, 2), dtype=u.dtype)
+    one, zero = u.dtype.type(1), u.dtype.type(0)
+    g[:, 0] = _g(one, zero, k)
+    g[:, 1] = _g(zero, one, k)
+    for c in prange(n_channels):
+        gk = np.empty((POINTS, 2, n_out), dtype=u.dtype)  # G · kernel, for every output
+        for rp in range(2):
+            for cp in range(2):
+                # The phase's kernel: rows rp, rp + 2 and columns cp, cp + 2 of the 3×3
+                # weights, zero where that index is 3.
+                for o in range(n_out):
+                    w = weight[o, c]
+                    k00 = w[rp, cp]
+                    k01 = w[rp, cp + 2] if cp == 0 else zero
+                    k10 = w[rp + 2, cp] if rp == 0 else zero
+                    k11 = w[rp + 2, cp + 2] if rp == 0 and cp == 0 else zero
+                    for a in range(POINTS):
+                        gk[a, 0, o] = g[a, 0] * k00 + g[a, 1] * k10
+                        gk[a, 1, o] = g[a, 0] * k01 + g[a, 1] * k11
+                # · Gᵀ, a row of u (all outputs) at a time: u's planes are a multiple of
+                # 4 KiB apart, and a pass writing all of them per output thrashed one L1
+                # cache set (measured 6x slower).
+                for a in range(POINTS - rp):  # an odd phase has no point ∞
+                    for b in range(POINTS - cp):
+                        dst = u[POINTS * a + b, _slot(rp, cp, a, b) * n_channels + c]
+                        for o in range(n_out):
+                            dst[o] = gk[a, 0, o] * g[b, 0] + gk[a, 1, o] * g[b, 1]
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _input_transform_phases(xpad, line0, line1, v):
+    """V[ξ][p, slot·C + c] = (T · d · Tᵀ) of the 9×9 patch d of channel c under tile p, at
+    the domain point and phase that ξ and slot stand for, for the tiles of lines line0 ..
+    line1 (by tile: plane ξ holds tiles × depth(ξ)·C row-major).
+
+    Per tile line two passes, as winograd5._input_transform_phases: T down every column of
+    the line's 9 input rows (all phases, columns and channels in one flat loop) into
+    ``band``, then T along each band row, per tile a flat loop over the channels (the
+    destinations' row length, depth·C, differs from plane to plane, so tiles are not one
+    run). Band rows 0..4 are the even input rows' domain points, 5..8 the odd ones'.
+    Shapes: xpad (N, 8·th + 1, 8, tw + 1, C) (:func:`_pad_phases`); v (25, ≥ 4·C·tiles).
+    """
+    height, m_cols, n_channels = xpad.shape[1], xpad.shape[3], xpad.shape[4]
+    th = (height - 1) // (2 * STEP)
+    tw = m_cols - 1
+    x, vf = xpad.reshape(-1), v.reshape(-1)
+    k = _constants(xpad.dtype)
+    u = np.uint64
+    c, plane = u(n_channels), u(v.shape[1])
+    row = u(2 * STEP * m_cols * n_channels)
+    band = np.empty(PATCH * row, dtype=xpad.dtype)
+    m = u(m_cols) * c
+    for line in range(line0, line1):
+        n = line // th
+        base = u(n * height + 2 * STEP * (line - n * th)) * row
+        for s in range(row):  # T down the columns
+            q = base + s
+            d = (x[q], x[q + row], x[q + u(2) * row], x[q + u(3) * row], x[q + u(4) * row])
+            a = _t(
+                d + (x[q + u(5) * row], x[q + u(6) * row], x[q + u(7) * row], x[q + u(8) * row]), k
+            )
+            band[s], band[row + s], band[u(2) * row + s] = a[0], a[1], a[2]
+            band[u(3) * row + s], band[u(4) * row + s], band[u(5) * row + s] = a[3], a[4], a[5]
+            band[u(6) * row + s], band[u(7) * row + s], band[u(8) * row + s] = a[6], a[7], a[8]
+        for alpha in range(PATCH):
+            a = alpha if alpha < POINTS else alpha - POINTS
+            rp = 0 if alpha < POINTS else 1
+            b0 = u(alpha) * row
+            for tx in range(tw):
+                p = u((line - line0) * tw + tx)
+                src = b0 + u(tx) * c
+                # Where each of the 9 results goes: plane 5·a + b, tile p's row, the phase's
+                # block of channels (b < 5: even columns; b ≥ 5: odd ones, point b − 5).
+                e0 = u(POINTS * a) * plane
+                d0 = e0 + p * u(depth(a, 0)) * c
+                d1 = e0 + plane + p * u(depth(a, 1)) * c
+                d2 = e0 + u(2) * plane + p * u(depth(a, 2)) * c
+                d3 = e0 + u(3) * plane + p * u(depth(a, 3)) * c
+                d4 = e0 + u(4) * plane + p * u(depth(a, 4)) * c
+                d5 = d0 + u(_slot(rp, 1, a, 0)) * c
+                d6 = d1 + u(_slot(rp, 1, a, 1)) * c
+                d7 = d2 + u(_slot(rp, 1, a, 2)) * c
+                d8 = d3 + u(_slot(rp, 1, a, 3)) * c
+                d0 += u(_slot(rp, 0, a, 0)) * c
+                d1 += u(_slot(rp, 0, a, 1)) * c
+                d2 += u(_slot(rp, 0, a, 2)) * c
+                d3 += u(_slot(rp, 0, a, 3)) * c
+                d4 += u(_slot(rp, 0, a, 4)) * c
+                for i in range(n_channels):
+                    q = src + u(i)
+                    # Column j of the tile: phase j mod 8, m + j div 8.
+                    d = (band[q], band[q + m], band[q + u(2) * m], band[q + u(3) * m],
+                         band[q + u(4) * m], band[q + u(5) * m], band[q + u(6) * m],
+                         band[q + u(7) * m], band[q + c])  # fmt: skip
+                    r = _t(d, k)
+                    vf[d0 + u(i)], vf[d1 + u(i)], vf[d2 + u(i)] = r[0], r[1], r[2]
+                    vf[d3 + u(i)], vf[d4 + u(i)], vf[d5 + u(i)] = r[3], r[4], r[5]
+                    vf[d6 + u(i)], vf[d7 + u(i)], vf[d8 + u(i)] = r[6], r[7], r[8]
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _output_transform_by_tile(m, bias, relu, line0, line1, th, out):
+    """out[n, o, 4×4 block of tile p] = Aᵀ · M[:][p, o] (as 5×5) · A + bias[o], then
+    max(·, 0) if ``relu``, from M by tile (plane ξ holds tiles × Cout): as
+    winograd5._output_transform_by_tile, per group of tile lines: Aᵀ down each column c into
+    ``half`` rows 4c + i, then along each row i into ``y``'s 16 output planes (flat loops
+    that LLVM vectorises), then winograd5._tiles_to_output."""
+    tw = (out.shape[3] + STEP - 1) // STEP
+    per_line = tw * out.shape[1]
+    group = max(1, min(line1 - line0, -(-_OUTPUT_GROUP // per_line)))
+    k = _constants(out.dtype)
+    u = np.uint64
+    mf, plane = m.reshape(-1), u(m.shape[1])
+    five = u(POINTS)
+    half = np.empty(POINTS * STEP * group * per_line, dtype=out.dtype)
+    y = np.empty(STEP * STEP * group * per_line, dtype=out.dtype)
+    for g0 in range(line0, line1, group):
+        g1 = min(g0 + group, line1)
+        size = u((g1 - g0) * per_line)
+        first = u((g0 - line0) * per_line)
+        yf = y[: STEP * STEP * (g1 - g0) * per_line]
+        for c in range(POINTS):
+            s0 = u(c) * plane + first  # M[5a + c] at s0 + 5a·plane
+            s1 = s0 + five * plane
+            s2, s3, s4 = s1 + five * plane, s1 + u(10) * plane, s1 + u(15) * plane
+            d0 = u(STEP * c) * size
+            d1, d2, d3 = d0 + size, d0 + u(2) * size, d0 + u(3) * size
+            for t in range(size):
+                col = (mf[s0 + t], mf[s1 + t], mf[s2 + t], mf[s3 + t], mf[s4 + t])
+                half[d0 + t], half[d1 + t], half[d2 + t], half[d3 + t] = _at(col, k)
+        for i in range(STEP):
+            q0 = u(i) * size  # half row 4c + i at q0 + 4c·size
+            q1, q2, q3, q4 = (
+                q0 + u(4) * size,
+                q0 + u(8) * size,
+                q0 + u(12) * size,
+                q0 + u(16) * size,
+            )
+            r0 = u(STEP * i) * size
+            r1, r2, r3 = r0 + size, r0 + u(2) * size, r0 + u(3) * size
+            for t in range(size):
+                row = (half[q0 + t], half[q1 + t], half[q2 + t], half[q3 + t], half[q4 + t])
+                yf[r0 + t], yf[r1 + t], yf[r2 + t], yf[r3 + t] = _at(row, k)
+        _tiles_to_output(yf.reshape(STEP * STEP, -1), STEP, bias, relu, g0, g1, th, out)
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _pad_phases(x, top, left, xpad):
+    """xpad[r, φ, m, c] = x[c, r − top, 8·m + φ − left], zero elsewhere (and past xpad's
+    edges, rows and columns no output reads): winograd5._pad_phases with step 8.
+    The sample is first transposed to channels last whole (vector.transpose, 16 × 16
+    blocks in registers), then each column is one contiguous copy of C values.
+    Shapes: x (C, H, W); xpad (H2, 8, M, C)."""
+    n_channels, height, width = x.shape
+    m_cols = xpad.shape[2]
+    zero_fill(xpad.reshape(-1))
+    t = np.empty(height * width * n_channels, dtype=x.dtype)
+    transpose(x.reshape(-1), 0, n_channels, height * width, t, 0)
+    # Flat, unsigned offsets: a view per column costs a reference count update.
+    xf = xpad.reshape(-1)
+    u = np.uint64
+    c = u(n_channels)
+    for r in range(min(height, xpad.shape[0] - top)):
+        for phase in range(2 * STEP):
+            for m in range(m_cols):
+                q = 2 * STEP * m + phase - left
+                if 0 <= q < width:
+                    d = u(((top + r) * 2 * STEP + phase) * m_cols + m) * c
+                    s = u(r * width + q) * c
+                    for i in range(c):
+                        xf[d + i] = t[s + i]
+
+
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def winograd_s2_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
+    """out = the 3×3 convolution of stride 2 of x + bias (then max(·, 0) if ``relu``), with
+    u from :func:`weight_transform`.
+
+    Shapes: x (N, C, H, W); u (25, 4·C, Cout); bias (Cout,); padding (top, left); out
+    (N, Cout, OH, OW), written. Work space: xpad (N, 8·th + 1, 8, tw + 1, C), th = ⌈OH/4⌉,
+    tw = ⌈OW/4⌉; v (T, 25, ≥ 4·C·lines·tw); m (T, 25, ≥ Cout·lines·tw), planes not a
+    multiple of 4 KiB apart (see winograd.py).
+    Loop nest as winograd5.winograd5_forward: pad every sample (parallel over samples);
+    then for block t of tile lines (the batch's N·th lines split into T even runs;
+    parallel, each writing its own lines' output rows and v[t], m[t]), chunk by chunk of
+    ``lines``: V, the 25 products M[ξ] = V[ξ] @ u[ξ], the output transform.
+    """
+    n_batch, n_channels = x.shape[0], x.shape[1]
+    n_out = u.shape[2]
+    n_blocks = v.shape[0]
+    th = (out.shape[2] + STEP - 1) // STEP
+    tw = xpad.shape[3] - 1
+    for n in prange(n_batch):
+        _pad_phases(x[n], padding[0], padding[1], xpad[n])
+    n_lines = n_batch * th
+    for t in prange(n_blocks):
+        last = ((t + 1) * n_lines) // n_blocks
+        for line0 in range((t * n_lines) // n_blocks, last, lines):
+            line1 = min(line0 + lines, last)
+            tiles = (line1 - line0) * tw
+            _input_transform_phases(xpad, line0, line1, v[t])
+            for a in range(POINTS):
+                for b in range(POINTS):
+                    xi = POINTS * a + b
+                    kd = depth(a, b) * n_channels
+                    gemm(False, False, tiles, n_out, kd, v[t, xi], kd, u[xi].reshape(-1),
+                         n_out, 0.0, m[t, xi], n_out)  # fmt: skip
+            _output_transform_by_tile(m[t], bias, relu, line0, line1, th, out)
