@@ -1057,10 +1057,10 @@ def winograd_s2(monkeypatch):
 
 
 def _took_winograd_s2(layer):
-    """Whether the layer's last forward padded its input as the stride-2 Winograd path does
-    (channels last, each row's columns sorted by their remainder mod 8)."""
-    xpad = layer._work.get("xpad")
-    return xpad is not None and xpad.ndim == 5 and xpad.shape[2] == 8
+    """Whether the layer's last forward took the stride-2 Winograd path (its weights in the
+    5×5 domain, the phases' channels stacked)."""
+    u = layer._work.get("u")
+    return u is not None and u.shape == (25, 4 * layer.in_channels, layer.out_channels)
 
 
 @pytest.mark.parametrize(
@@ -1074,6 +1074,7 @@ def _took_winograd_s2(layer):
         (2, 6, 7, (17, 16), (2, 1), False),  # unequal padding per axis
         (4, 16, 9, (20, 23), 1, True),  # 16 channels: the input's transpose in 16×16 blocks
         (1, 33, 17, (16, 35), 1, True),  # a channel past the blocks; 5 tiles a line
+        (2, 16, 5, (34, 34), 0, True),  # blocks, and the last row and column left out
     ],
 )
 def test_winograd_s2_matches_reference(winograd_s2, batch, cin, cout, size, padding, bias):

@@ -61,9 +61,7 @@ from numba import njit, prange
 
 from .. import config
 from .blas import gemm
-from .conv import zero_fill
-from .vector import transpose
-from .winograd5 import _OUTPUT_GROUP, _tiles_to_output
+from .vector import WIDTH, transpose_vector
 
 # Output tile side, and the patch of padded input a tile reads (2·STEP + 1 per axis).
 STEP = 4
@@ -190,37 +188,74 @@ def weight_transform(weight, u):
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
-def _input_transform_phases(xpad, line0, line1, v):
+def _channels_last_row(xf, src, plane, n_channels, cols, dst, d):
+    """dst[d + q·C + c] = xf[src + c·plane + q] for q < cols, c < C: one input row, its C
+    channels ``plane`` apart, transposed to channels last. In 16 × 16 blocks transposed in
+    registers (vector.py; the last block of each axis moved back to overlap the one before)
+    given 16 or more channels and columns, else one value at a time. Offsets unsigned."""
+    u = np.uint64
+    c = u(n_channels)
+    if n_channels >= WIDTH and cols >= WIDTH:
+        for c0 in range(0, n_channels, WIDTH):
+            i = u(min(c0, n_channels - WIDTH))
+            for q0 in range(0, cols, WIDTH):
+                j = u(min(q0, cols - WIDTH))
+                transpose_vector(dst, d + j * c + i, c, xf, src + i * plane + j, plane)
+    else:
+        for i in range(c):
+            for j in range(u(cols)):
+                dst[d + j * c + i] = xf[src + i * plane + j]
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _input_transform(x, top, left, th, tw, line0, line1, v):
     """V[ξ][p, slot·C + c] = (T · d · Tᵀ) of the 9×9 patch d of channel c under tile p, at
     the domain point and phase that ξ and slot stand for, for the tiles of lines line0 ..
-    line1 (by tile: plane ξ holds tiles × depth(ξ)·C row-major).
+    line1 (by tile: plane ξ holds tiles × depth(ξ)·C row-major), d read from x padded by
+    (top, left) zeros.
 
-    Per tile line two passes, as winograd5._input_transform_phases: T down every column of
-    the line's 9 input rows (all phases, columns and channels in one flat loop) into
-    ``band``, then T along each band row, per tile a flat loop over the channels (the
-    destinations' row length, depth·C, differs from plane to plane, so tiles are not one
-    run). Band rows 0..4 are the even input rows' domain points, 5..8 the odd ones'.
-    Shapes: xpad (N, 8·th + 1, 8, tw + 1, C) (:func:`_pad_phases`); v (25, ≥ 4·C·tiles).
+    Per tile line: the line's 9 rows of the padded input, channels last, into ``rows``
+    (:func:`_channels_last_row`; zeros for padding); T down every column (all columns and
+    channels in one flat loop, which LLVM vectorises) into ``band``; then T along each band
+    row, per tile a flat loop over the channels (a destination row, depth·C long, differs
+    from plane to plane, so tiles are not one run). Band rows 0..4 are the even input rows'
+    domain points, 5..8 the odd ones'. (The whole batch padded channels last first, as
+    winograd5.py does, wrote and read that copy through memory: 1.2x slower forwards.)
+    Shapes: x (N, C, H, W), contiguous; th, tw: tile lines per sample, tiles per line;
+    v (25, ≥ 4·C·tiles).
     """
-    height, m_cols, n_channels = xpad.shape[1], xpad.shape[3], xpad.shape[4]
-    th = (height - 1) // (2 * STEP)
-    tw = m_cols - 1
-    x, vf = xpad.reshape(-1), v.reshape(-1)
-    k = _constants(xpad.dtype)
+    n_channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    xf, vf = x.reshape(-1), v.reshape(-1)
+    k = _constants(x.dtype)
     u = np.uint64
     c, plane = u(n_channels), u(v.shape[1])
-    row = u(2 * STEP * m_cols * n_channels)
-    band = np.empty(PATCH * row, dtype=xpad.dtype)
-    m = u(m_cols) * c
+    padded = 2 * STEP * tw + 1  # columns of the padded rows
+    row = u(padded * n_channels)
+    cols = min(width, padded - left)  # x's columns inside them
+    zero = x.dtype.type(0)
+    rows = np.empty(PATCH * row, dtype=x.dtype)
+    band = np.empty(PATCH * row, dtype=x.dtype)
     for line in range(line0, line1):
         n = line // th
-        base = u(n * height + 2 * STEP * (line - n * th)) * row
-        for s in range(row):  # T down the columns
-            q = base + s
-            d = (x[q], x[q + row], x[q + u(2) * row], x[q + u(3) * row], x[q + u(4) * row])
-            a = _t(
-                d + (x[q + u(5) * row], x[q + u(6) * row], x[q + u(7) * row], x[q + u(8) * row]), k
-            )
+        for i in range(PATCH):
+            r = 2 * STEP * (line - n * th) + i - top  # x's row under padded row i
+            first = u(i) * row
+            inside = 0 <= r < height
+            # Zeros left and right of x's columns, or the whole row.
+            start = first + u(left) * c if inside else first + row
+            end = first + u(left + cols) * c if inside else first + row
+            for q in range(first, start):
+                rows[q] = zero
+            for q in range(end, first + row):
+                rows[q] = zero
+            if inside:
+                src = u((n * n_channels * height + r) * width)
+                _channels_last_row(xf, src, u(height * width), n_channels, cols, rows, start)
+        for q in range(row):  # T down the columns
+            d = (rows[q], rows[q + row], rows[q + u(2) * row], rows[q + u(3) * row])
+            d = d + (rows[q + u(4) * row], rows[q + u(5) * row], rows[q + u(6) * row])
+            a = _t(d + (rows[q + u(7) * row], rows[q + u(8) * row]), k)
+            s = q
             band[s], band[row + s], band[u(2) * row + s] = a[0], a[1], a[2]
             band[u(3) * row + s], band[u(4) * row + s], band[u(5) * row + s] = a[3], a[4], a[5]
             band[u(6) * row + s], band[u(7) * row + s], band[u(8) * row + s] = a[6], a[7], a[8]
@@ -230,7 +265,7 @@ def _input_transform_phases(xpad, line0, line1, v):
             b0 = u(alpha) * row
             for tx in range(tw):
                 p = u((line - line0) * tw + tx)
-                src = b0 + u(tx) * c
+                src = b0 + u(2 * STEP * tx) * c  # the tile's first column
                 # Where each of the 9 results goes: plane 5·a + b, tile p's row, the phase's
                 # block of channels (b < 5: even columns; b ≥ 5: odd ones, point b − 5).
                 e0 = u(POINTS * a) * plane
@@ -250,10 +285,9 @@ def _input_transform_phases(xpad, line0, line1, v):
                 d4 += u(_slot(rp, 0, a, 4)) * c
                 for i in range(n_channels):
                     q = src + u(i)
-                    # Column j of the tile: phase j mod 8, m + j div 8.
-                    d = (band[q], band[q + m], band[q + u(2) * m], band[q + u(3) * m],
-                         band[q + u(4) * m], band[q + u(5) * m], band[q + u(6) * m],
-                         band[q + u(7) * m], band[q + c])  # fmt: skip
+                    d = (band[q], band[q + c], band[q + u(2) * c], band[q + u(3) * c],
+                         band[q + u(4) * c], band[q + u(5) * c], band[q + u(6) * c],
+                         band[q + u(7) * c], band[q + u(8) * c])  # fmt: skip
                     r = _t(d, k)
                     vf[d0 + u(i)], vf[d1 + u(i)], vf[d2 + u(i)] = r[0], r[1], r[2]
                     vf[d3 + u(i)], vf[d4 + u(i)], vf[d5 + u(i)] = r[3], r[4], r[5]
@@ -261,110 +295,118 @@ def _input_transform_phases(xpad, line0, line1, v):
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
-def _output_transform_by_tile(m, bias, relu, line0, line1, th, out):
+def _relu(v, relu, zero):
+    """max(v, 0) if ``relu`` ("zero if v <= 0": a NaN stays NaN, as in ReLU), else v."""
+    return zero if relu and v <= 0 else v
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _output_transform(m, bias, relu, line0, line1, th, out):
     """out[n, o, 4×4 block of tile p] = Aᵀ · M[:][p, o] (as 5×5) · A + bias[o], then
-    max(·, 0) if ``relu``, from M by tile (plane ξ holds tiles × Cout): as
-    winograd5._output_transform_by_tile, per group of tile lines: Aᵀ down each column c into
-    ``half`` rows 4c + i, then along each row i into ``y``'s 16 output planes (flat loops
-    that LLVM vectorises), then winograd5._tiles_to_output."""
-    tw = (out.shape[3] + STEP - 1) // STEP
-    per_line = tw * out.shape[1]
-    group = max(1, min(line1 - line0, -(-_OUTPUT_GROUP // per_line)))
+    max(·, 0) if ``relu``, from M by tile (plane ξ holds tiles × Cout).
+
+    Aᵀ down each column c of M into ``half`` rows 4c + i, one flat loop over the chunk's
+    (tile, channel) values each, which LLVM vectorises; then per tile line, Aᵀ along each
+    row i for each tile (a loop over the channels) into ``rows``, the line's output rows
+    one after another, channels last ((rows · OW) × Cout: a cut tile's columns past the
+    edge spill into the next row's start, rewritten after); then ``rows`` transposed into
+    the output, whose line is one run of rows · OW values per channel, in 16 × 16 blocks
+    in registers (vector.py; read one value at a time, Cout apart, it took 1.4 of this
+    stage's ... ms [see bench]).
+    Shapes: m (25, ≥ tiles·Cout); out (N, Cout, OH, OW).
+    """
+    n_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    tw = (ow + STEP - 1) // STEP
     k = _constants(out.dtype)
     u = np.uint64
+    cout = u(n_out)
+    size = u((line1 - line0) * tw) * cout
     mf, plane = m.reshape(-1), u(m.shape[1])
     five = u(POINTS)
-    half = np.empty(POINTS * STEP * group * per_line, dtype=out.dtype)
-    y = np.empty(STEP * STEP * group * per_line, dtype=out.dtype)
-    for g0 in range(line0, line1, group):
-        g1 = min(g0 + group, line1)
-        size = u((g1 - g0) * per_line)
-        first = u((g0 - line0) * per_line)
-        yf = y[: STEP * STEP * (g1 - g0) * per_line]
-        for c in range(POINTS):
-            s0 = u(c) * plane + first  # M[5a + c] at s0 + 5a·plane
-            s1 = s0 + five * plane
-            s2, s3, s4 = s1 + five * plane, s1 + u(10) * plane, s1 + u(15) * plane
-            d0 = u(STEP * c) * size
-            d1, d2, d3 = d0 + size, d0 + u(2) * size, d0 + u(3) * size
-            for t in range(size):
-                col = (mf[s0 + t], mf[s1 + t], mf[s2 + t], mf[s3 + t], mf[s4 + t])
-                half[d0 + t], half[d1 + t], half[d2 + t], half[d3 + t] = _at(col, k)
-        for i in range(STEP):
-            q0 = u(i) * size  # half row 4c + i at q0 + 4c·size
+    half = np.empty(POINTS * STEP * size, dtype=out.dtype)
+    for c in range(POINTS):
+        s0 = u(c) * plane  # M[5a + c] at s0 + 5a·plane
+        s1 = s0 + five * plane
+        s2, s3, s4 = s1 + five * plane, s1 + u(10) * plane, s1 + u(15) * plane
+        d0 = u(STEP * c) * size
+        d1, d2, d3 = d0 + size, d0 + u(2) * size, d0 + u(3) * size
+        for t in range(size):
+            col = (mf[s0 + t], mf[s1 + t], mf[s2 + t], mf[s3 + t], mf[s4 + t])
+            half[d0 + t], half[d1 + t], half[d2 + t], half[d3 + t] = _at(col, k)
+    rows = np.empty((STEP * (ow + STEP)) * n_out, dtype=out.dtype)
+    zero = out.dtype.type(0)
+    outf = out.reshape(-1)
+    out_plane = u(oh * ow)
+    for line in range(line0, line1):
+        n = line // th
+        i0 = STEP * (line - n * th)
+        valid = min(STEP, oh - i0)
+        p0 = u((line - line0) * tw) * cout
+        for i in range(valid):
+            q0 = u(i) * size + p0  # half row 4c + i, this line's first tile
             q1, q2, q3, q4 = (
                 q0 + u(4) * size,
                 q0 + u(8) * size,
                 q0 + u(12) * size,
                 q0 + u(16) * size,
             )
-            r0 = u(STEP * i) * size
-            r1, r2, r3 = r0 + size, r0 + u(2) * size, r0 + u(3) * size
-            for t in range(size):
-                row = (half[q0 + t], half[q1 + t], half[q2 + t], half[q3 + t], half[q4 + t])
-                yf[r0 + t], yf[r1 + t], yf[r2 + t], yf[r3 + t] = _at(row, k)
-        _tiles_to_output(yf.reshape(STEP * STEP, -1), STEP, bias, relu, g0, g1, th, out)
-
-
-@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
-def _pad_phases(x, top, left, xpad):
-    """xpad[r, φ, m, c] = x[c, r − top, 8·m + φ − left], zero elsewhere (and past xpad's
-    edges, rows and columns no output reads): winograd5._pad_phases with step 8.
-    The sample is first transposed to channels last whole (vector.transpose, 16 × 16
-    blocks in registers), then each column is one contiguous copy of C values.
-    Shapes: x (C, H, W); xpad (H2, 8, M, C)."""
-    n_channels, height, width = x.shape
-    m_cols = xpad.shape[2]
-    zero_fill(xpad.reshape(-1))
-    t = np.empty(height * width * n_channels, dtype=x.dtype)
-    transpose(x.reshape(-1), 0, n_channels, height * width, t, 0)
-    # Flat, unsigned offsets: a view per column costs a reference count update.
-    xf = xpad.reshape(-1)
-    u = np.uint64
-    c = u(n_channels)
-    for r in range(min(height, xpad.shape[0] - top)):
-        for phase in range(2 * STEP):
-            for m in range(m_cols):
-                q = 2 * STEP * m + phase - left
-                if 0 <= q < width:
-                    d = u(((top + r) * 2 * STEP + phase) * m_cols + m) * c
-                    s = u(r * width + q) * c
-                    for i in range(c):
-                        xf[d + i] = t[s + i]
+            for tx in range(tw):
+                src = u(tx) * cout
+                dst = u(i * ow + STEP * tx) * cout
+                for o in range(cout):
+                    q = src + o
+                    row = (half[q0 + q], half[q1 + q], half[q2 + q], half[q3 + q], half[q4 + q])
+                    r = _at(row, k)
+                    b = bias[o]
+                    rows[dst + o] = _relu(r[0] + b, relu, zero)
+                    rows[dst + cout + o] = _relu(r[1] + b, relu, zero)
+                    rows[dst + u(2) * cout + o] = _relu(r[2] + b, relu, zero)
+                    rows[dst + u(3) * cout + o] = _relu(r[3] + b, relu, zero)
+        count = valid * ow  # the line's output values per channel, one run in out
+        base = u(n) * cout * out_plane + u(i0 * ow)
+        if count >= WIDTH and n_out >= WIDTH:
+            for o0 in range(0, n_out, WIDTH):
+                o = u(min(o0, n_out - WIDTH))
+                for j0 in range(0, count, WIDTH):
+                    j = u(min(j0, count - WIDTH))
+                    transpose_vector(
+                        outf, base + o * out_plane + j, out_plane, rows, j * cout + o, cout
+                    )
+        else:
+            for o in range(cout):
+                for j in range(u(count)):
+                    outf[base + o * out_plane + j] = rows[j * cout + o]
 
 
 @njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
-def winograd_s2_forward(x, u, bias, relu, padding, lines, out, xpad, v, m):
+def winograd_s2_forward(x, u, bias, relu, padding, lines, out, v, m):
     """out = the 3×3 convolution of stride 2 of x + bias (then max(·, 0) if ``relu``), with
     u from :func:`weight_transform`.
 
-    Shapes: x (N, C, H, W); u (25, 4·C, Cout); bias (Cout,); padding (top, left); out
-    (N, Cout, OH, OW), written. Work space: xpad (N, 8·th + 1, 8, tw + 1, C), th = ⌈OH/4⌉,
-    tw = ⌈OW/4⌉; v (T, 25, ≥ 4·C·lines·tw); m (T, 25, ≥ Cout·lines·tw), planes not a
-    multiple of 4 KiB apart (see winograd.py).
-    Loop nest as winograd5.winograd5_forward: pad every sample (parallel over samples);
-    then for block t of tile lines (the batch's N·th lines split into T even runs;
-    parallel, each writing its own lines' output rows and v[t], m[t]), chunk by chunk of
-    ``lines``: V, the 25 products M[ξ] = V[ξ] @ u[ξ], the output transform.
+    Shapes: x (N, C, H, W), contiguous; u (25, 4·C, Cout); bias (Cout,); padding (top, left);
+    out (N, Cout, OH, OW), written. Work space: v (T, 25, ≥ 4·C·lines·tw); m (T, 25,
+    ≥ Cout·lines·tw), tw = ⌈OW/4⌉, planes not a multiple of 4 KiB apart (see winograd.py).
+    Loop nest as winograd.winograd_forward: for block t of tile lines (the batch's N·th
+    lines, th = ⌈OH/4⌉, split into T even runs; parallel, each writing its own lines'
+    output rows and v[t], m[t]), chunk by chunk of ``lines``: V (reading x), the 25
+    products M[ξ] = V[ξ] @ u[ξ], the output transform.
     """
     n_batch, n_channels = x.shape[0], x.shape[1]
     n_out = u.shape[2]
     n_blocks = v.shape[0]
     th = (out.shape[2] + STEP - 1) // STEP
-    tw = xpad.shape[3] - 1
-    for n in prange(n_batch):
-        _pad_phases(x[n], padding[0], padding[1], xpad[n])
+    tw = (out.shape[3] + STEP - 1) // STEP
     n_lines = n_batch * th
     for t in prange(n_blocks):
         last = ((t + 1) * n_lines) // n_blocks
         for line0 in range((t * n_lines) // n_blocks, last, lines):
             line1 = min(line0 + lines, last)
             tiles = (line1 - line0) * tw
-            _input_transform_phases(xpad, line0, line1, v[t])
+            _input_transform(x, padding[0], padding[1], th, tw, line0, line1, v[t])
             for a in range(POINTS):
                 for b in range(POINTS):
                     xi = POINTS * a + b
                     kd = depth(a, b) * n_channels
                     gemm(False, False, tiles, n_out, kd, v[t, xi], kd, u[xi].reshape(-1),
                          n_out, 0.0, m[t, xi], n_out)  # fmt: skip
-            _output_transform_by_tile(m[t], bias, relu, line0, line1, th, out)
+            _output_transform(m[t], bias, relu, line0, line1, th, out)

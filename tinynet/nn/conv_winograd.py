@@ -173,11 +173,10 @@ class WinogradMixin:
         """The stride-2 3×3 forward as the polyphase F(4×4, 2×2) (kernels/winograd_s2.py).
         The backward is the one the layer would take otherwise (it reads only x)."""
         n, dtype = x.shape[0], x.dtype
-        th, tw = -(-out_size[0] // 4), -(-out_size[1] // 4)
+        tw = -(-out_size[1] // 4)
         tiles = min(32, max(8, _WINOGRAD_S2_CHUNK // (81 * self.in_channels)))
         lines = max(1, tiles // tw)
         blocks = max(1, config.get_num_threads())
-        xpad = self._buffer("xpad", (n, 8 * th + 1, 8, tw + 1, self.in_channels), dtype)
         depth = winograd_s2.PLANES_DEPTH * self.in_channels
         v = self._buffer(
             "v", (blocks, winograd_s2.PLANES, _plane(depth * lines * tw, dtype)), dtype
@@ -192,7 +191,7 @@ class WinogradMixin:
         out = np.empty((n, self.out_channels, *out_size), dtype=dtype)
         with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
             winograd_s2.winograd_s2_forward(
-                x, u, bias.astype(dtype, copy=False), relu, self._pad_low, lines, out, xpad, v, m
+                x, u, bias.astype(dtype, copy=False), relu, self._pad_low, lines, out, v, m
             )
         return out
 
