@@ -1047,6 +1047,7 @@ def winograd_s2(monkeypatch):
     """Make a stride-2 3×3 Conv2d take the polyphase Winograd forward whatever its size and
     channels (the dispatch rule is a speed rule)."""
     monkeypatch.setattr("tinynet.nn.conv_winograd._WINOGRAD_S2_MIN_TILES", 1)
+    monkeypatch.setattr("tinynet.nn.conv_winograd._WINOGRAD_S2_MAX_OVERHANG", np.inf)
 
     def make(cin, cout, padding=1, bias=True, dtype=np.float64):
         layer = Conv2d(cin, cout, 3, stride=2, padding=padding, bias=bias).to(dtype)
@@ -1139,12 +1140,12 @@ def test_winograd_s2_fused_relu_and_bit_identical_runs(winograd_s2):
 
 
 def test_winograd_s2_dispatch_rule():
-    # 3×3 stride 2, undilated, ungrouped, 2-D, ≥ 32 inputs and ≥ 16 outputs...
+    # 3×3 stride 2, undilated, ungrouped, 2-D, ≥ 32 inputs and ≥ 48 outputs...
     assert Conv2d(32, 64, 3, stride=2, padding=1)._winograd_s2
-    assert Conv2d(64, 16, 3, stride=2)._winograd_s2
+    assert Conv2d(64, 48, 3, stride=2)._winograd_s2
     for layer in [
-        Conv2d(16, 32, 3, stride=2, padding=1),
-        Conv2d(32, 8, 3, stride=2, padding=1),
+        Conv2d(16, 64, 3, stride=2, padding=1),
+        Conv2d(32, 32, 3, stride=2, padding=1),
         Conv2d(32, 64, 3, padding=1),
         Conv2d(32, 64, 3, stride=(2, 1), padding=1),
         Conv2d(32, 64, 3, stride=2, dilation=2),
@@ -1153,12 +1154,18 @@ def test_winograd_s2_dispatch_rule():
         Conv3d(32, 64, 3, stride=2),
     ]:
         assert not layer._winograd_s2
-    # ... and a forward takes it only with enough 4×4 output tiles (64); the backward is the
+    # ... and a forward takes it only with enough 4×4 output tiles (64), overhanging the
+    # output by at most 15% unless the layer's other path is vol2col; the backward is the
     # one the layer takes otherwise.
-    layer = Conv2d(32, 16, 3, stride=2, padding=1).double()
+    with tinynet.set_num_threads(2):
+        assert Conv2d(32, 64, 3, stride=2, padding=1)._winograd_s2_fits(4, (16, 16))
+        assert not Conv2d(32, 64, 3, stride=2, padding=1)._winograd_s2_fits(3, (16, 16))
+        assert not Conv2d(32, 64, 3, stride=2, padding=1)._winograd_s2_fits(64, (14, 14))
+        assert Conv2d(64, 64, 3, stride=2, padding=1)._winograd_s2_fits(64, (14, 14))
+    layer = Conv2d(32, 48, 3, stride=2, padding=1).double()
     layer(np.zeros((4, 32, 32, 32)))  # 4 samples of 4 × 4 tiles
     assert _took_winograd_s2(layer)
-    small = Conv2d(32, 16, 3, stride=2, padding=1).double()
+    small = Conv2d(32, 48, 3, stride=2, padding=1).double()
     check_against_reference(small, make_input(1, 32, (8, 8), "contiguous", seed=1))
     assert not _took_winograd_s2(small)
 

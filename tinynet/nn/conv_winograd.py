@@ -32,15 +32,25 @@ _WINOGRAD4_MIN_TILES = 128
 # (float32, 2 threads, forward, ms, tiles per chunk): (16, 128, 16²) → 128: 8: 1.61, 16:
 # 2.26, 32: 2.02; (32, 64, 16²) → 128: 8: 1.47, 16: 1.45, 32: 1.90.
 _WINOGRAD_S2_CHUNK = 81 * 1024
-# ... from this many input channels, this many outputs and 4×4 tiles per batch. Measured
-# (float32, 2 threads, forward, this path / the one the layer took before, padding 1):
-# (64, 64, 8²) → 64 0.49; (32, 64, 16²) → 128 0.66; (16, 128, 16²) → 128 0.75; (4, 64, 32²)
-# → 64 0.77; (1, 64, 64²) → 64 0.88; (8, 32, 64²) → 64 0.86; (64, 32, 32²) → 64 0.97–1.04;
-# but (64, 16, 32²) → 32 1.2 and (64, 8, 28²) → 16 1.8: with few channels the products are
-# shallow and the transforms, per channel, weigh more.
+# ... from this many input channels, this many outputs and 4×4 tiles per batch, and where
+# the tiles overhang the output by at most this fraction (unless the layer's other forward
+# is vol2col + BLAS). Measured (float32, 2 threads, forward, ms, the layer's forward before
+# this path / this path / PyTorch; padding 1):
+#   (64, 64, 8²) → 64      1.18 / 0.46 / 0.42    (32, 64, 16²) → 128    2.14 / 1.28 / 1.46
+#   (16, 128, 16²) → 128   2.13 / 1.47 / 1.44    (64, 48, 16²) → 48     2.10 / 1.35 / 1.05
+#   (64, 64, 28²) → 64     8.10 / 5.30 / 4.88    (4, 64, 32²) → 64      0.59 / 0.45 / 0.45
+#   (1, 64, 64²) → 64      0.61 / 0.43 / 0.48    (8, 32, 64²) → 64      2.13 / 1.55 / 1.72
+#   (64, 32, 32²) → 64     3.39 / 3.01 / 3.28    (32, 32, 32²) → 64     1.72 / 1.57 / 1.57
+#   (64, 32, 14²) → 64     1.20 / 0.86 / 0.71    (64, 32, 28²) → 64     2.71 / 2.80 / 2.45
+# Lost with fewer outputs, whose products are too thin for the transforms' cost: (64, 32,
+# 32²) → 32 1.86 / 2.11, (64, 64, 28²) → 32 2.85 / 3.35, (32, 32, 16²) → 32 0.42 / 0.50,
+# (16, 64, 32²) → 16 0.52 / 0.67; and with fewer inputs: (64, 16, 32²) → 32 1.00 / 1.23,
+# (64, 8, 28²) → 16 0.43 / 0.87. The overhang: (64, 32, 28²) → 64 (14² outputs in 4×4
+# tiles: 31% more) lost to the shifted products.
 _WINOGRAD_S2_MIN_CHANNELS = 32
-_WINOGRAD_S2_MIN_OUTPUTS = 16
+_WINOGRAD_S2_MIN_OUTPUTS = 48
 _WINOGRAD_S2_MIN_TILES = 64
+_WINOGRAD_S2_MAX_OVERHANG = 0.15
 # Per (kernel size, tile size): the kernels' functions (weight transform, its transpose,
 # forward, backward).
 _KERNELS = {
@@ -164,10 +174,16 @@ class WinogradMixin:
         )
 
     def _winograd_s2_fits(self, n, out_size) -> bool:
-        """Whether this forward takes the polyphase Winograd path: the layer allows it and the
-        batch has enough 4×4 output tiles (fewer make thin products)."""
-        tiles = n * -(-out_size[0] // 4) * -(-out_size[1] // 4)
-        return self._winograd_s2 and tiles >= _WINOGRAD_S2_MIN_TILES
+        """Whether this forward takes the polyphase Winograd path: the layer allows it, the
+        batch has enough 4×4 output tiles (fewer make thin products), and they overhang
+        the output little or the layer's other forward would be vol2col's."""
+        if not self._winograd_s2:
+            return False
+        th, tw = -(-out_size[0] // 4), -(-out_size[1] // 4)
+        overhang = 16 * th * tw / (out_size[0] * out_size[1]) - 1
+        return n * th * tw >= _WINOGRAD_S2_MIN_TILES and (
+            overhang <= _WINOGRAD_S2_MAX_OVERHANG or not self._shifted_fits(n, out_size)
+        )
 
     def _winograd_s2_forward(self, x, out_size, relu):
         """The stride-2 3×3 forward as the polyphase F(4×4, 2×2) (kernels/winograd_s2.py).
