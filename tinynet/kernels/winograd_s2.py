@@ -30,22 +30,23 @@ at ∞: depth 2·C, or C at (∞, ∞)). Per 4×4 output tile and pair of channe
 The price is the transforms: 81 domain values per input channel and tile (from a 9×9
 patch; patches overlap by one row and column) and a 5×5 → 4×4 output transform.
 
-Layout: the by-tile form of winograd5.py (``winograd5_forward``; read winograd.py first for
-chunks and blocks). The input is padded channels last, each row's columns sorted by their
-remainder mod 8 (:func:`_pad_phases`: xpad (N, 8·th + 1, 8, tw + 1, C)), so that column
-8·tx + j of tile tx lies at a fixed offset from tile 0's column j and the transforms run as
-flat loops over channels, which LLVM vectorises. Plane ξ = 5·a + b of V holds tiles × depth
-(row-major; a tile's row holds the channels of the phases present at ξ, in the order P_00,
-P_01, P_10, P_11); U by tile likewise, ut (25, 4·C, Cout), its first depth rows used; then
-M[ξ] = V[ξ] @ ut[ξ] (tiles × Cout) and the output transform by tile.
+Layout: by tile, as winograd5.py's ``winograd5_forward`` (read winograd.py first for
+chunks and blocks). Plane ξ = 5·a + b of V holds tiles × depth (row-major; a tile's row
+holds the channels of the phases present at ξ, in the order P_00, P_01, P_10, P_11), u
+(25, 4·C, Cout) likewise (its first depth rows used), and M[ξ] = V[ξ] @ u[ξ] (tiles ×
+Cout). The transforms vectorise over channels: each tile line's 9 input rows are first
+transposed to channels last (16 × 16 blocks in registers), and the output rows are
+assembled channels last and transposed into the output the same way.
 
-Where it pays (measured, float32, (64, 32, 32²) → 64, padding 1, forward, against the
-shifted products of conv_shifted.py): 0.90x on one thread, 0.90x on two. Per stage, one
-thread, 6.8 ms in all: padding 1.1, input transform 1.2, products 3.1, output transform 1.4;
-the products alone run at OpenBLAS's single-thread rate. Measured and not kept: V by
-channel (tiles last, as winograd.py; the transform per patch then runs scalar: 2.0 ms
-against 0.85 alone), and M by channel from V by tile (sgemm with a transposed operand:
-products 4.7 ms against 3.1).
+Where it pays (the layer's rule, with measurements: nn/conv_winograd.py): layers of 32+
+input and 48+ output channels. Per stage, (64, 32, 32²) → 64, one thread, 5.2–5.6 ms in
+all: input transform 1.3 (its transposes ~0.6), products 3.1 (OpenBLAS's single-thread
+rate), output transform 0.8–0.9; the shifted products (conv_shifted.py) took 7.3. Measured
+and not kept: V by channel (tiles last, as winograd.py: the transform per patch then runs
+scalar, 2.0 ms against 0.85); M by channel from V by tile (sgemm with a transposed operand:
+products 4.7 ms against 3.1); the batch padded channels last first, as winograd5.py does
+(a copy written and read through memory: 1.2x slower forwards); the output read back from
+M by tile one value at a time, Cout apart (1.4 ms against 0.9).
 
 Only the forward: the layer's backward for stride 2 stays the shifted products'
 (conv_shifted.py), which read the unpadded input.
@@ -311,8 +312,8 @@ def _output_transform(m, bias, relu, line0, line1, th, out):
     one after another, channels last ((rows · OW) × Cout: a cut tile's columns past the
     edge spill into the next row's start, rewritten after); then ``rows`` transposed into
     the output, whose line is one run of rows · OW values per channel, in 16 × 16 blocks
-    in registers (vector.py; read one value at a time, Cout apart, it took 1.4 of this
-    stage's ... ms [see bench]).
+    in registers (vector.py; read one value at a time, Cout apart, this stage took 1.4 ms
+    against 0.9 on (64, 32, 32²) → 64, one thread).
     Shapes: m (25, ≥ tiles·Cout); out (N, Cout, OH, OW).
     """
     n_out, oh, ow = out.shape[1], out.shape[2], out.shape[3]
