@@ -1139,6 +1139,91 @@ def test_winograd_s2_fused_relu_and_bit_identical_runs(winograd_s2):
     assert np.array_equal(layer(x), plain)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize(
+    "batch, cin, cout, size, padding, bias",
+    [
+        (3, 3, 4, (9, 9), 1, True),
+        (4, 5, 6, (10, 11), 0, False),
+        (3, 4, 3, (7, 5), 2, True),  # tiles reading mostly zeros
+        (3, 2, 3, (34, 18), 0, True),  # rows and columns no output reads: zero gradient
+        (5, 16, 17, (20, 23), (2, 1), True),  # register transposes both ways
+        (3, 33, 16, (16, 35), 1, False),
+    ],
+)
+def test_winograd_s2_backward_matches_reference(
+    winograd_s2, threads, batch, cin, cout, size, padding, bias
+):
+    # The Winograd backward needs a sample per thread; chunks of tile lines cross samples.
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"needs {threads} threads")
+    with tinynet.set_num_threads(threads):
+        layer = winograd_s2(cin, cout, padding, bias)
+        x = make_input(batch, cin, size, "strided", seed=batch)
+        check_against_reference(layer, x)
+        assert _took_winograd_s2(layer) and "gbuf" in layer._work  # both directions
+
+
+def test_winograd_s2_gradcheck_and_determinism(winograd_s2, monkeypatch):
+    from tinynet.kernels import winograd_s2 as kernels
+
+    calls = []
+    backward = kernels.winograd_s2_backward
+
+    def counted(*args):
+        calls.append(1)
+        return backward(*args)
+
+    monkeypatch.setattr(kernels, "winograd_s2_backward", counted)
+    with tinynet.set_num_threads(1):
+        layer = winograd_s2(3, 4, padding=1)
+        x = np.random.default_rng(3).standard_normal((2, 3, 9, 7))
+        assert gradcheck(layer, x, max_checks=40)
+    assert calls  # gradcheck's backward was the Winograd one
+    x = make_input(6, 8, (13, 11), "contiguous", seed=0).astype(np.float32)
+    results = []
+    for _ in range(2):
+        tinynet.manual_seed(0)
+        layer = winograd_s2(8, 8, dtype=np.float32)
+        y, _, grad_x = run_layer(layer, x)
+        results.append((y, grad_x, layer.weight.grad, layer.bias.grad))
+    for first, second in zip(*results, strict=True):
+        assert np.array_equal(first, second)
+
+
+def test_winograd_s2_backward_matches_pytorch_float32(winograd_s2):
+    torch = pytest.importorskip("torch")
+    layer = winograd_s2(32, 24, dtype=np.float32)
+    x = make_input(4, 32, (21, 18), "contiguous", seed=2).astype(np.float32)
+    with tinynet.set_num_threads(2):
+        y, grad_out, grad_x = run_layer(layer, x)
+    assert "gbuf" in layer._work
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(layer.weight.data, requires_grad=True)
+    bt = torch.tensor(layer.bias.data, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, stride=2, padding=1)
+    yt.backward(torch.tensor(grad_out))
+    # Bounded by each gradient's scale: the 5×5 transforms add up to 5 values a step.
+    for got, ref in [(grad_x, xt.grad), (layer.weight.grad, wt.grad), (layer.bias.grad, bt.grad)]:
+        ref = ref.numpy()
+        assert np.abs(got - ref).max() < 3e-5 * np.abs(ref).max()
+
+
+def test_winograd_s2_transposes_are_transposes():
+    # <T d, r> = <d, Tᵀ r> and <Aᵀ m, g> = <m, A g> for random vectors (float64).
+    from tinynet.kernels import winograd_s2
+
+    k = winograd_s2._constants(np.dtype(np.float64))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        d, r = rng.standard_normal(9), rng.standard_normal(9)
+        lhs = np.dot(winograd_s2._t(tuple(d), k), r)
+        assert lhs == pytest.approx(np.dot(d, winograd_s2._tt(tuple(r), k)), rel=1e-12)
+        m, g = rng.standard_normal(5), rng.standard_normal(4)
+        lhs = np.dot(winograd_s2._at(tuple(m), k), g)
+        assert lhs == pytest.approx(np.dot(m, winograd_s2._a(*g, k)), rel=1e-12)
+
+
 def test_winograd_s2_dispatch_rule():
     # 3×3 stride 2, undilated, ungrouped, 2-D, ≥ 32 inputs and ≥ 48 outputs...
     assert Conv2d(32, 64, 3, stride=2, padding=1)._winograd_s2
@@ -1165,6 +1250,12 @@ def test_winograd_s2_dispatch_rule():
     layer = Conv2d(32, 48, 3, stride=2, padding=1).double()
     layer(np.zeros((4, 32, 32, 32)))  # 4 samples of 4 × 4 tiles
     assert _took_winograd_s2(layer)
+    # The compile groups and the profiler name it.
+    from tinynet.kernel_cache import group_key
+    from tinynet.profiler import algorithm
+
+    assert group_key(layer, (4, 32, 32, 32)) == "Conv2d:winograd_s2"
+    assert algorithm(layer, (4, 32, 32, 32)) == "Winograd F(4x4, 2x2) polyphase"
     small = Conv2d(32, 48, 3, stride=2, padding=1).double()
     check_against_reference(small, make_input(1, 32, (8, 8), "contiguous", seed=1))
     assert not _took_winograd_s2(small)

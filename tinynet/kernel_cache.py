@@ -55,6 +55,7 @@ COSTS = {
     "Conv3d:small3d": 8.0,
     "Conv3d:winograd3d": 20.0,
     "Conv3d:winograd3d4": 30.0,  # measured on the Zen 4 machine (27–34 s), two workers at once
+    "Conv2d:winograd_s2": 20.0,  # an estimate, as the other 2-D Winograd groups
     "BatchNorm": 9.0,
     "Linear": 2.9,
     "elementwise": 4.0,
@@ -331,6 +332,8 @@ def group_key(layer, shape) -> str | None:
         form = layer._winograd3d_form(shape[0], out_size)
         if form:  # F(4×4, 3×3) per depth tap, or F(2×2×2, 3×3×3)
             return f"{name}:winograd3d" + ("4" if form == 4 else "")
+        if layer._winograd_s2_fits(shape[0], out_size):  # polyphase F(4×4, 2×2), stride 2
+            return f"{name}:winograd_s2"
         if layer._direct_fits(shape[0], out_size):
             return "Conv:direct"
         for path in ("small3d", "planes", "small"):

@@ -264,6 +264,7 @@ _ALGORITHMS = {
     "winograd5": "Winograd F(2x2, 5x5)",
     "winograd3d": "Winograd F(2x2x2, 3x3x3)",
     "winograd3d4": "Winograd F(4x4, 3x3) per depth tap",
+    "winograd_s2": "Winograd F(4x4, 2x2) polyphase",
     "dilated": "sub-grids",
 }
 

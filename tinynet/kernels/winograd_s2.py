@@ -48,8 +48,14 @@ products 4.7 ms against 3.1); the batch padded channels last first, as winograd5
 (a copy written and read through memory: 1.2x slower forwards); the output read back from
 M by tile one value at a time, Cout apart (1.4 ms against 0.9).
 
-Only the forward: the layer's backward for stride 2 stays the shifted products'
-(conv_shifted.py), which read the unpadded input.
+Backward (:func:`winograd_s2_backward`): the transpose of the same chain, as winograd.py's:
+dM = A · dy · Aᵀ per tile, dU[ξ] += V[ξ]ᵀ @ dM[ξ] (V computed again from x), dV[ξ] =
+dM[ξ] @ U[ξ]ᵀ, then Tᵀ · dV · T added onto each tile's 9×9 patch of the input's gradient,
+and the weights' gradient from dU by the weight transform's transpose. Whole samples per
+thread; a batch smaller than the thread count takes the layer's other backward (it reads
+only x). Per stage, (64, 32, 32²) → 64, one thread, ~12 ms in all: V 1.8, dM 0.7, the two
+sets of products 3.2 + 3.1, the input gradient's transform 1.4–3.0 (the shifted products'
+backward took ~14 ms on one thread).
 
 Accuracy: the transforms multiply by up to 8 and add 5 values a step, as F(4×4, 3×3):
 float32 results differ from the direct sum by ~1e-6 of the output scale.
@@ -62,6 +68,7 @@ from numba import njit, prange
 
 from .. import config
 from .blas import gemm
+from .conv import row_sum, sum_blocks, zero_fill
 from .vector import WIDTH, transpose_vector
 
 # Output tile side, and the patch of padded input a tile reads (2·STEP + 1 per axis).
@@ -143,6 +150,32 @@ def depth(a, b):
     """How many phases plane (a, b) stacks (its product's depth is that times C)."""
     ends = POINTS - 1
     return 1 + (a < ends) + (b < ends) + (a < ends and b < ends)
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _places(a, row_phase, p, plane, c):
+    """Where the 9 values of one row of a tile's 9×9 transform go in V (flat, planes
+    ``plane`` apart, C = c channels; all unsigned): domain row a of phase row_phase, tile
+    p. Value b < 5 (the even columns' points) to plane 5·a + b, b ≥ 5 (the odd columns')
+    to plane 5·a + b − 5, each at tile p's row (depth·C long) and its phase's block of C."""
+    u = np.uint64
+    e0 = u(POINTS * a) * plane
+    d0 = e0 + p * u(depth(a, 0)) * c
+    d1 = e0 + plane + p * u(depth(a, 1)) * c
+    d2 = e0 + u(2) * plane + p * u(depth(a, 2)) * c
+    d3 = e0 + u(3) * plane + p * u(depth(a, 3)) * c
+    d4 = e0 + u(4) * plane + p * u(depth(a, 4)) * c
+    return (
+        d0 + u(_slot(row_phase, 0, a, 0)) * c,
+        d1 + u(_slot(row_phase, 0, a, 1)) * c,
+        d2 + u(_slot(row_phase, 0, a, 2)) * c,
+        d3 + u(_slot(row_phase, 0, a, 3)) * c,
+        d4 + u(_slot(row_phase, 0, a, 4)) * c,
+        d0 + u(_slot(row_phase, 1, a, 0)) * c,
+        d1 + u(_slot(row_phase, 1, a, 1)) * c,
+        d2 + u(_slot(row_phase, 1, a, 2)) * c,
+        d3 + u(_slot(row_phase, 1, a, 3)) * c,
+    )
 
 
 @njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
@@ -267,23 +300,7 @@ def _input_transform(x, top, left, th, tw, line0, line1, v):
             for tx in range(tw):
                 p = u((line - line0) * tw + tx)
                 src = b0 + u(2 * STEP * tx) * c  # the tile's first column
-                # Where each of the 9 results goes: plane 5·a + b, tile p's row, the phase's
-                # block of channels (b < 5: even columns; b ≥ 5: odd ones, point b − 5).
-                e0 = u(POINTS * a) * plane
-                d0 = e0 + p * u(depth(a, 0)) * c
-                d1 = e0 + plane + p * u(depth(a, 1)) * c
-                d2 = e0 + u(2) * plane + p * u(depth(a, 2)) * c
-                d3 = e0 + u(3) * plane + p * u(depth(a, 3)) * c
-                d4 = e0 + u(4) * plane + p * u(depth(a, 4)) * c
-                d5 = d0 + u(_slot(rp, 1, a, 0)) * c
-                d6 = d1 + u(_slot(rp, 1, a, 1)) * c
-                d7 = d2 + u(_slot(rp, 1, a, 2)) * c
-                d8 = d3 + u(_slot(rp, 1, a, 3)) * c
-                d0 += u(_slot(rp, 0, a, 0)) * c
-                d1 += u(_slot(rp, 0, a, 1)) * c
-                d2 += u(_slot(rp, 0, a, 2)) * c
-                d3 += u(_slot(rp, 0, a, 3)) * c
-                d4 += u(_slot(rp, 0, a, 4)) * c
+                d0, d1, d2, d3, d4, d5, d6, d7, d8 = _places(a, rp, p, plane, c)
                 for i in range(n_channels):
                     q = src + u(i)
                     d = (band[q], band[q + c], band[q + u(2) * c], band[q + u(3) * c],
@@ -411,3 +428,280 @@ def winograd_s2_forward(x, u, bias, relu, padding, lines, out, v, m):
                     gemm(False, False, tiles, n_out, kd, v[t, xi], kd, u[xi].reshape(-1),
                          n_out, 0.0, m[t, xi], n_out)  # fmt: skip
             _output_transform(m[t], bias, relu, line0, line1, th, out)
+
+
+# -- backward: the transpose of each step above ------------------------------------------------
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _tt(r, k):
+    """Tᵀ: the transpose of :func:`_t` (9 domain values back onto the 9 input positions)."""
+    r0, r1, r2, r3, r4, r5, r6, r7, r8 = r
+    two, three = k[0], k[1]
+    return (
+        two * r0,
+        two * r5,
+        two * (r2 + r4 - r1) - r0 - r3,
+        two * (r7 - r6) - r5 - r8,
+        -two * r0 - r1 - three * r2 - r4,
+        -two * r5 - r6 - three * r7,
+        r0 + r1 + r2 + r3 - two * r4,
+        r5 + r6 + r7 + r8,
+        r4,
+    )
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _a(g0, g1, g2, g3, k):
+    """A applied to a 4-vector: the transpose of :func:`_at`."""
+    two, four, eight = k[0], k[2], k[3]
+    return g0, g0 + g1 + g2 + g3, g0 - g1 + g2 - g3, g0 + two * g1 + four * g2 + eight * g3, g3
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _channels_first_row(src, s, n_channels, cols, xf, dst, plane):
+    """xf[dst + c·plane + q] = src[s + q·C + c] for q < cols, c < C: the transpose of
+    :func:`_channels_last_row` (one row back to channels first). Offsets unsigned."""
+    u = np.uint64
+    c = u(n_channels)
+    if n_channels >= WIDTH and cols >= WIDTH:
+        for q0 in range(0, cols, WIDTH):
+            i = u(min(q0, cols - WIDTH))
+            for c0 in range(0, n_channels, WIDTH):
+                j = u(min(c0, n_channels - WIDTH))
+                transpose_vector(xf, dst + j * plane + i, plane, src, s + i * c + j, c)
+    else:
+        for q in range(u(cols)):
+            for j in range(c):
+                xf[dst + j * plane + q] = src[s + q * c + j]
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _grad_output_transform(grad_out, line0, line1, th, m):
+    """dM[ξ][p, o] = (A · dy · Aᵀ)[ξ] for the 4×4 gradient block dy of tile p (zeros past
+    the output's edges), by tile as the forward's M: the transpose of :func:`_output_transform`.
+
+    Per tile line: its gradient rows transposed to channels last into ``rows`` (4 × 4·tw ×
+    Cout; vector.py's register transposes, as the forward's last step), then A along each
+    row i into ``half`` rows 5·i + b, then A down each column b into the planes 5·a + b:
+    loops over the channels (or a line's (tile, channel) pairs), which LLVM vectorises.
+    Shapes: grad_out (N, Cout, OH, OW); m (25, ≥ tiles·Cout).
+    """
+    n_out, oh, ow = grad_out.shape[1], grad_out.shape[2], grad_out.shape[3]
+    tw = (ow + STEP - 1) // STEP
+    k = _constants(grad_out.dtype)
+    u = np.uint64
+    cout = u(n_out)
+    span = u(tw) * cout  # a line's (tile, channel) pairs
+    width = u(STEP * tw) * cout  # a row of ``rows``
+    rows = np.empty(STEP * STEP * tw * n_out, dtype=grad_out.dtype)
+    half = np.empty(STEP * POINTS * tw * n_out, dtype=grad_out.dtype)
+    zero = grad_out.dtype.type(0)
+    gf, mf, plane = grad_out.reshape(-1), m.reshape(-1), u(m.shape[1])
+    out_plane = u(oh * ow)
+    for line in range(line0, line1):
+        n = line // th
+        i0 = STEP * (line - n * th)
+        valid = min(STEP, oh - i0)
+        for i in range(STEP):
+            first = u(i) * width
+            start = first + u(ow) * cout if i < valid else first
+            for q in range(start, first + width):
+                rows[q] = zero
+            if i < valid:
+                src = u(n) * cout * out_plane + u((i0 + i) * ow)
+                _channels_last_row(gf, src, out_plane, n_out, ow, rows, first)
+        for i in range(STEP):  # A along row i of each tile
+            q0 = u(i) * width
+            h0 = u(POINTS * i) * span
+            h1, h2, h3, h4 = h0 + span, h0 + u(2) * span, h0 + u(3) * span, h0 + u(4) * span
+            for tx in range(tw):
+                q = q0 + u(STEP * tx) * cout
+                t = u(tx) * cout
+                for o in range(cout):
+                    g = (rows[q + o], rows[q + cout + o], rows[q + u(2) * cout + o])
+                    a = _a(g[0], g[1], g[2], rows[q + u(3) * cout + o], k)
+                    half[h0 + t + o], half[h1 + t + o], half[h2 + t + o] = a[0], a[1], a[2]
+                    half[h3 + t + o], half[h4 + t + o] = a[3], a[4]
+        p0 = u((line - line0) * tw) * cout
+        for b in range(POINTS):  # A down column b
+            s0 = u(b) * span
+            s1, s2, s3 = s0 + u(POINTS) * span, s0 + u(10) * span, s0 + u(15) * span
+            e0 = u(b) * plane + p0  # plane 5·a + b at e0 + 5·a·plane
+            e1, e2 = e0 + u(5) * plane, e0 + u(10) * plane
+            e3, e4 = e0 + u(15) * plane, e0 + u(20) * plane
+            for s in range(span):
+                a = _a(half[s0 + s], half[s1 + s], half[s2 + s], half[s3 + s], k)
+                mf[e0 + s], mf[e1 + s], mf[e2 + s], mf[e3 + s], mf[e4 + s] = a
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _input_transform_backward(v, top, left, th, tw, line0, line1, gbuf, grad_x):
+    """The transpose of :func:`_input_transform`: Tᵀ · dV · T of each tile's domain values
+    added onto its 9×9 patch of the padded input's gradient, for the lines line0 .. line1.
+
+    The gradient of a sample is summed channels last in ``gbuf`` (patches of neighbouring
+    tiles and lines share a row or column): after its last line, it is transposed into
+    grad_x[n] (zeros where x lies outside the padded rows and
+    columns that outputs read). Lines come in order, so one sample at a time is open. Per
+    line: Tᵀ along each band row (per tile a loop over the channels, adding onto the 9
+    columns), then Tᵀ down the columns (one flat loop) onto the sample's 9 rows.
+    Shapes: v (25, ≥ 4·C·tiles) holding dV; gbuf ((8·th + 1)·(8·tw + 1)·C,); grad_x
+    (N, C, H, W), contiguous.
+    """
+    n_channels, height, width = grad_x.shape[1], grad_x.shape[2], grad_x.shape[3]
+    vf, gx = v.reshape(-1), grad_x.reshape(-1)
+    k = _constants(v.dtype)
+    u = np.uint64
+    c, plane = u(n_channels), u(v.shape[1])
+    padded = 2 * STEP * tw + 1
+    row = u(padded * n_channels)
+    cols = min(width, padded - left)
+    rows_in = min(height, 2 * STEP * th + 1 - top)
+    zero = v.dtype.type(0)
+    band = np.empty(PATCH * row, dtype=v.dtype)
+    edge = np.empty((tw + 1) * n_channels, dtype=v.dtype)  # each tile's last column
+    carry = np.empty(row, dtype=v.dtype)  # the last row of the line above
+    g = gbuf
+    for line in range(line0, line1):
+        n = line // th
+        ty = line - n * th
+        for alpha in range(PATCH):
+            a = alpha if alpha < POINTS else alpha - POINTS
+            rp = 0 if alpha < POINTS else 1
+            b0 = u(alpha) * row
+            for tx in range(tw):
+                p = u((line - line0) * tw + tx)
+                dst = b0 + u(2 * STEP * tx) * c
+                d0, d1, d2, d3, d4, d5, d6, d7, d8 = _places(a, rp, p, plane, c)
+                last = u(tx + 1) * c
+                # Stores only (a loop adding onto 9 columns of one array ran scalar: LLVM
+                # cannot rule out that they overlap): columns 0..7 of the tile, its column 8
+                # (the next tile's column 0) into ``edge``, added below.
+                for i in range(c):
+                    r = (vf[d0 + i], vf[d1 + i], vf[d2 + i], vf[d3 + i], vf[d4 + i])
+                    r = r + (vf[d5 + i], vf[d6 + i], vf[d7 + i], vf[d8 + i])
+                    d = _tt(r, k)
+                    q = dst + i
+                    band[q], band[q + c], band[q + u(2) * c] = d[0], d[1], d[2]
+                    band[q + u(3) * c], band[q + u(4) * c], band[q + u(5) * c] = d[3], d[4], d[5]
+                    band[q + u(6) * c], band[q + u(7) * c], edge[last + i] = d[6], d[7], d[8]
+            for tx in range(1, tw):
+                q = b0 + u(2 * STEP * tx) * c
+                e = u(tx) * c
+                for i in range(c):
+                    band[q + i] += edge[e + i]
+            q = b0 + u(2 * STEP * tw) * c
+            e = u(tw) * c
+            for i in range(c):
+                band[q + i] = edge[e + i]
+        # Tᵀ down the columns onto the sample's rows 8·ty .. 8·ty + 7, the first plus the
+        # line above's last (``carry``), stores only (adding onto the rows in place ran
+        # scalar); the sample's last row after its last line.
+        base = u(2 * STEP * ty) * row
+        if ty == 0:
+            for q in range(row):
+                carry[q] = zero
+        for q in range(row):
+            r = (band[q], band[q + row], band[q + u(2) * row], band[q + u(3) * row])
+            r = r + (band[q + u(4) * row], band[q + u(5) * row], band[q + u(6) * row])
+            d = _tt(r + (band[q + u(7) * row], band[q + u(8) * row]), k)
+            s = base + q
+            g[s], g[s + row], g[s + u(2) * row] = d[0] + carry[q], d[1], d[2]
+            g[s + u(3) * row], g[s + u(4) * row], g[s + u(5) * row] = d[3], d[4], d[5]
+            g[s + u(6) * row], g[s + u(7) * row], carry[q] = d[6], d[7], d[8]
+        if ty == th - 1:  # the sample is complete: back to channels first
+            s = base + u(2 * STEP) * row
+            for q in range(row):
+                g[s + q] = carry[q]
+            xplane = u(height * width)
+            first = u(n) * c * xplane
+            # Zeros where x lies outside the rows and columns outputs read (if anywhere).
+            for i in range(c):
+                for r0 in range(height):
+                    q0 = first + i * xplane + u(r0 * width)
+                    for q in range(q0 + u(cols if r0 < rows_in else 0), q0 + u(width)):
+                        gx[q] = zero
+            for r0 in range(rows_in):
+                src = (u(top + r0) * u(padded) + u(left)) * c
+                _channels_first_row(g, src, n_channels, cols, gx, first + u(r0 * width), xplane)
+
+
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def weight_transform_backward(grad_u, grad_w):
+    """grad_w[o, c, rp + 2i, cp + 2j] = (Gᵀ · dU_phase · G)[i, j] for each phase (rp, cp)
+    and its taps inside the 3×3 kernel: the transpose of :func:`weight_transform`.
+
+    Shapes: grad_u (25, 4·C, Cout); grad_w (Cout, C, 3, 3), overwritten. Parallel over
+    output channels (disjoint rows of grad_w).
+    """
+    n_out, n_channels = grad_w.shape[0], grad_w.shape[1]
+    k = _constants(grad_w.dtype)
+    one, zero = grad_w.dtype.type(1), grad_w.dtype.type(0)
+    g = np.empty((POINTS, 2), dtype=grad_w.dtype)
+    g[:, 0] = _g(one, zero, k)
+    g[:, 1] = _g(zero, one, k)
+    for o in prange(n_out):
+        for c in range(n_channels):
+            for rp in range(2):
+                for cp in range(2):
+                    for i in range(2 - rp):
+                        for j in range(2 - cp):
+                            total = zero
+                            for a in range(POINTS - rp):
+                                for b in range(POINTS - cp):
+                                    slot = _slot(rp, cp, a, b)
+                                    du = grad_u[POINTS * a + b, slot * n_channels + c, o]
+                                    total += g[a, i] * du * g[b, j]
+                            grad_w[o, c, rp + 2 * i, cp + 2 * j] = total
+
+
+@njit(parallel=True, fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def winograd_s2_backward(
+    x, u, ut, grad_out, padding, lines, grad_x, grad_u, grad_b, v, m, gbuf, partial_u, partial_b
+):
+    """All three gradients of :func:`winograd_s2_forward`, in the Winograd domain.
+
+    Per chunk of tile lines: V again (:func:`_input_transform`), dM (the output gradient's
+    transform), dU[ξ] += V[ξ]ᵀ @ dM[ξ], then dV[ξ] = dM[ξ] @ U[ξ]ᵀ into V's space, and dV
+    back onto the input's gradient (:func:`_input_transform_backward`). grad_u (25, 4·C,
+    Cout) is the gradient of u (weight_transform_backward turns it into the weight
+    gradient). Shapes: ut (25, Cout, 4·C), u's planes transposed; gbuf (T, …), one per
+    block (see _input_transform_backward); partial_u (T, 25, 4·C, Cout), partial_b (T, ≥ Cout).
+    Parallel over blocks of whole samples (a sample's overlapping patches stay on one
+    thread; the batch has at least one sample per block); the sums over samples go through
+    the per-block partials, added in block order (race-free, deterministic).
+    """
+    n_batch, n_channels = x.shape[0], x.shape[1]
+    n_out = u.shape[2]
+    n_blocks = v.shape[0]
+    th = (grad_out.shape[2] + STEP - 1) // STEP
+    tw = (grad_out.shape[3] + STEP - 1) // STEP
+    depth_max = u.shape[1]
+    for t in prange(n_blocks):
+        zero_fill(partial_u[t].reshape(-1))
+        zero_fill(partial_b[t])
+        n0 = (t * n_batch) // n_blocks
+        n1 = ((t + 1) * n_batch) // n_blocks
+        for n in range(n0, n1):
+            for o in range(grad_b.shape[0]):
+                partial_b[t, o] += row_sum(grad_out[n, o].reshape(-1))
+        for line0 in range(n0 * th, n1 * th, lines):
+            line1 = min(line0 + lines, n1 * th)
+            tiles = (line1 - line0) * tw
+            _input_transform(x, padding[0], padding[1], th, tw, line0, line1, v[t])
+            _grad_output_transform(grad_out, line0, line1, th, m[t])
+            for a in range(POINTS):
+                for b in range(POINTS):
+                    xi = POINTS * a + b
+                    kd = depth(a, b) * n_channels
+                    gemm(True, False, kd, n_out, tiles, v[t, xi], kd, m[t, xi], n_out, 1.0,
+                         partial_u[t, xi].reshape(-1), n_out)  # fmt: skip
+                    # V[ξ] is no longer needed: its space takes dV[ξ] (tiles × depth).
+                    gemm(False, False, tiles, kd, n_out, m[t, xi], n_out,
+                         ut[xi].reshape(-1), depth_max, 0.0, v[t, xi], kd)  # fmt: skip
+            _input_transform_backward(
+                v[t], padding[0], padding[1], th, tw, line0, line1, gbuf[t], grad_x
+            )
+    sum_blocks(partial_u.reshape(n_blocks, -1), grad_u.reshape(-1))
+    sum_blocks(partial_b, grad_b)

@@ -239,6 +239,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         )
         self._dilated_used = False  # whether the last forward took the sub-grid path
         self._shifted_used = False  # whether it took the shifted products
+        self._winograd_s2_used = False  # whether it took the stride-2 Winograd path
         self._x = None
         self._x_padded = None  # the Winograd path's zero-padded input, kept for backward
         self._x_volume = None  # the direct 3-D path's padded volumes, kept for backward
@@ -561,6 +562,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         self._x_volume = None
         self._dilated_used = self._dilated_fits(out_size)
         self._shifted_used = False
+        self._winograd_s2_used = False
         if self._dilated_used:  # first: the sub-grids may then take any of the paths below
             return self._dilated_forward(x, out_size, relu)
         if self._winograd_fits(n, out_size):
@@ -568,7 +570,9 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         if self._winograd3d_fits(n, out_size):
             return self._winograd3d_forward(x, out_size, relu)
         if self._winograd_s2_fits(n, out_size):
-            # Its backward is the one the layer would otherwise take (they read only x).
+            self._winograd_s2_used = True
+            # A batch smaller than the thread count takes the backward the layer would
+            # otherwise take (they read only x).
             self._shifted_used = self._shifted_fits(n, out_size)
             return self._winograd_s2_forward(x, out_size, relu)
         if self._direct_fits(n, out_size):
@@ -709,6 +713,8 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         grad_out = np.ascontiguousarray(grad_out)
         if self._dilated_used:
             return self._dilated_backward(grad_out, input_grad)
+        if self._winograd_s2_used and n >= config.get_num_threads():
+            return self._winograd_s2_backward(grad_out)
         if self._x_padded is not None:  # the forward took a Winograd path
             if self._dims == 3:
                 return self._winograd3d_backward(grad_out)

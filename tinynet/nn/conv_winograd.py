@@ -190,8 +190,7 @@ class WinogradMixin:
         The backward is the one the layer would take otherwise (it reads only x)."""
         n, dtype = x.shape[0], x.dtype
         tw = -(-out_size[1] // 4)
-        tiles = min(32, max(8, _WINOGRAD_S2_CHUNK // (81 * self.in_channels)))
-        lines = max(1, tiles // tw)
+        lines = self._winograd_s2_lines(tw)
         blocks = max(1, config.get_num_threads())
         depth = winograd_s2.PLANES_DEPTH * self.in_channels
         v = self._buffer(
@@ -210,6 +209,60 @@ class WinogradMixin:
                 x, u, bias.astype(dtype, copy=False), relu, self._pad_low, lines, out, v, m
             )
         return out
+
+    def _winograd_s2_backward(self, grad_out):
+        """The backward of the polyphase Winograd forward (kernels/winograd_s2.py): all three
+        gradients in its 5×5 domain, from the forward's U. Whole samples per thread: the
+        batch has at least one per thread (_backward checks)."""
+        x = self._x
+        dtype = x.dtype
+        th, tw = -(-self._out_size[0] // 4), -(-self._out_size[1] // 4)
+        blocks = max(1, config.get_num_threads())
+        lines = self._winograd_s2_lines(tw)
+        depth = winograd_s2.PLANES_DEPTH * self.in_channels
+        planes = winograd_s2.PLANES
+        v = self._buffer("v", (blocks, planes, _plane(depth * lines * tw, dtype)), dtype)
+        m_plane = _plane(self.out_channels * lines * tw, dtype)
+        m = self._buffer("m", (blocks, planes, m_plane), dtype)
+        u = self._work["u"]  # the forward's (rewritten only by the next forward)
+        ut = self._buffer("ut", (planes, self.out_channels, depth), dtype)
+        np.copyto(ut, u.transpose(0, 2, 1))
+        size = (8 * th + 1) * (8 * tw + 1) * self.in_channels
+        gbuf = self._buffer("gbuf", (blocks, size), dtype)
+        partial_u = self._buffer("partial_u", (blocks, *u.shape), dtype)
+        partial_b = self._rows("partial_b", blocks, self.out_channels, dtype)
+        grad_u = self._buffer("grad_u", u.shape, dtype)
+        grad_b = self._buffer("grad_b", (0 if self.bias is None else self.out_channels,), dtype)
+        grad_w = self._buffer("grad_w", self.weight.shape, dtype)
+        grad_x = np.empty_like(x)
+        with config.single_threaded_blas(), config.one_thread_if(blocks == 1):
+            winograd_s2.winograd_s2_backward(
+                x,
+                u,
+                ut,
+                grad_out,
+                self._pad_low,
+                lines,
+                grad_x,
+                grad_u,
+                grad_b,
+                v,
+                m,
+                gbuf,
+                partial_u,
+                partial_b,
+            )
+        with config.threads_for(grad_w.size):
+            winograd_s2.weight_transform_backward(grad_u, grad_w)
+        self.weight.grad += grad_w
+        if self.bias is not None:
+            self.bias.grad += grad_b
+        return grad_x
+
+    def _winograd_s2_lines(self, tw):
+        """Tile lines per chunk of the stride-2 Winograd path (see _WINOGRAD_S2_CHUNK)."""
+        tiles = min(32, max(8, _WINOGRAD_S2_CHUNK // (81 * self.in_channels)))
+        return max(1, tiles // tw)
 
     def _winograd_work(self, n, out_size, tile, dtype):
         """Tile lines per chunk, the padded input and the per-block work arrays (V and M)."""
