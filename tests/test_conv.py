@@ -1247,6 +1247,10 @@ def test_winograd_s2_dispatch_rule():
         assert not Conv2d(32, 64, 3, stride=2, padding=1)._winograd_s2_fits(3, (16, 16))
         assert not Conv2d(32, 64, 3, stride=2, padding=1)._winograd_s2_fits(64, (14, 14))
         assert Conv2d(64, 64, 3, stride=2, padding=1)._winograd_s2_fits(64, (14, 14))
+        # Its own backward: a sample per thread, at most 4096 channel pairs.
+        assert Conv2d(64, 64, 3, stride=2, padding=1)._winograd_s2_backward_fits(2)
+        assert not Conv2d(64, 64, 3, stride=2, padding=1)._winograd_s2_backward_fits(1)
+        assert not Conv2d(32, 192, 3, stride=2, padding=1)._winograd_s2_backward_fits(64)
     layer = Conv2d(32, 48, 3, stride=2, padding=1).double()
     layer(np.zeros((4, 32, 32, 32)))  # 4 samples of 4 × 4 tiles
     assert _took_winograd_s2(layer)

@@ -52,8 +52,8 @@ Backward (:func:`winograd_s2_backward`): the transpose of the same chain, as win
 dM = A · dy · Aᵀ per tile, dU[ξ] += V[ξ]ᵀ @ dM[ξ] (V computed again from x), dV[ξ] =
 dM[ξ] @ U[ξ]ᵀ, then Tᵀ · dV · T added onto each tile's 9×9 patch of the input's gradient,
 and the weights' gradient from dU by the weight transform's transpose. Whole samples per
-thread; a batch smaller than the thread count takes the layer's other backward (it reads
-only x). Per stage, (64, 32, 32²) → 64, one thread, ~12 ms in all: V 1.8, dM 0.7, the two
+thread; a batch smaller than the thread count, or a layer of more than 4096 channel pairs
+(nn/conv_winograd.py), takes the layer's other backward (it reads only x). Per stage, (64, 32, 32²) → 64, one thread, ~12 ms in all: V 1.8, dM 0.7, the two
 sets of products 3.2 + 3.1, the input gradient's transform 1.4–3.0 (the shifted products'
 backward took ~14 ms on one thread).
 

@@ -571,8 +571,8 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
             return self._winograd3d_forward(x, out_size, relu)
         if self._winograd_s2_fits(n, out_size):
             self._winograd_s2_used = True
-            # A batch smaller than the thread count takes the backward the layer would
-            # otherwise take (they read only x).
+            # Where its own backward does not pay, the layer's other one runs (they read
+            # only x).
             self._shifted_used = self._shifted_fits(n, out_size)
             return self._winograd_s2_forward(x, out_size, relu)
         if self._direct_fits(n, out_size):
@@ -713,7 +713,7 @@ class _ConvNd(DilatedMixin, WinogradMixin, Winograd3dMixin, Small3dMixin, Planes
         grad_out = np.ascontiguousarray(grad_out)
         if self._dilated_used:
             return self._dilated_backward(grad_out, input_grad)
-        if self._winograd_s2_used and n >= config.get_num_threads():
+        if self._winograd_s2_used and self._winograd_s2_backward_fits(n):
             return self._winograd_s2_backward(grad_out)
         if self._x_padded is not None:  # the forward took a Winograd path
             if self._dims == 3:

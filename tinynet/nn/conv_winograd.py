@@ -51,6 +51,13 @@ _WINOGRAD_S2_MIN_CHANNELS = 32
 _WINOGRAD_S2_MIN_OUTPUTS = 48
 _WINOGRAD_S2_MIN_TILES = 64
 _WINOGRAD_S2_MAX_OVERHANG = 0.15
+# Its backward up to this many input × output channels: more make the weight gradient's
+# partial sums (25 × 4·C × Cout per thread) large against the work of a batch. Measured
+# (float32, 2 threads, forward + backward, ms, the layer's other backward / this one):
+# (64, 32, 32²) → 64 12.4 / 10.6; (64, 64, 8²) → 64 3.9 / 2.7; (64, 48, 16²) → 48 7.6 /
+# 5.1; (8, 32, 64²) → 64 6.4 / 5.6; but (32, 64, 16²) → 128 7.8 / 8.2 and (16, 128, 16²)
+# → 128 7.3 / 11.9.
+_WINOGRAD_S2_BACKWARD_MAX_WEIGHTS = 4096
 # Per (kernel size, tile size): the kernels' functions (weight transform, its transpose,
 # forward, backward).
 _KERNELS = {
@@ -210,10 +217,15 @@ class WinogradMixin:
             )
         return out
 
+    def _winograd_s2_backward_fits(self, n) -> bool:
+        """Whether the backward after a stride-2 Winograd forward stays in its domain: a
+        sample per thread (whole samples per thread) and few enough channel pairs."""
+        weights = self.in_channels * self.out_channels
+        return n >= config.get_num_threads() and weights <= _WINOGRAD_S2_BACKWARD_MAX_WEIGHTS
+
     def _winograd_s2_backward(self, grad_out):
         """The backward of the polyphase Winograd forward (kernels/winograd_s2.py): all three
-        gradients in its 5×5 domain, from the forward's U. Whole samples per thread: the
-        batch has at least one per thread (_backward checks)."""
+        gradients in its 5×5 domain, from the forward's U (_winograd_s2_backward_fits)."""
         x = self._x
         dtype = x.dtype
         th, tw = -(-self._out_size[0] // 4), -(-self._out_size[1] // 4)
