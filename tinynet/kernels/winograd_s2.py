@@ -53,9 +53,9 @@ dM = A · dy · Aᵀ per tile, dU[ξ] += V[ξ]ᵀ @ dM[ξ] (V computed again fro
 dM[ξ] @ U[ξ]ᵀ, then Tᵀ · dV · T added onto each tile's 9×9 patch of the input's gradient,
 and the weights' gradient from dU by the weight transform's transpose. Whole samples per
 thread; a batch smaller than the thread count, or a layer of more than 4096 channel pairs
-(nn/conv_winograd.py), takes the layer's other backward (it reads only x). Per stage, (64, 32, 32²) → 64, one thread, ~12 ms in all: V 1.8, dM 0.7, the two
-sets of products 3.2 + 3.1, the input gradient's transform 1.4–3.0 (the shifted products'
-backward took ~14 ms on one thread).
+(nn/conv_winograd.py), takes the layer's other backward (it reads only x). Per stage,
+(64, 32, 32²) → 64, one thread, ~12 ms in all: V 1.8, dM 0.7, the two sets of products
+3.2 + 3.1, the input gradient's transform 1.4–3.0.
 
 Accuracy: the transforms multiply by up to 8 and add 5 values a step, as F(4×4, 3×3):
 float32 results differ from the direct sum by ~1e-6 of the output scale.
