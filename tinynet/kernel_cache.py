@@ -55,7 +55,7 @@ COSTS = {
     "Conv3d:small3d": 8.0,
     "Conv3d:winograd3d": 20.0,
     "Conv3d:winograd3d4": 30.0,  # measured on the Zen 4 machine (27–34 s), two workers at once
-    "Conv2d:winograd_s2": 20.0,  # an estimate, as the other 2-D Winograd groups
+    "Conv2d:winograd_s2": 22.0,  # its first forward + backward alone, cold, on the Zen 4 machine
     "BatchNorm": 9.0,
     "Linear": 2.9,
     "elementwise": 4.0,

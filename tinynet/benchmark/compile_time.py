@@ -97,6 +97,8 @@ groups = {
     # 16×16 maps and 512 tiles of 4×4: F(4×4, 3×3) on up to 4 threads (see conv_winograd.py).
     "conv2d Winograd 4x4 tiles": [(nn.Conv2d(8, 8, 3, padding=1), (32, 8, 16, 16))],
     "conv2d Winograd 5x5": [(nn.Conv2d(12, 8, 5, padding=2), (8, 12, 16, 16))],
+    # 64 tiles of 4×4 and ≤ 4096 channel pairs: forward and backward (see conv_winograd.py).
+    "conv2d Winograd stride 2": [(nn.Conv2d(32, 48, 3, stride=2, padding=1), (4, 32, 32, 32))],
     # 3×3 and 5×5 depthwise layers take the direct kernels above; others the general loops.
     "conv2d depthwise 7x7": [(nn.Conv2d(4, 4, 7, padding=3, groups=4), (2, 4, 8, 8))],
     # After the depthwise group, whose phase planes it shares: the shifted products' kernels.

@@ -185,8 +185,7 @@ def weight_transform(weight, u):
     the phase is present (slot: :func:`_slot`).
 
     Shapes: weight (Cout, C, 3, 3); u (25, 4·C, Cout): rows past a plane's depth are left
-    as they were (unused). Parallel over input channels: each writes its own rows of u
-    (by output channel, threads shared every cache line of u: measured 3x slower).
+    as they were (unused). Parallel over input channels: each writes its own rows of u.
     """
     n_out, n_channels = weight.shape[0], weight.shape[1]
     k = _constants(u.dtype)
@@ -213,7 +212,7 @@ def weight_transform(weight, u):
                         gk[a, 1, o] = g[a, 0] * k01 + g[a, 1] * k11
                 # · Gᵀ, a row of u (all outputs) at a time: u's planes are a multiple of
                 # 4 KiB apart, and a pass writing all of them per output thrashed one L1
-                # cache set (measured 6x slower).
+                # cache set (32 → 64: 0.65 ms against 0.05 on one thread).
                 for a in range(POINTS - rp):  # an odd phase has no point ∞
                     for b in range(POINTS - cp):
                         dst = u[POINTS * a + b, _slot(rp, cp, a, b) * n_channels + c]
