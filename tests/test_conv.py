@@ -1209,6 +1209,36 @@ def test_winograd_s2_backward_matches_pytorch_float32(winograd_s2):
         assert np.abs(got - ref).max() < 3e-5 * np.abs(ref).max()
 
 
+def test_winograd_s2_input_gradient_across_chunks():
+    # A chunk of tile lines may end inside a sample: the next call must take the line
+    # above's last row of the sample's gradient from gbuf, which persists between calls,
+    # not from anything of its own (memory freed in between is filled with NaN here).
+    from tinynet.kernels import winograd_s2 as ws
+
+    n_channels, th, tw = 16, 3, 2
+    rng = np.random.default_rng(0)
+    grad_x = np.empty((2, n_channels, 8 * th, 8 * tw))
+    depths = [ws.depth(a, b) * n_channels for a in range(5) for b in range(5)]
+    tiles = 2 * th * tw  # both samples
+    v = np.zeros((25, 4 * n_channels * tiles))
+    for xi, depth in enumerate(depths):
+        v[xi, : depth * tiles] = rng.standard_normal(depth * tiles)
+    size = (8 * th + 1) * (8 * tw + 1) * n_channels
+    whole = np.empty_like(grad_x)
+    ws._input_transform_backward(v, 1, 1, th, tw, 0, 2 * th, np.empty(size), whole)
+    split = np.empty_like(grad_x)
+    gbuf = np.empty(size)
+    for line0, line1 in [(0, 2), (2, 4), (4, 6)]:  # lines 0–2 are sample 0's, 3–5 sample 1's
+        part = np.zeros_like(v)
+        for xi, depth in enumerate(depths):  # the chunk's tiles, renumbered from 0
+            rows = v[xi, : depth * tiles].reshape(tiles, depth)[line0 * tw : line1 * tw]
+            part[xi, : rows.size] = rows.reshape(-1)
+        ws._input_transform_backward(part, 1, 1, th, tw, line0, line1, gbuf, split)
+        for count in range(1, 4 * size // n_channels, 7):  # dirty the memory the call freed
+            np.full(count, np.nan)
+    assert_close(split, whole, rtol=1e-12, atol=1e-12, name="chunks")
+
+
 def test_winograd_s2_transposes_are_transposes():
     # <T d, r> = <d, Tᵀ r> and <Aᵀ m, g> = <m, A g> for random vectors (float64).
     from tinynet.kernels import winograd_s2

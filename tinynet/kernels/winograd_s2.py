@@ -153,6 +153,25 @@ def depth(a, b):
 
 
 @njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _nine(x, q, w):
+    """The 9 values x[q], x[q + w], ..., x[q + 8·w] (a patch's column or row; unsigned)."""
+    w2 = w + w
+    w4 = w2 + w2
+    return (x[q], x[q + w], x[q + w2], x[q + w2 + w], x[q + w4], x[q + w4 + w],
+            x[q + w4 + w2], x[q + w4 + w2 + w], x[q + w4 + w4])  # fmt: skip
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
+def _store_nine(x, q, w, v):
+    """x[q + i·w] = v[i] for i = 0 .. 8: the stores matching :func:`_nine`."""
+    w2 = w + w
+    w4 = w2 + w2
+    x[q], x[q + w], x[q + w2], x[q + w2 + w] = v[0], v[1], v[2], v[3]
+    x[q + w4], x[q + w4 + w], x[q + w4 + w2] = v[4], v[5], v[6]
+    x[q + w4 + w2 + w], x[q + w4 + w4] = v[7], v[8]
+
+
+@njit(fastmath=config.WINOGRAD_FASTMATH, cache=config.CACHE)
 def _places(a, row_phase, p, plane, c):
     """Where the 9 values of one row of a tile's 9×9 transform go in V (flat, planes
     ``plane`` apart, C = c channels; all unsigned): domain row a of phase row_phase, tile
@@ -285,13 +304,7 @@ def _input_transform(x, top, left, th, tw, line0, line1, v):
                 src = u((n * n_channels * height + r) * width)
                 _channels_last_row(xf, src, u(height * width), n_channels, cols, rows, start)
         for q in range(row):  # T down the columns
-            d = (rows[q], rows[q + row], rows[q + u(2) * row], rows[q + u(3) * row])
-            d = d + (rows[q + u(4) * row], rows[q + u(5) * row], rows[q + u(6) * row])
-            a = _t(d + (rows[q + u(7) * row], rows[q + u(8) * row]), k)
-            s = q
-            band[s], band[row + s], band[u(2) * row + s] = a[0], a[1], a[2]
-            band[u(3) * row + s], band[u(4) * row + s], band[u(5) * row + s] = a[3], a[4], a[5]
-            band[u(6) * row + s], band[u(7) * row + s], band[u(8) * row + s] = a[6], a[7], a[8]
+            _store_nine(band, q, row, _t(_nine(rows, q, row), k))
         for alpha in range(PATCH):
             a = alpha if alpha < POINTS else alpha - POINTS
             rp = 0 if alpha < POINTS else 1
@@ -301,11 +314,7 @@ def _input_transform(x, top, left, th, tw, line0, line1, v):
                 src = b0 + u(2 * STEP * tx) * c  # the tile's first column
                 d0, d1, d2, d3, d4, d5, d6, d7, d8 = _places(a, rp, p, plane, c)
                 for i in range(n_channels):
-                    q = src + u(i)
-                    d = (band[q], band[q + c], band[q + u(2) * c], band[q + u(3) * c],
-                         band[q + u(4) * c], band[q + u(5) * c], band[q + u(6) * c],
-                         band[q + u(7) * c], band[q + u(8) * c])  # fmt: skip
-                    r = _t(d, k)
+                    r = _t(_nine(band, src + u(i), c), k)
                     vf[d0 + u(i)], vf[d1 + u(i)], vf[d2 + u(i)] = r[0], r[1], r[2]
                     vf[d3 + u(i)], vf[d4 + u(i)], vf[d5 + u(i)] = r[3], r[4], r[5]
                     vf[d6 + u(i)], vf[d7 + u(i)], vf[d8 + u(i)] = r[6], r[7], r[8]
@@ -596,23 +605,20 @@ def _input_transform_backward(v, top, left, th, tw, line0, line1, gbuf, grad_x):
                 band[q + i] = edge[e + i]
         # Tᵀ down the columns onto the sample's rows 8·ty .. 8·ty + 7, the first plus the
         # line above's last (``carry``), stores only (adding onto the rows in place ran
-        # scalar); the sample's last row after its last line.
+        # scalar); then this line's last row, 8·ty + 8, which the next line adds to.
         base = u(2 * STEP * ty) * row
-        if ty == 0:
-            for q in range(row):
-                carry[q] = zero
+        for q in range(row):  # the line above's last row, kept in g (chunks end mid-sample)
+            carry[q] = g[base + q] if ty > 0 else zero
         for q in range(row):
-            r = (band[q], band[q + row], band[q + u(2) * row], band[q + u(3) * row])
-            r = r + (band[q + u(4) * row], band[q + u(5) * row], band[q + u(6) * row])
-            d = _tt(r + (band[q + u(7) * row], band[q + u(8) * row]), k)
+            d = _tt(_nine(band, q, row), k)
             s = base + q
             g[s], g[s + row], g[s + u(2) * row] = d[0] + carry[q], d[1], d[2]
             g[s + u(3) * row], g[s + u(4) * row], g[s + u(5) * row] = d[3], d[4], d[5]
             g[s + u(6) * row], g[s + u(7) * row], carry[q] = d[6], d[7], d[8]
+        last = base + u(2 * STEP) * row
+        for q in range(row):
+            g[last + q] = carry[q]
         if ty == th - 1:  # the sample is complete: back to channels first
-            s = base + u(2 * STEP) * row
-            for q in range(row):
-                g[s + q] = carry[q]
             xplane = u(height * width)
             first = u(n) * c * xplane
             # Zeros where x lies outside the rows and columns outputs read (if anywhere).
